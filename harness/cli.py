@@ -1,0 +1,144 @@
+"""The `tlslab` command: run a suite, keep receivers up, re-render reports, make certificates."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from harness import console
+from harness.paths import certs_dir, reports_dir
+from harness.report import ReportError, load_results, render_all, write_report
+from harness.runner import backend_named, open_run
+from harness.scenarios import ScenarioError, load_receiver, load_suite, scenarios_root
+from lab.backends import BackendError
+from lab.pki import CertificateError, ensure_certs
+from lab.serve import print_endpoints_json, serve_until_signalled
+from lab.spec import ReceiverSpec
+
+USAGE_ERRORS = (ScenarioError, CertificateError, ReportError, BackendError)
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line, run the sub-command, map known errors to exit status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except USAGE_ERRORS as error:
+        print(f"tlslab: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("tlslab: interrupted; evidence recorded so far stays on disk", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser with one sub-command per verb."""
+    parser = argparse.ArgumentParser(prog="tlslab", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--scenarios", type=Path, help="scenarios folder (default: the project's)")
+    common.add_argument("--certs", type=Path, help="certificate folder (default: certs/)")
+
+    run = sub.add_parser("run", parents=[common], help="run a suite and write its report")
+    run.add_argument("--suite", default="ses-2025", help="suite id or path (default: ses-2025)")
+    run.add_argument("--backend", default="local", help="where receivers run (default: local)")
+    run.add_argument("--reports", type=Path, help="reports folder (default: reports/)")
+    run.set_defaults(handler=cmd_run)
+
+    up = sub.add_parser("up", parents=[common], help="start receivers until Ctrl-C")
+    up.add_argument("--backend", default="local", choices=["local"])
+    up.add_argument("--receivers", help="comma-separated receiver ids (default: all)")
+    up.add_argument("--evidence-dir", type=Path, default=Path("evidence"))
+    up.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    up.add_argument("--json", action="store_true", help="print endpoints as JSON lines")
+    up.set_defaults(handler=cmd_up)
+
+    report = sub.add_parser("report", help="re-render a results.json (file or run folder)")
+    report.add_argument("path", type=Path)
+    report.set_defaults(handler=cmd_report)
+
+    certs = sub.add_parser("certs", parents=[common], help="generate the lab certificates")
+    certs.set_defaults(handler=cmd_certs)
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run every cell of a suite with progress, write the report, exit 1 on any non-pass."""
+    loaded = load_suite(args.suite, args.scenarios)
+    backend = backend_named(args.backend)
+    reports = reports_dir(args.reports)
+    total = len(loaded.suite.cell_ids)
+    print(f"Suite {loaded.suite.id}: {total} cells on the {backend.name} backend")
+    with open_run(loaded, backend, certs_dir(args.certs), reports) as run:
+        try:
+            for index, (receiver, sender) in enumerate(loaded.suite.cell_ids, 1):
+                console.progress(index, total, run.run_cell(receiver, sender))
+        finally:
+            run_dir = write_report(run.report(), reports)
+    report = run.report()
+    print()
+    print(console.matrix(report))
+    print(console.totals(report))
+    print(f"Report: {run_dir}")
+    return 0 if console.all_passed(report) else 1
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start receivers on loopback and keep them running until SIGINT/SIGTERM."""
+    specs = _receiver_specs(scenarios_root(args.scenarios), args.receivers)
+    pki = ensure_certs(specs, certs_dir(args.certs))
+    on_ready = print_endpoints_json if args.json else console.print_endpoints
+    try:
+        asyncio.run(serve_until_signalled(specs, pki, args.evidence_dir, args.host, on_ready))
+    except OSError as error:
+        raise BackendError(
+            f"cannot listen on {args.host}: {error}", "choose another --host"
+        ) from None
+    if not args.json:
+        print("receivers stopped")
+    return 0
+
+
+def _receiver_specs(root: Path, wanted: str | None) -> list[ReceiverSpec]:
+    """Load all receivers, or the comma-separated ones asked for, naming unknown ids."""
+    folder = root / "receivers"
+    known = {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+    ids = [w.strip() for w in wanted.split(",") if w.strip()] if wanted else list(known)
+    for item in ids:
+        if item not in known:
+            raise ScenarioError(
+                folder / f"{item}.yaml", "--receivers", f"unknown receiver '{item}'",
+                f"use some of {sorted(known)}",
+            )  # fmt: skip
+    return [load_receiver(known[item]) for item in ids]
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Re-render summary.md, report.html and tlsrpt.json next to a results.json."""
+    report = load_results(args.path)
+    run_dir = args.path if args.path.is_dir() else args.path.parent
+    render_all(report, run_dir)
+    print(console.matrix(report))
+    print(f"Re-rendered {run_dir}")
+    return 0
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    """Generate (or reuse) certificates for every receiver in the scenarios folder."""
+    specs = _receiver_specs(scenarios_root(args.scenarios), None)
+    pki = ensure_certs(specs, certs_dir(args.certs))
+    print(json.dumps({"certs": str(pki.root), "ca": str(pki.ca_cert_path)}))
+    return 0
+
+
+__all__ = ["main"]
+
+if __name__ == "__main__":
+    sys.exit(main())

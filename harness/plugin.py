@@ -1,0 +1,154 @@
+"""pytest plugin: suite YAML files are test files, cells `<receiver>-<sender>` are test items."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.console import cell_text
+from harness.model import CellResult, Verdict
+from harness.paths import certs_dir, reports_dir
+from harness.report import write_report
+from harness.runner import LabRun, backend_named, open_run
+from harness.scenarios import LoadedSuite, ScenarioError, load_suite
+from lab.backends import BackendError
+from lab.pki import CertificateError
+
+RUNS_KEY = pytest.StashKey[dict[Path, tuple[contextlib.ExitStack, LabRun]]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add the lab's options: backend, reports and certificate folders."""
+    group = parser.getgroup("tlslab", "Sender TLS Lab")
+    group.addoption("--lab-backend", default="local", help="where receivers run (local)")
+    group.addoption("--lab-reports", type=Path, default=None, help="reports folder")
+    group.addoption("--lab-certs", type=Path, default=None, help="certificate folder")
+    group.addoption(
+        "--lab-no-report", action="store_true", help="do not write a report for suite runs"
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Prepare the per-session registry of running labs."""
+    config.stash[RUNS_KEY] = {}
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """Collect YAML files that live in a `suites` folder as suites of cells."""
+    if file_path.suffix in (".yaml", ".yml") and file_path.parent.name == "suites":
+        collector: SuiteFile = SuiteFile.from_parent(parent, path=file_path)
+        return collector
+    return None
+
+
+class SuiteFile(pytest.File):
+    """A suite file: one test item per cell, in row-major order."""
+
+    def collect(self) -> Iterator[CellItem]:
+        """Load and validate the suite, then yield its cells."""
+        try:
+            loaded = load_suite(self.path)
+        except ScenarioError as error:
+            raise self.CollectError(str(error)) from None
+        for receiver, sender in loaded.suite.cell_ids:
+            yield CellItem.from_parent(
+                self, name=f"{receiver}-{sender}", loaded=loaded, receiver=receiver, sender=sender
+            )
+
+
+class CellFailed(Exception):
+    """A cell's observed outcome differs from its expectation, or the lab broke."""
+
+    def __init__(self, result: CellResult) -> None:
+        """Keep the result for the failure report."""
+        super().__init__(result.id)
+        self.result = result
+
+
+class CellItem(pytest.Item):
+    """One cell: send through the sender to the receiver and judge what arrived."""
+
+    def __init__(self, *, loaded: LoadedSuite, receiver: str, sender: str, **kwargs: Any) -> None:
+        """Bind the item to its suite and cell."""
+        super().__init__(**kwargs)
+        self.loaded, self.receiver, self.sender = loaded, receiver, sender
+        self.add_marker(pytest.mark.integration)
+
+    def runtest(self) -> None:
+        """Run the cell on the session's lab for this suite; fail unless the verdict is pass."""
+        result = _lab_run(self.config, self.loaded).run_cell(self.receiver, self.sender)
+        self.user_properties.append(("outcome", cell_text(result)))
+        if result.verdict is not Verdict.PASS:
+            raise CellFailed(result)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        """Show expected vs actual and the nearest evidence instead of a traceback."""
+        if isinstance(excinfo.value, CellFailed):
+            return failure_text(excinfo.value.result)
+        if isinstance(excinfo.value, BackendError | CertificateError):
+            return f"lab error (not the sender's fault): {excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        """Name the suite file and the cell in pytest's report."""
+        return self.path, 0, f"cell {self.name}"
+
+
+def failure_text(result: CellResult) -> str:
+    """Return expected vs actual plus the evidence lines of a cell."""
+    label = "LAB ERROR" if result.verdict is Verdict.ERROR else "FAIL"
+    lines = [
+        f"{label} {result.id}",
+        f"  expected: {result.expected_tls}",
+        f"  observed: {cell_text(result)}",
+        f"  detail:   {result.detail}",
+        f"  sender:   {result.sender_report}",
+        f"  received: {result.received or '(no message arrived)'}",
+    ]
+    lines += [f"  session:  {s.model_dump_json()}" for s in result.sessions]
+    return "\n".join(lines)
+
+
+def _lab_run(config: pytest.Config, loaded: LoadedSuite) -> LabRun:
+    """Return the running lab for a suite, starting it on first use in this session."""
+    runs = config.stash[RUNS_KEY]
+    if loaded.path not in runs:
+        stack = contextlib.ExitStack()
+        backend = backend_named(config.getoption("--lab-backend"))
+        run = stack.enter_context(
+            open_run(
+                loaded,
+                backend,
+                certs_dir(config.getoption("--lab-certs")),
+                reports_dir(config.getoption("--lab-reports")),
+            )
+        )
+        runs[loaded.path] = (stack, run)
+    return runs[loaded.path][1]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop every lab this session started and write a report for each suite run."""
+    runs = session.config.stash.get(RUNS_KEY, {})
+    for stack, run in runs.values():
+        with stack:
+            if run.results and not session.config.getoption("--lab-no-report"):
+                folder = write_report(run.report(), run.run_dir.parent)
+                session.config.stash.setdefault(REPORTS_KEY, []).append(folder)
+    runs.clear()
+
+
+REPORTS_KEY = pytest.StashKey[list[Path]]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Point at the reports written in this session."""
+    for folder in config.stash.get(REPORTS_KEY, []):
+        terminalreporter.write_line(f"Sender TLS Lab report: {folder}")
+
+
+__all__ = ["CellItem", "SuiteFile"]

@@ -1,0 +1,184 @@
+"""Run cells: send one message per cell, collect the receiver's evidence, classify, judge."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import secrets
+import time
+from collections.abc import Iterator
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+
+from harness.classify import Arrival, classify, describe_expectation, judge
+from harness.evidence import parse_received, received_headers
+from harness.model import CellResult, RunReport, SenderInfo, SessionSummary, cell_id
+from harness.scenarios import LoadedSuite
+from harness.senders import SenderDriver, SendReport, TestMessage, make_driver
+from lab.backends import BACKENDS, Backend, BackendError, RunningLab
+from lab.evidence_store import read_sessions
+from lab.pki import ensure_certs
+
+SESSION_WAIT = 5.0
+POLL_INTERVAL = 0.005
+MAIL_FROM_DOMAIN = "sender.lab.test"
+
+
+def new_run_id(suite: str, backend: str) -> str:
+    """Return a sortable, unique run id: `<UTC time>-<suite>-<backend>`."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{suite}-{backend}-{secrets.token_hex(2)}"
+
+
+def build_message(receiver: str, sender: str, domain: str) -> TestMessage:
+    """Return a synthetic, uniquely identified test message for one cell."""
+    cell = cell_id(receiver, sender)
+    message_id = f"<{cell}.{secrets.token_hex(8)}@{MAIL_FROM_DOMAIN}>"
+    mail_from = f"bounce+{cell}@{MAIL_FROM_DOMAIN}"
+    rcpt = f"inbox@{domain}"
+    body = (
+        f"From: Sender TLS Lab <{mail_from}>\r\n"
+        f"To: <{rcpt}>\r\n"
+        f"Subject: [Sender TLS Lab] synthetic test message for cell {cell}\r\n"
+        f"Date: {formatdate(localtime=False)}\r\n"
+        f"Message-ID: {message_id}\r\n"
+        f"X-TLSLab-Cell: {cell}\r\n"
+        "\r\n"
+        "This is a synthetic test message sent by Sender TLS Lab.\r\n"
+        "It contains no personal or health information.\r\n"
+    )
+    return TestMessage(message_id, mail_from, rcpt, body.encode())
+
+
+def wait_for_sessions(directory: Path, peers: set[tuple[str, int]]) -> list[dict[str, Any]]:
+    """Return the session records of the given peers, waiting (bounded) until all are written."""
+    deadline = time.monotonic() + SESSION_WAIT
+    while True:
+        found = [r for r in read_sessions(directory) if (r["peer_ip"], r["peer_port"]) in peers]
+        if len(found) >= len(peers) or time.monotonic() > deadline:
+            return found
+        time.sleep(POLL_INTERVAL)
+
+
+def find_arrivals(directory: Path, message_id: str) -> list[Arrival]:
+    """Return every stored copy of a message, with its Received header and session TLS facts."""
+    arrivals = []
+    for record in read_sessions(directory):
+        for stored in record.get("messages", []):
+            if stored.get("message_id") != message_id:
+                continue
+            headers = received_headers((directory / stored["eml"]).read_bytes())
+            top = headers[0] if headers else ""
+            arrivals.append(
+                Arrival(top, parse_received(top), record.get("version"), record.get("cipher"))
+            )
+    return arrivals
+
+
+def summarise(record: dict[str, Any]) -> SessionSummary:
+    """Return the parts of a session record a report shows."""
+    return SessionSummary(
+        peer=f"{record.get('peer_ip')}:{record.get('peer_port')}",
+        starttls=bool(record.get("starttls_asked")),
+        handshake=str(record.get("handshake")),
+        version=record.get("version"),
+        cipher=record.get("cipher"),
+        alert=record.get("alert") or record.get("tls_error"),
+        sni=record.get("sni"),
+        message_ids=tuple(m.get("message_id") or "" for m in record.get("messages", [])),
+    )
+
+
+class LabRun:
+    """One run of a suite on a running lab: runs cells and assembles the RunReport."""
+
+    def __init__(self, loaded: LoadedSuite, lab: RunningLab, run_dir: Path, run_id: str) -> None:
+        """Bind the run to its suite, lab and output folder."""
+        self.loaded, self.lab, self.run_dir, self.run_id = loaded, lab, run_dir, run_id
+        self.started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        self.results: list[CellResult] = []
+        self.drivers: dict[str, SenderDriver] = {
+            sid: make_driver(profile) for sid, profile in loaded.senders.items()
+        }
+
+    def run_cell(self, receiver: str, sender: str) -> CellResult:
+        """Send one message through `sender` to `receiver`, then classify and judge it."""
+        began = time.perf_counter()
+        expected = self.loaded.suite.expectation(receiver, sender)
+        spec = self.loaded.receivers[receiver]
+        message = build_message(receiver, sender, spec.domain)
+        report = self.drivers[sender].send(message, self.lab, self.run_dir)
+        directory = self.lab.endpoint(receiver).evidence_dir
+        sessions = wait_for_sessions(directory, set(report.attempts))
+        arrivals = find_arrivals(directory, message.message_id)
+        portal = report.portal_path is not None and report.portal_path.exists()
+        seen = classify(report, arrivals, portal)
+        detail = seen.detail + _missing_sessions_note(report, sessions)
+        result = CellResult(
+            receiver=receiver,
+            sender=sender,
+            outcome=seen.outcome,
+            expected=expected.outcome,
+            expected_tls=describe_expectation(expected),
+            verdict=judge(expected, seen.outcome, seen.tls),
+            tls=seen.tls,
+            received=arrivals[0].received if arrivals else None,
+            detail=detail,
+            study=expected.study,
+            message_id=message.message_id,
+            sender_report=f"{report.action.value}: {report.reason}",
+            sessions=tuple(summarise(r) for r in sessions),
+            seconds=round(time.perf_counter() - began, 4),
+        )
+        self.results.append(result)
+        return result
+
+    def report(self) -> RunReport:
+        """Return the RunReport of the cells run so far, in suite order."""
+        suite = self.loaded.suite
+        order = {cell: i for i, cell in enumerate(suite.cell_ids)}
+        results = sorted(self.results, key=lambda r: order.get((r.receiver, r.sender), 0))
+        return RunReport(
+            suite=suite.id,
+            title=suite.title,
+            backend=self.lab.backend,
+            run_id=self.run_id,
+            started=self.started,
+            finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            receivers=tuple(r for r in suite.receivers if any(c.receiver == r for c in results)),
+            senders=tuple(
+                SenderInfo(id=p.id, driver=p.driver, description=p.description, models=p.models)
+                for p in self.loaded.senders.values()
+                if any(c.sender == p.id for c in results)
+            ),
+            results=tuple(results),
+        )
+
+
+def _missing_sessions_note(report: SendReport, sessions: list[dict[str, Any]]) -> str:
+    """Return a note when the receiver recorded fewer sessions than the sender opened."""
+    if len(sessions) < len(report.attempts):
+        return f"; receiver recorded {len(sessions)} of {len(report.attempts)} sessions"
+    return ""
+
+
+def backend_named(name: str) -> Backend:
+    """Return a backend instance by name, or raise BackendError listing the known ones."""
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend '{name}'", f"use one of {sorted(BACKENDS)}")
+    return BACKENDS[name]()
+
+
+@contextlib.contextmanager
+def open_run(
+    loaded: LoadedSuite, backend: Backend, certs: Path, reports: Path, run_id: str | None = None
+) -> Iterator[LabRun]:
+    """Make certificates, start the suite's receivers and yield a LabRun; always stop them."""
+    run_id = run_id or new_run_id(loaded.suite.id, backend.name)
+    run_dir = reports / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    specs = list(loaded.receivers.values())
+    pki = ensure_certs(specs, certs)
+    with backend.start(specs, pki, run_dir / "evidence") as lab:
+        yield LabRun(loaded, lab, run_dir, run_id)

@@ -1,0 +1,187 @@
+"""Load receivers, senders and suites from YAML into frozen models, with errors that help."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from harness.model import SenderProfile, Suite
+from lab.spec import ReceiverSpec
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "scenarios"
+SENDER_ADAPTER: TypeAdapter[SenderProfile] = TypeAdapter(SenderProfile)
+
+
+class ScenarioError(Exception):
+    """A scenario file is wrong; names the file, the field and the fix."""
+
+    def __init__(self, path: Path, field: str, problem: str, fix: str) -> None:
+        """Keep the parts so tools can show them separately."""
+        self.path, self.field, self.problem, self.fix = path, field, problem, fix
+        super().__init__(f"{path}: field '{field}': {problem}; fix: {fix}")
+
+
+def scenarios_root(explicit: Path | None = None) -> Path:
+    """Return the scenarios folder: explicit, then $TLSLAB_SCENARIOS, then the project's own."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("TLSLAB_SCENARIOS")
+    return Path(env) if env else DEFAULT_ROOT
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML file that must hold a mapping; raise ScenarioError otherwise."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(path, "(file)", "file not found", "check the path or id") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ScenarioError(path, "(file)", f"cannot read: {error}", "make it UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(document)"
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ScenarioError(
+            path, where, f"invalid YAML: {problem}", "fix the YAML syntax"
+        ) from None
+    if not isinstance(data, dict):
+        raise ScenarioError(
+            path, "(document)", f"expected a mapping, got {type(data).__name__}",
+            "write `key: value` pairs at the top level",
+        )  # fmt: skip
+    return data
+
+
+def _with_id(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """Inject the file stem as `id`; reject an `id` field that disagrees with it."""
+    if "id" in data and data["id"] != path.stem:
+        raise ScenarioError(
+            path, "id", f"'{data['id']}' differs from the file name '{path.stem}'",
+            f"remove the field or rename the file to {data['id']}.yaml",
+        )  # fmt: skip
+    return {**data, "id": path.stem}
+
+
+def _validate(path: Path, adapter: TypeAdapter[Any], data: dict[str, Any]) -> Any:
+    """Validate data, turning the first pydantic error into a ScenarioError."""
+    try:
+        return adapter.validate_python(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        loc = [str(p) for p in first["loc"] if p not in ("reference",)]
+        field = ".".join(loc) or "(document)"
+        raise ScenarioError(path, field, first["msg"], _fix_for(first["type"], data)) from None
+
+
+def _fix_for(error_type: str, data: dict[str, Any]) -> str:
+    """Return a fix suggestion for a pydantic error type."""
+    if error_type == "extra_forbidden":
+        return "remove the field (check its spelling against the README's scenario reference)"
+    if error_type == "missing":
+        return "add the field"
+    if error_type in ("enum", "literal_error"):
+        return "use one of the allowed values listed"
+    return "correct the value's type or format"
+
+
+def load_receiver(path: Path) -> ReceiverSpec:
+    """Load one receiver state; its id is the file name."""
+    spec: ReceiverSpec = _validate(path, TypeAdapter(ReceiverSpec), _with_id(path, read_yaml(path)))
+    return spec
+
+
+def load_sender(path: Path) -> SenderProfile:
+    """Load one sender profile; its id is the file name."""
+    data = _with_id(path, read_yaml(path))
+    data.setdefault("driver", "reference")
+    profile: SenderProfile = _validate(path, SENDER_ADAPTER, data)
+    return profile
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedSuite:
+    """A validated suite with the receiver and sender definitions it refers to."""
+
+    suite: Suite
+    path: Path
+    receivers: dict[str, ReceiverSpec]
+    senders: dict[str, SenderProfile]
+
+
+def resolve_suite_path(name: str, root: Path) -> Path:
+    """Return the file for a suite given as an id or a path."""
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml") or os.sep in name:
+        return candidate
+    path = root / "suites" / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in (root / "suites").glob("*.yaml"))
+        raise ScenarioError(path, "suite", f"unknown suite '{name}'", f"use one of {known}")
+    return path
+
+
+def load_suite(name_or_path: str | Path, root: Path | None = None) -> LoadedSuite:
+    """Load a suite and every receiver and sender it names, cross-checking ids and cells."""
+    if isinstance(name_or_path, Path):
+        path = name_or_path
+        base = root or path.resolve().parent.parent
+    else:
+        base = scenarios_root(root)
+        path = resolve_suite_path(name_or_path, base)
+        if root is None and path.parent.name == "suites" and path.exists():
+            base = path.resolve().parent.parent
+    suite: Suite = _validate(path, TypeAdapter(Suite), _with_id(path, read_yaml(path)))
+    receivers = _load_named(path, "receivers", suite.receivers, base / "receivers", load_receiver)
+    senders = _load_named(path, "senders", suite.senders, base / "senders", load_sender)
+    _check_cells(path, suite)
+    return LoadedSuite(suite, path, receivers, senders)
+
+
+def _load_named(
+    suite_path: Path, field: str, ids: tuple[str, ...], folder: Path, loader: Any
+) -> Any:
+    """Load each named definition from `folder/<id>.yaml`, rejecting unknown and repeated ids."""
+    loaded: dict[str, Any] = {}
+    for index, item in enumerate(ids):
+        if item in loaded:
+            raise ScenarioError(suite_path, f"{field}[{index}]", f"'{item}' is listed twice",
+                                "list each id once")  # fmt: skip
+        file = folder / f"{item}.yaml"
+        if not file.exists():
+            known = sorted(p.stem for p in folder.glob("*.yaml"))
+            raise ScenarioError(suite_path, f"{field}[{index}]", f"unknown id '{item}'",
+                                f"use one of {known} or add {file}")  # fmt: skip
+        loaded[item] = loader(file)
+    return loaded
+
+
+def _check_cells(path: Path, suite: Suite) -> None:
+    """Require exactly one expectation per receiver x sender."""
+    for receiver in suite.cells:
+        if receiver not in suite.receivers:
+            raise ScenarioError(
+                path, f"cells.{receiver}", "not a receiver of this suite",
+                f"add it to receivers or remove it; receivers: {list(suite.receivers)}",
+            )  # fmt: skip
+    for receiver in suite.receivers:
+        row = suite.cells.get(receiver, {})
+        for sender in row:
+            if sender not in suite.senders:
+                raise ScenarioError(
+                    path, f"cells.{receiver}.{sender}", "not a sender of this suite",
+                    f"add it to senders or remove it; senders: {list(suite.senders)}",
+                )  # fmt: skip
+        for sender in suite.senders:
+            if sender not in row:
+                raise ScenarioError(
+                    path, f"cells.{receiver}.{sender}", "missing expectation",
+                    "add `{outcome: ...}` for this cell",
+                )  # fmt: skip

@@ -1,0 +1,8 @@
+"""Backends run receivers: `local` (default, no Docker) and, later, `docker`."""
+
+from lab.backends.base import Backend, BackendError, RunningLab
+from lab.backends.local import LocalBackend
+
+BACKENDS: dict[str, type[LocalBackend]] = {"local": LocalBackend}
+
+__all__ = ["BACKENDS", "Backend", "BackendError", "LocalBackend", "RunningLab"]

@@ -1,0 +1,59 @@
+"""The Backend protocol: start receivers somewhere and hand the harness a RunningLab."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Protocol
+
+from lab.pki import LabPki
+from lab.serve import ReceiverEndpoint
+from lab.spec import ReceiverSpec
+
+
+class BackendError(Exception):
+    """The lab itself failed to start or run receivers; never the sender's fault."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        """Keep the message and a hint on how to fix it."""
+        super().__init__(message + (f" (hint: {hint})" if hint else ""))
+        self.hint = hint
+
+
+@dataclasses.dataclass(frozen=True)
+class RunningLab:
+    """Receivers that are up: their endpoints, the PKI they use, where evidence lands."""
+
+    backend: str
+    endpoints: Mapping[str, ReceiverEndpoint]
+    pki: LabPki
+    evidence_root: Path
+
+    def endpoint(self, receiver: str) -> ReceiverEndpoint:
+        """Return one receiver's endpoint."""
+        return self.endpoints[receiver]
+
+    def routes(self) -> dict[str, tuple[str, int]]:
+        """Return the route map senders use: MX host name -> (address, port)."""
+        return {e.mx_host: (e.host, e.port) for e in self.endpoints.values()}
+
+    def mx_for(self, domain: str) -> str | None:
+        """Return the MX host of a lab domain, or None when the lab does not serve it."""
+        for endpoint in self.endpoints.values():
+            if endpoint.domain == domain:
+                return endpoint.mx_host
+        return None
+
+
+class Backend(Protocol):
+    """Runs receivers; `start` is a context manager that always stops what it started."""
+
+    name: str
+
+    def start(
+        self, specs: Sequence[ReceiverSpec], pki: LabPki, evidence_root: Path
+    ) -> AbstractContextManager[RunningLab]:
+        """Start one receiver per spec and yield the running lab; stop everything on exit."""
+        ...

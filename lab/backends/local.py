@@ -1,0 +1,124 @@
+"""The embedded default backend: all receivers in one local child process on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from pydantic import TypeAdapter
+
+from lab.backends.base import BackendError, RunningLab
+from lab.pki import LabPki
+from lab.serve import ReceiverEndpoint
+from lab.spec import ReceiverSpec
+
+READY_TIMEOUT = 20.0
+STOP_TIMEOUT = 5.0
+SPECS = TypeAdapter(list[ReceiverSpec])
+
+
+class LocalBackend:
+    """Starts receivers as a `python -m lab.serve` child process bound to 127.0.0.1."""
+
+    name = "local"
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        """Choose the loopback address the receivers bind."""
+        self.host = host
+
+    @contextlib.contextmanager
+    def start(
+        self, specs: Sequence[ReceiverSpec], pki: LabPki, evidence_root: Path
+    ) -> Iterator[RunningLab]:
+        """Start the receivers, wait until each has bound, yield the lab, always stop it."""
+        evidence_root.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable, "-m", "lab.serve",
+            "--specs-json", SPECS.dump_json(list(specs)).decode(),
+            "--certs-dir", str(pki.root),
+            "--evidence-dir", str(evidence_root),
+            "--host", self.host,
+        ]  # fmt: skip
+        log_path = evidence_root / "receivers.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=log, env=_child_env()
+            )
+            try:
+                endpoints = _read_endpoints(process, log_path)
+                yield RunningLab(self.name, endpoints, pki, evidence_root)
+            finally:
+                _stop(process)
+
+
+def _child_env() -> dict[str, str]:
+    """Return the environment for the receiver process, with this project importable."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _read_endpoints(
+    process: subprocess.Popen[bytes], log_path: Path
+) -> dict[str, ReceiverEndpoint]:
+    """Read endpoint lines until `{"ready": true}`, bounded by READY_TIMEOUT."""
+    assert process.stdout is not None
+    endpoints: dict[str, ReceiverEndpoint] = {}
+    deadline = time.monotonic() + READY_TIMEOUT
+    buffer = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BackendError(
+                    f"receivers not ready after {READY_TIMEOUT:.0f} s; log: {_tail(log_path)}",
+                    f"see {log_path}",
+                )
+            if not selector.select(remaining):
+                continue
+            chunk = os.read(process.stdout.fileno(), 65536)
+            if not chunk:
+                raise BackendError(
+                    f"receiver process exited with status {process.wait()}: {_tail(log_path)}",
+                    f"see {log_path}",
+                )
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                data = json.loads(line)
+                if data.get("ready") is True:
+                    return endpoints
+                endpoint = ReceiverEndpoint.from_json(data)
+                endpoints[endpoint.receiver] = endpoint
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Ask the receiver process to stop, and kill it if it does not within STOP_TIMEOUT."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    """Return the last lines of a log file on one line."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return " | ".join(text.strip().splitlines()[-lines:]) or "(empty log)"

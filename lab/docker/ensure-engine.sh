@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# ensure-engine.sh - make sure a Docker engine answers on this machine.
+#
+# Idempotent:
+#   * `docker info` already answers        -> nothing to do.
+#   * dockerd missing                       -> apt-get install docker.io (+ iptables).
+#   * dockerd present but not running       -> start it in the background
+#     (setsid, logs to $LAB_DOCKERD_LOG), then poll `docker info` for at most
+#     $LAB_DOCKERD_TIMEOUT seconds.
+#
+# Flags chosen by probing this machine (see README.md):
+#   --storage-driver   overlay2 if a test overlay mount works, else vfs
+#   --ip-forward=false --ip-masq=false
+#                      lab safety: containers never get routed/NATed to the
+#                      outside world; container<->container on one bridge and
+#                      host->published 127.0.0.1 ports still work.
+#   --iptables=false   only if iptables itself does not work here
+#   --bridge=none      only if a Linux bridge cannot be created here
+#
+# Environment overrides:
+#   LAB_DOCKERD_LOG        log file            (default /var/log/dockerd-lab.log)
+#   LAB_DOCKERD_TIMEOUT    seconds to wait     (default 60)
+#   LAB_DOCKER_STORAGE_DRIVER  force a storage driver (overlay2|vfs)
+#   LAB_DOCKERD_EXTRA_FLAGS    appended verbatim to the dockerd command line
+set -euo pipefail
+
+LOG=${LAB_DOCKERD_LOG:-/var/log/dockerd-lab.log}
+TIMEOUT=${LAB_DOCKERD_TIMEOUT:-60}
+DATA_ROOT=/var/lib/docker
+
+say() { printf 'ensure-engine: %s\n' "$*"; }
+die() { printf 'ensure-engine: ERROR: %s\n' "$*" >&2; exit 1; }
+
+if docker info >/dev/null 2>&1; then
+    say "docker engine already answers ($(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?')); nothing to do"
+    exit 0
+fi
+
+[ "$(id -u)" = 0 ] || die "must run as root to install/start dockerd"
+
+installed=""
+if ! command -v dockerd >/dev/null 2>&1; then
+    say "dockerd not found; installing Debian's docker.io (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    # The package's maintainer scripts try to start the service; without an
+    # init system that only prints noise, but a policy-rc.d makes it explicit.
+    policy_created=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        policy_created=1
+    fi
+    apt_log=$(mktemp /tmp/ensure-engine-apt.XXXXXX.log)
+    if ! { apt-get update && apt-get install -y --no-install-recommends docker.io iptables; } \
+            >"$apt_log" 2>&1; then
+        [ -n "$policy_created" ] && rm -f /usr/sbin/policy-rc.d
+        tail -n 20 "$apt_log" >&2
+        die "apt-get install docker.io failed (full log: $apt_log)"
+    fi
+    [ -n "$policy_created" ] && rm -f /usr/sbin/policy-rc.d
+    rm -f "$apt_log"
+    command -v dockerd >/dev/null 2>&1 || die "docker.io installed but dockerd still not on PATH"
+    installed="installed docker.io $(dpkg-query -W -f '${Version}' docker.io 2>/dev/null); "
+fi
+command -v docker >/dev/null 2>&1 || die "docker CLI not found (docker.io should provide /usr/bin/docker)"
+
+# A dockerd that is already starting (pidfile alive) just needs waiting for.
+already_running=""
+if [ -s /var/run/docker.pid ] && kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+    already_running=$(cat /var/run/docker.pid)
+    say "dockerd (pid $already_running) is running but not answering yet; waiting"
+fi
+
+flags=()
+notes=()
+if [ -z "$already_running" ]; then
+    # --- storage driver -----------------------------------------------------
+    driver=${LAB_DOCKER_STORAGE_DRIVER:-}
+    if [ -z "$driver" ]; then
+        mkdir -p "$DATA_ROOT"
+        probe=$(mktemp -d "$DATA_ROOT/.overlay-probe.XXXXXX")
+        mkdir -p "$probe"/{l,u,w,m}
+        if mount -t overlay overlay -o "lowerdir=$probe/l,upperdir=$probe/u,workdir=$probe/w" \
+                "$probe/m" 2>/dev/null; then
+            umount "$probe/m"
+            driver=overlay2
+        else
+            driver=vfs
+            notes+=("overlay mount failed in this sandbox -> vfs (slow, disk hungry)")
+        fi
+        rm -rf "$probe"
+    fi
+    flags+=(--storage-driver="$driver")
+
+    # --- iptables -----------------------------------------------------------
+    if iptables -S >/dev/null 2>&1; then
+        # Lab safety: never route or NAT container traffic off the machine.
+        flags+=(--ip-forward=false --ip-masq=false)
+    else
+        flags+=(--iptables=false --ip-forward=false --ip-masq=false)
+        notes+=("iptables unusable -> --iptables=false")
+    fi
+
+    # --- bridge -------------------------------------------------------------
+    if ip link add labprobebr0 type bridge 2>/dev/null; then
+        ip link del labprobebr0
+    else
+        flags+=(--bridge=none)
+        notes+=("cannot create Linux bridges -> --bridge=none (only --network none/host work)")
+    fi
+
+    # shellcheck disable=SC2206  # intentional word splitting of extra flags
+    [ -n "${LAB_DOCKERD_EXTRA_FLAGS:-}" ] && flags+=(${LAB_DOCKERD_EXTRA_FLAGS})
+
+    mkdir -p "$(dirname "$LOG")"
+    {
+        echo "=== $(date -u +%FT%TZ) ensure-engine.sh: dockerd ${flags[*]}"
+    } >>"$LOG"
+    setsid nohup dockerd "${flags[@]}" >>"$LOG" 2>&1 </dev/null &
+    dpid=$!
+    say "started dockerd (pid $dpid) ${flags[*]}; log: $LOG"
+fi
+
+start=$(date +%s%N)
+deadline=$(( $(date +%s) + TIMEOUT ))
+while ! docker info >/dev/null 2>&1; do
+    if [ -n "${dpid:-}" ] && ! kill -0 "$dpid" 2>/dev/null; then
+        echo "---- last lines of $LOG ----" >&2
+        tail -n 25 "$LOG" >&2
+        die "dockerd exited during startup. Hint: if the log mentions overlay, retry with LAB_DOCKER_STORAGE_DRIVER=vfs; if it mentions iptables, LAB_DOCKERD_EXTRA_FLAGS=--iptables=false"
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+        echo "---- last lines of $LOG ----" >&2
+        tail -n 25 "$LOG" >&2
+        die "docker info did not answer within ${TIMEOUT}s. Hint: check $LOG; dockerd may still be running (pid ${dpid:-$already_running})"
+    fi
+    sleep 0.5
+done
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+
+drv=$(docker info --format '{{.Driver}}' 2>/dev/null || echo '?')
+ver=$(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?')
+extra=""
+[ ${#notes[@]} -gt 0 ] && extra=" [$(IFS=';'; echo "${notes[*]}")]"
+if [ -n "$already_running" ]; then
+    say "${installed}dockerd pid $already_running answered after ${ms} ms (engine $ver, storage $drv)$extra"
+else
+    say "${installed}started dockerd pid $dpid, answering after ${ms} ms (engine $ver, storage $drv, flags: ${flags[*]})$extra"
+fi

@@ -1,0 +1,124 @@
+"""What a receiver records about one SMTP session: peer, EHLO, TLS facts or failure, messages."""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+import time
+from typing import Any
+
+from aiosmtpd.smtp import Envelope
+
+from lab.spec import TlsVersion
+
+TRANSCRIPT_LIMIT = 200
+LINE_LIMIT = 300
+ALERT_PREFIXES = ("SSLV3_ALERT_", "TLSV1_ALERT_", "TLSV13_ALERT_")
+
+
+def describe_tls_error(error: BaseException | None) -> tuple[str | None, str]:
+    """Return (TLS alert the peer sent, or None; a readable reason) for a failed handshake."""
+    if isinstance(error, ssl.SSLError):
+        reason = str(error.reason or error.strerror or error)
+        for prefix in ALERT_PREFIXES:
+            if reason.startswith(prefix):
+                return reason.removeprefix(prefix).lower(), reason.lower()
+        return None, reason.lower()
+    if error is None:
+        return None, "connection closed during the TLS handshake"
+    return None, f"{type(error).__name__}: {error}".lower()
+
+
+@dataclasses.dataclass
+class SessionRecord:
+    """Mutable record of one session, serialised as one JSON line when the session ends."""
+
+    receiver: str
+    starttls_offered: bool
+    session_id: str = ""
+    peer_ip: str = ""
+    peer_port: int = 0
+    started: float = 0.0
+    ended: float = 0.0
+    ehlo: str | None = None
+    esmtp: bool = False
+    starttls_asked: bool = False
+    handshake: str = "none"
+    version: str | None = None
+    cipher: str | None = None
+    bits: int | None = None
+    sni: str | None = None
+    alert: str | None = None
+    tls_error: str | None = None
+    in_data: bool = False
+    messages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    transcript: list[str] = dataclasses.field(default_factory=list)
+
+    def connected(self, peername: Any) -> None:
+        """Note the peer address and the start time."""
+        self.started = time.time()
+        if isinstance(peername, tuple) and len(peername) >= 2:
+            self.peer_ip, self.peer_port = str(peername[0]), int(peername[1])
+        self.session_id = f"{self.receiver}-{self.peer_ip}-{self.peer_port}-{self.started:.6f}"
+
+    def tls_established(self, ssl_object: Any) -> None:
+        """Fill in version, cipher, bits and SNI from a completed handshake."""
+        self.handshake = "ok"
+        if ssl_object is None:
+            return
+        version = ssl_object.version()
+        self.version = TlsVersion.from_openssl(version).value if version else None
+        cipher = ssl_object.cipher()
+        if cipher:
+            self.cipher, self.bits = cipher[0], cipher[2]
+        self.sni = getattr(ssl_object, "lab_sni", None)
+
+    def tls_failed(self, described: tuple[str | None, str]) -> None:
+        """Record a failed handshake with the peer's alert, if it sent one."""
+        self.handshake = "failed"
+        self.alert, self.tls_error = described
+
+    def add_message(
+        self, queue_id: str, envelope: Envelope, content: bytes, eml: str, received: str
+    ) -> None:
+        """Record one accepted message and where it is stored."""
+        self.messages.append(
+            {
+                "queue_id": queue_id,
+                "message_id": _message_id(content),
+                "mail_from": envelope.mail_from,
+                "rcpt_tos": list(envelope.rcpt_tos),
+                "size": len(content),
+                "eml": eml,
+                "received": received.removeprefix("Received: ").rstrip("\r\n"),
+                "accepted": time.time(),
+            }
+        )
+
+    def log(self, direction: str, line: str) -> None:
+        """Append one SMTP line to the transcript (bounded); note when message data starts."""
+        if direction == "S" and line.startswith("354"):
+            self.in_data = True
+        if len(self.transcript) < TRANSCRIPT_LIMIT:
+            text = line.rstrip("\r\n")
+            self.transcript.append(f"{direction}: {text[:LINE_LIMIT]}")
+
+    def finish(self) -> None:
+        """Stamp the end time."""
+        self.ended = time.time()
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the record as JSON-ready data."""
+        data = dataclasses.asdict(self)
+        data.pop("in_data")
+        return data
+
+
+def _message_id(content: bytes) -> str | None:
+    """Return the Message-ID header of raw message bytes, or None."""
+    head = content.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    for raw in head.splitlines():
+        name, _, value = raw.partition(b":")
+        if name.strip().lower() == b"message-id":
+            return value.strip().decode("utf-8", "replace")
+    return None

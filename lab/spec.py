@@ -1,0 +1,99 @@
+"""Receiver states as frozen, validated data: TLS versions, certificate states, receiver specs."""
+
+from __future__ import annotations
+
+import enum
+import ssl
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+LAB_ZONE = "lab.test"
+
+
+class TlsVersion(enum.StrEnum):
+    """A TLS protocol version, written the way results.json and OpenSSL name it."""
+
+    TLS10 = "TLSv1.0"
+    TLS11 = "TLSv1.1"
+    TLS12 = "TLSv1.2"
+    TLS13 = "TLSv1.3"
+
+    @property
+    def ssl_version(self) -> ssl.TLSVersion:
+        """Return the matching `ssl.TLSVersion` member."""
+        return _SSL_VERSIONS[self]
+
+    @property
+    def is_legacy(self) -> bool:
+        """Return True for TLS 1.0 and 1.1, which OpenSSL 3 only speaks at @SECLEVEL=0."""
+        return self in (TlsVersion.TLS10, TlsVersion.TLS11)
+
+    @property
+    def rank(self) -> int:
+        """Return an integer that orders versions from oldest to newest."""
+        return list(TlsVersion).index(self)
+
+    @classmethod
+    def from_openssl(cls, name: str) -> TlsVersion:
+        """Map OpenSSL's protocol name (`TLSv1`, `TLSv1.2`, ...) to a TlsVersion."""
+        normalised = "TLSv1.0" if name == "TLSv1" else name
+        return cls(normalised)
+
+
+_SSL_VERSIONS = {
+    TlsVersion.TLS10: ssl.TLSVersion.TLSv1,
+    TlsVersion.TLS11: ssl.TLSVersion.TLSv1_1,
+    TlsVersion.TLS12: ssl.TLSVersion.TLSv1_2,
+    TlsVersion.TLS13: ssl.TLSVersion.TLSv1_3,
+}
+
+
+class CertState(enum.StrEnum):
+    """The state of the certificate a receiver presents."""
+
+    VALID = "valid"
+    SELF_SIGNED = "self-signed"
+    EXPIRED = "expired"
+    MISMATCHED = "mismatched"
+    UNTRUSTED_CA = "untrusted-ca"
+
+
+class ReceiverSpec(BaseModel):
+    """One receiving MTA pinned to one TLS state; `id` is the YAML file's stem."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    description: str = ""
+    starttls: bool = True
+    tls_min: TlsVersion = TlsVersion.TLS12
+    tls_max: TlsVersion = TlsVersion.TLS13
+    certificate: CertState = CertState.VALID
+    max_message_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+
+    @model_validator(mode="after")
+    def _versions_ordered(self) -> ReceiverSpec:
+        """Reject a TLS range whose minimum is newer than its maximum."""
+        if self.tls_min.rank > self.tls_max.rank:
+            raise ValueError(
+                f"tls_min {self.tls_min.value} is newer than tls_max {self.tls_max.value}; "
+                "set tls_min <= tls_max"
+            )
+        return self
+
+    @property
+    def domain(self) -> str:
+        """Return the recipient domain this receiver is the MX for."""
+        return f"{self.id}.{LAB_ZONE}"
+
+    @property
+    def mx_host(self) -> str:
+        """Return the MX host name senders connect to (and its certificate should name)."""
+        return f"mx.{self.domain}"
+
+    @property
+    def offered_versions(self) -> list[TlsVersion]:
+        """Return every TLS version this receiver accepts, oldest first."""
+        if not self.starttls:
+            return []
+        return [v for v in TlsVersion if self.tls_min.rank <= v.rank <= self.tls_max.rank]

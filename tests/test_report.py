@@ -1,0 +1,481 @@
+"""Tests of the run reports: results.json, summary.md, report.html, tlsrpt.json, latest."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.model import CellResult, Outcome, RunReport, SenderInfo, SessionSummary, TlsFacts
+from harness.model import Verdict as V
+from harness.report import (
+    SCHEMA_ID,
+    SCHEMA_PATH,
+    ReportError,
+    load_results,
+    render_all,
+    results_schema,
+    write_report,
+)
+from harness.tlsrpt import build_tlsrpt, peer_ip, rfc3339
+from lab.spec import TlsVersion
+
+D, R, F, E = Outcome.DELIVERED, Outcome.REFUSED, Outcome.FALLBACK, Outcome.ERROR
+EVIL = "from evil (<script>alert('x')</script>) by mx.tls10.lab.test with ESMTPS"
+TLS13 = TlsFacts(version=TlsVersion.TLS13, cipher="TLS_AES_256_GCM_SHA384", bits=256)
+TLS10 = TlsFacts(version=TlsVersion.TLS10, cipher="ECDHE-RSA-AES256-SHA")
+TLS12 = TlsFacts(version=TlsVersion.TLS12, cipher="ECDHE-RSA-AES128-GCM-SHA256")
+SENDERS = (
+    SenderInfo(
+        id="ses-default",
+        driver="reference",
+        description="opportunistic TLS",
+        models="Amazon SES (default, TlsPolicy OPTIONAL)",
+    ),
+    SenderInfo(
+        id="ses-require-tls",
+        driver="reference",
+        description="TLS required, no verification",
+        models="Amazon SES (Require TLS)",
+    ),
+)
+
+
+def session(peer: str = "127.0.0.1:40001", alert: str | None = None) -> SessionSummary:
+    return SessionSummary(peer=peer, starttls=True, handshake="ok", version="TLSv1.2", alert=alert)
+
+
+def cell(
+    receiver: str,
+    sender: str,
+    outcome: Outcome,
+    expected: Outcome,
+    verdict: V,
+    tls: TlsFacts | None = None,
+    **extra: Any,
+) -> CellResult:
+    received = f"from a by mx.{receiver}.lab.test with ESMTP" if outcome is D else None
+    extra.setdefault("received", received)
+    extra.setdefault("detail", f"{receiver} x {sender}")
+    return CellResult(
+        receiver=receiver,
+        sender=sender,
+        outcome=outcome,
+        expected=expected,
+        verdict=verdict,
+        tls=tls,
+        **extra,
+    )
+
+
+def make_report(run_id: str = "20250101T000000Z", *, study: bool = True) -> RunReport:
+    results = (
+        cell("tls13", "ses-default", D, D, V.PASS, TLS13, study=study, sessions=(session(),)),
+        cell("tls13", "ses-require-tls", D, D, V.PASS, TLS13, study=study),
+        cell("tls10", "ses-default", D, D, V.PASS, TLS10, study=study, received=EVIL),
+        cell("tls10", "ses-require-tls", D, D, V.PASS, TLS10, study=study),
+        cell("no-starttls", "ses-default", D, D, V.PASS, expected_tls="plaintext", study=study),
+        cell("no-starttls", "ses-require-tls", D, R, V.FAIL, study=study),
+        cell(
+            "self-signed",
+            "ses-default",
+            R,
+            D,
+            V.FAIL,
+            sessions=(session("[2001:db8::1]:25", "unknown_ca"), session("10.0.0.9:2525")),
+        ),
+        cell("self-signed", "ses-require-tls", E, D, V.ERROR, detail="receiver did not start"),
+    )
+    return RunReport(
+        suite="ses-2025",
+        title="SES vs weak receivers",
+        backend="local",
+        run_id=run_id,
+        started="2025-01-01T00:00:00+00:00",
+        finished="2025-01-01T00:01:30+00:00",
+        receivers=("tls13", "tls10", "no-starttls", "self-signed"),
+        senders=SENDERS,
+        results=results,
+    )
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    return write_report(make_report(), tmp_path / "reports")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+# results.json ---------------------------------------------------------------------------------
+
+
+def test_write_report_creates_the_four_files(run_dir: Path) -> None:
+    names = sorted(p.name for p in run_dir.iterdir())
+    assert names == ["report.html", "results.json", "summary.md", "tlsrpt.json"]
+    assert not [p for p in run_dir.parent.iterdir() if p.name.startswith(".")], "temp files left"
+
+
+def test_results_json_follows_contract_2(run_dir: Path) -> None:
+    data = read_json(run_dir / "results.json")
+    assert data["schema"] == SCHEMA_ID
+    assert isinstance(data["suite"], str)
+    assert isinstance(data["backend"], str)
+    datetime.fromisoformat(data["started"])
+    assert isinstance(data["results"], list)
+    assert len(data["results"]) == 8
+    for row in data["results"]:
+        assert {"receiver", "sender", "outcome", "expected", "verdict", "tls", "received"} <= set(
+            row
+        )
+        assert all(isinstance(row[k], str) for k in ("receiver", "sender", "detail"))
+        assert row["outcome"] in {o.value for o in Outcome}
+        assert row["expected"] in {o.value for o in Outcome}
+        assert row["verdict"] in {"pass", "fail", "error"}
+        assert row["received"] is None or isinstance(row["received"], str)
+        if row["tls"] is not None:
+            assert row["tls"]["version"] in {"TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3"}
+            assert isinstance(row["tls"]["cipher"], str)
+    by_id = {f"{r['receiver']}-{r['sender']}": r for r in data["results"]}
+    assert by_id["tls13-ses-default"]["tls"]["version"] == "TLSv1.3"
+    assert by_id["no-starttls-ses-default"]["tls"] is None, "plaintext delivery has tls null"
+    assert by_id["self-signed-ses-default"]["tls"] is None, "non-delivery has tls null"
+    assert by_id["self-signed-ses-default"]["received"] is None
+    assert by_id["tls10-ses-default"]["received"] == EVIL, "received is stored exactly"
+
+
+def test_results_json_has_every_key_the_committed_schema_requires(run_dir: Path) -> None:
+    schema = read_json(SCHEMA_PATH)
+    assert schema == results_schema(), (
+        "harness/results.schema.json is stale; regenerate it with "
+        "`python -c 'from harness.report import write_schema; write_schema()'`"
+    )
+    assert {"suite", "backend", "started", "results"} <= set(schema["required"])
+    contract = {"receiver", "sender", "outcome", "expected", "verdict", "tls", "received", "detail"}
+    assert contract <= set(schema["$defs"]["CellResult"]["required"])
+    data = read_json(run_dir / "results.json")
+    assert set(schema["required"]) <= set(data)
+    for row in data["results"]:
+        assert set(schema["$defs"]["CellResult"]["required"]) <= set(row)
+
+
+# latest ---------------------------------------------------------------------------------------
+
+
+def test_latest_is_a_relative_symlink_to_the_newest_run(tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    first = write_report(make_report("run-1"), reports)
+    second = write_report(make_report("run-2"), reports)
+    latest = reports / "latest"
+    assert latest.is_symlink()
+    assert os.readlink(latest) == "run-2"
+    assert latest.resolve() == second.resolve()
+    assert first.is_dir(), "older runs are kept"
+    assert sorted(p.name for p in reports.iterdir()) == ["latest", "run-1", "run-2"]
+
+
+def test_latest_that_is_a_real_folder_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "latest" / "x").mkdir(parents=True)
+    with pytest.raises(ReportError) as info:
+        write_report(make_report("run-1"), tmp_path)
+    assert info.value.field == "latest"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("run_id", ["../escape", "latest", "a/b", ".."])
+def test_run_id_that_is_not_a_folder_name_is_rejected(tmp_path: Path, run_id: str) -> None:
+    with pytest.raises(ReportError) as info:
+        write_report(make_report(run_id), tmp_path)
+    assert info.value.field == "run_id"
+
+
+# summary.md -----------------------------------------------------------------------------------
+
+
+def test_summary_has_a_matrix_row_per_receiver(run_dir: Path) -> None:
+    text = (run_dir / "summary.md").read_text(encoding="utf-8")
+    assert "ses-2025" in text
+    assert "local" in text
+    assert "20250101T000000Z" in text
+    assert "| receiver \\ sender | `ses-default` | `ses-require-tls` |" in text
+    rows = {
+        "tls13": "| `tls13` | ✅ delivered TLSv1.3 | ✅ delivered TLSv1.3 |",
+        "tls10": "| `tls10` | ✅ delivered TLSv1.0 | ✅ delivered TLSv1.0 |",
+        "no-starttls": (
+            "| `no-starttls` | ✅ delivered plaintext | ❌ delivered plaintext (expected refused) |"
+        ),
+        "self-signed": "| `self-signed` | ❌ refused (expected delivered) | ⚠️ error |",
+    }
+    lines = text.splitlines()
+    for receiver, row in rows.items():
+        assert row in lines, f"row of {receiver} missing or wrong"
+    assert "Study cells reproduced: 5/6" in lines
+    assert "Totals: 5 pass, 2 fail, 1 error (8 cells)." in lines
+
+
+def test_summary_notes_policy_models_and_lists_evidence(run_dir: Path) -> None:
+    text = (run_dir / "summary.md").read_text(encoding="utf-8")
+    assert "policy models of the named services" in text
+    assert "not the services themselves" in text
+    assert "Amazon SES (default, TlsPolicy OPTIONAL)" in text
+    assert "### `tls10-ses-default`" in text
+    assert f"```text\n{EVIL}\n```" in text
+    assert "no message arrived" in text
+    assert "receiver did not start" in text
+    assert "alert unknown_ca" in text
+
+
+def test_summary_without_study_cells_has_no_study_line(tmp_path: Path) -> None:
+    run = write_report(make_report(study=False), tmp_path)
+    text = (run / "summary.md").read_text(encoding="utf-8")
+    assert "Study cells reproduced" not in text
+    assert "Totals: 5 pass, 2 fail, 1 error" in text
+
+
+def test_summary_fence_outgrows_backticks_in_a_header(tmp_path: Path) -> None:
+    report = make_report()
+    header = "from x (```) by mx"
+    odd = report.results[0].model_copy(update={"received": header})
+    report = report.model_copy(update={"results": (odd, *report.results[1:])})
+    text = (write_report(report, tmp_path) / "summary.md").read_text(encoding="utf-8")
+    assert f"````text\n{header}\n````" in text
+
+
+# report.html ----------------------------------------------------------------------------------
+
+
+def test_html_is_self_contained(run_dir: Path) -> None:
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    for needle in ("http://", "https://", "src=", "<link", "@import", "url(", "<script"):
+        assert needle not in page, f"external reference or script: {needle}"
+    assert "<style>" in page
+    assert page.count("<details>") == 8
+
+
+def test_html_escapes_received_headers(run_dir: Path) -> None:
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+
+
+def test_html_colours_cells_and_marks_failures(run_dir: Path) -> None:
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert '<td class="tls" title="tls13-ses-default">' in page
+    assert '<td class="weak" title="tls10-ses-default">' in page
+    assert '<td class="plain" title="no-starttls-ses-default">' in page
+    assert '<td class="plain fail" title="no-starttls-ses-require-tls">' in page
+    assert '<td class="held fail" title="self-signed-ses-default">' in page
+    assert '<td class="error verdict-error" title="self-signed-ses-require-tls">' in page
+    assert "Study cells reproduced: 5/6" in page
+    assert "not the services themselves" in page
+    assert "Amazon SES (Require TLS)" in page
+    assert 'class="legend"' in page
+
+
+def test_html_without_study_cells_has_no_study_score(tmp_path: Path) -> None:
+    page = (write_report(make_report(study=False), tmp_path) / "report.html").read_text("utf-8")
+    assert "Study cells reproduced" not in page
+
+
+# tlsrpt.json ----------------------------------------------------------------------------------
+
+
+def policies(data: dict[str, Any], sender: str) -> dict[str, dict[str, Any]]:
+    (one,) = [r for r in data["reports"] if r["report-id"].endswith(f".{sender}")]
+    return {p["policy"]["policy-domain"]: p for p in one["policies"]}
+
+
+def test_tlsrpt_file_is_one_rfc8460_report_per_sender(run_dir: Path) -> None:
+    data = read_json(run_dir / "tlsrpt.json")
+    assert data == build_tlsrpt(make_report())
+    assert len(data["reports"]) == 2
+    for report in data["reports"]:
+        assert report["organization-name"] == "Sender TLS Lab"
+        assert report["date-range"] == {
+            "start-datetime": "2025-01-01T00:00:00Z",
+            "end-datetime": "2025-01-01T00:01:30Z",
+        }
+        assert report["contact-info"]
+        assert report["report-id"].startswith("20250101T000000Z.")
+        assert [p["policy"]["policy-domain"] for p in report["policies"]] == [
+            "tls13.lab.test",
+            "tls10.lab.test",
+            "no-starttls.lab.test",
+            "self-signed.lab.test",
+        ]
+
+
+def test_tlsrpt_result_types_and_counts_per_state() -> None:
+    data = build_tlsrpt(make_report(), organization="Acme")
+    assert data["reports"][0]["organization-name"] == "Acme"
+    default = policies(data, "ses-default")
+    sound = default["tls13.lab.test"]
+    assert sound["policy"] == {
+        "policy-type": "no-policy-found",
+        "policy-domain": "tls13.lab.test",
+        "mx-host": ["mx.tls13.lab.test"],
+    }
+    assert sound["summary"] == {
+        "total-successful-session-count": 1,
+        "total-failure-session-count": 0,
+    }
+    assert sound["failure-details"] == []
+    (weak,) = default["tls10.lab.test"]["failure-details"]
+    assert weak["result-type"] == "validation-failure"
+    assert weak["receiving-mx-hostname"] == "mx.tls10.lab.test"
+    assert weak["failed-session-count"] == 1
+    assert "sending-mta-ip" not in weak, "no session recorded: the ip is unknown"
+    (plain,) = default["no-starttls.lab.test"]["failure-details"]
+    assert plain["result-type"] == "starttls-not-supported"
+    bad_cert = default["self-signed.lab.test"]
+    assert bad_cert["summary"]["total-failure-session-count"] == 2, "len(sessions) sessions"
+    (detail,) = bad_cert["failure-details"]
+    assert detail["result-type"] == "certificate-not-trusted"
+    assert detail["sending-mta-ip"] == "2001:db8::1"
+    assert detail["failure-reason-code"] == "unknown_ca"
+
+
+def test_tlsrpt_refusal_by_weak_state_is_a_failure_and_lab_errors_count_nothing() -> None:
+    require = policies(build_tlsrpt(make_report()), "ses-require-tls")
+    refused = require["no-starttls.lab.test"]
+    assert refused["summary"]["total-failure-session-count"] == 1
+    assert refused["failure-details"][0]["result-type"] == "starttls-not-supported"
+    broken = require["self-signed.lab.test"]
+    assert broken["summary"] == {
+        "total-successful-session-count": 0,
+        "total-failure-session-count": 0,
+    }
+    assert broken["failure-details"] == []
+
+
+@pytest.mark.parametrize(
+    ("receiver", "outcome", "tls", "result_type"),
+    [
+        ("expired", D, TLS12, "certificate-expired"),
+        ("mismatched", D, TLS12, "certificate-host-mismatch"),
+        ("untrusted-ca", R, None, "certificate-not-trusted"),
+        ("tls11", D, TLS10, "validation-failure"),
+        ("tls12", F, None, "validation-failure"),
+        ("weird-new-state", R, None, "validation-failure"),
+    ],
+)
+def test_tlsrpt_failure_result_type_per_receiver_state(
+    receiver: str, outcome: Outcome, tls: TlsFacts | None, result_type: str
+) -> None:
+    one = cell(receiver, "ses-default", outcome, outcome, V.PASS, tls)
+    report = make_report().model_copy(update={"receivers": (receiver,), "results": (one,)})
+    (policy,) = build_tlsrpt(report)["reports"][0]["policies"]
+    assert policy["summary"]["total-failure-session-count"] == 1
+    assert policy["failure-details"][0]["result-type"] == result_type
+
+
+def test_tlsrpt_sound_delivery_to_a_new_state_is_a_success() -> None:
+    one = cell("weird-new-state", "ses-default", D, D, V.PASS, TLS12)
+    report = make_report().model_copy(update={"receivers": ("weird-new-state",), "results": (one,)})
+    (policy,) = build_tlsrpt(report)["reports"][0]["policies"]
+    assert policy["summary"]["total-successful-session-count"] == 1
+
+
+@pytest.mark.parametrize(
+    ("peer", "ip"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("127.0.0.1:40001", "127.0.0.1"),
+        ("[::1]:25", "::1"),
+        ("('10.1.2.3', 5555)", "10.1.2.3"),
+        ("unknown", None),
+    ],
+)
+def test_peer_ip(peer: str, ip: str | None) -> None:
+    assert peer_ip(peer) == ip
+
+
+def test_rfc3339() -> None:
+    assert rfc3339("2025-01-01T02:00:00+02:00") == "2025-01-01T00:00:00Z"
+    assert rfc3339("2025-01-01T00:00:00") == "2025-01-01T00:00:00Z"
+    assert rfc3339("not a time") == "not a time"
+
+
+# load_results / render_all --------------------------------------------------------------------
+
+
+def test_load_results_round_trips(run_dir: Path) -> None:
+    report = make_report()
+    assert load_results(run_dir) == report
+    assert load_results(run_dir / "results.json") == report
+    assert load_results(run_dir.parent / "latest") == report
+
+
+def test_render_all_rewrites_the_files_identically(run_dir: Path) -> None:
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    report = load_results(run_dir)
+    for p in run_dir.iterdir():
+        p.unlink()
+    written = render_all(report, run_dir)
+    assert sorted(p.name for p in written) == sorted(before)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def broken(run_dir: Path, change: Any) -> Path:
+    data = read_json(run_dir / "results.json")
+    change(data)
+    (run_dir / "results.json").write_text(json.dumps(data), encoding="utf-8")
+    return run_dir
+
+
+def test_missing_suite_names_the_field(run_dir: Path) -> None:
+    with pytest.raises(ReportError) as info:
+        load_results(broken(run_dir, lambda d: d.pop("suite")))
+    error = info.value
+    assert error.field == "suite"
+    assert error.path == run_dir / "results.json"
+    assert "suite" in error.fix
+    assert "\n" not in str(error)
+    assert str(error.path) in str(error)
+    assert "suite" in str(error)
+
+
+def test_bad_outcome_names_the_field_and_the_allowed_values(run_dir: Path) -> None:
+    def spoil(data: dict[str, Any]) -> None:
+        data["results"][2]["outcome"] = "bounced"
+
+    with pytest.raises(ReportError) as info:
+        load_results(broken(run_dir, spoil))
+    assert info.value.field == "results[2].outcome"
+    assert "'delivered'" in info.value.fix
+    assert "bounced" in info.value.fix
+    assert "results[2].outcome" in str(info.value)
+
+
+def test_invalid_json_is_a_report_error(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    path.write_text('{"suite": "ses-2025",', encoding="utf-8")
+    with pytest.raises(ReportError) as info:
+        load_results(path)
+    assert info.value.field == "(json)"
+    assert "line 1" in info.value.fix
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [("[1, 2]", "(top level)"), ('{"schema": "other/v9"}', "schema")],
+)
+def test_wrong_document_is_a_report_error(tmp_path: Path, content: str, field: str) -> None:
+    path = tmp_path / "results.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ReportError) as info:
+        load_results(path)
+    assert info.value.field == field
+
+
+def test_missing_file_is_a_report_error(tmp_path: Path) -> None:
+    with pytest.raises(ReportError) as info:
+        load_results(tmp_path)
+    assert info.value.path == tmp_path / "results.json"
+    assert "no such file" in info.value.fix
