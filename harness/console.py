@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-from harness.model import CellResult, Outcome, RunReport, Verdict
+from harness.model import CellResult, RunReport, Verdict
+from harness.report import expected_label, outcome_label
 from lab.serve import ReceiverEndpoint
 
 MARKS = {Verdict.PASS: "pass", Verdict.FAIL: "FAIL", Verdict.ERROR: "ERROR"}
-
-
-def cell_text(result: CellResult) -> str:
-    """Return an outcome as shown in a matrix cell: 'delivered TLSv1.0', 'refused', ..."""
-    if result.outcome is Outcome.DELIVERED:
-        version: str = result.tls.version.value if result.tls else "plaintext"
-        return f"delivered {version}"
-    return result.outcome.value
 
 
 def progress(index: int, total: int, result: CellResult) -> None:
     """Print one progress line for a finished cell."""
     width = len(str(total))
     line = (
-        f"[{index:>{width}}/{total}] {result.id:<32} {cell_text(result):<20} "
+        f"[{index:>{width}}/{total}] {result.id:<32} {outcome_label(result):<20} "
         f"{MARKS[result.verdict]:<5} ({result.seconds:.2f} s)"
     )
     if result.verdict is not Verdict.PASS:
-        line += f"\n      expected {result.expected_tls}; {result.detail}"
+        line += f"\n      expected {expected_label(result)}; {result.detail}"
     print(line, flush=True)
 
 
@@ -46,7 +39,7 @@ def matrix(report: RunReport) -> str:
 
 def _matrix_cell(cell: CellResult) -> str:
     """Return one matrix cell with a marker for non-pass verdicts."""
-    text = cell_text(cell)
+    text = outcome_label(cell)
     if cell.verdict is Verdict.PASS:
         return text
     return f"{text} [{MARKS[cell.verdict]}]"

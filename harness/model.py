@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import enum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from lab.spec import TlsVersion
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+ID_MAX_LENGTH = 64
+Id = Annotated[str, Field(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH)]
 
 
 class Outcome(enum.StrEnum):
@@ -63,7 +65,7 @@ class TlsFacts(Frozen):
 class ReferenceSenderProfile(Frozen):
     """A policy model driven by the built-in reference sender; `id` is the YAML file's stem."""
 
-    id: str = Field(pattern=ID_PATTERN)
+    id: Id
     driver: Literal["reference"] = "reference"
     description: str = ""
     models: str = Field(default="", description="the real sender this profile is a policy model of")
@@ -90,12 +92,12 @@ class CellExpectation(Frozen):
 class Suite(Frozen):
     """A matrix of receivers x senders with the expected outcome of every cell."""
 
-    id: str = Field(pattern=ID_PATTERN)
+    id: Id
     title: str = ""
     description: str = ""
-    receivers: tuple[str, ...]
-    senders: tuple[str, ...]
-    cells: dict[str, dict[str, CellExpectation]]
+    receivers: tuple[Id, ...]
+    senders: tuple[Id, ...]
+    cells: dict[Id, dict[Id, CellExpectation]]
 
     def expectation(self, receiver: str, sender: str) -> CellExpectation:
         """Return the expectation of one cell."""

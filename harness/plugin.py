@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from harness.console import cell_text
 from harness.model import CellResult, Verdict
 from harness.paths import certs_dir, reports_dir
-from harness.report import write_report
+from harness.report import expected_label, outcome_label, write_report
 from harness.runner import LabRun, backend_named, open_run
 from harness.scenarios import LoadedSuite, ScenarioError, load_suite
 from lab.backends import BackendError
@@ -33,7 +32,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Prepare the per-session registry of running labs."""
+    """Register the marker cells carry and prepare the per-session registry of running labs."""
+    config.addinivalue_line("markers", "integration: uses real sockets, TLS handshakes, processes")
     config.stash[RUNS_KEY] = {}
 
 
@@ -81,7 +81,7 @@ class CellItem(pytest.Item):
     def runtest(self) -> None:
         """Run the cell on the session's lab for this suite; fail unless the verdict is pass."""
         result = _lab_run(self.config, self.loaded).run_cell(self.receiver, self.sender)
-        self.user_properties.append(("outcome", cell_text(result)))
+        self.user_properties.append(("outcome", outcome_label(result)))
         if result.verdict is not Verdict.PASS:
             raise CellFailed(result)
 
@@ -103,8 +103,8 @@ def failure_text(result: CellResult) -> str:
     label = "LAB ERROR" if result.verdict is Verdict.ERROR else "FAIL"
     lines = [
         f"{label} {result.id}",
-        f"  expected: {result.expected_tls}",
-        f"  observed: {cell_text(result)}",
+        f"  expected: {expected_label(result)}",
+        f"  observed: {outcome_label(result)}",
         f"  detail:   {result.detail}",
         f"  sender:   {result.sender_report}",
         f"  received: {result.received or '(no message arrived)'}",

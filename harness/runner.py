@@ -11,14 +11,22 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
-from harness.classify import Arrival, classify, describe_expectation, judge
+from harness.classify import Arrival, classify, judge
 from harness.evidence import parse_received, received_headers
-from harness.model import CellResult, RunReport, SenderInfo, SessionSummary, cell_id
+from harness.model import (
+    CellExpectation,
+    CellResult,
+    RunReport,
+    SenderInfo,
+    SessionSummary,
+    cell_id,
+)
 from harness.scenarios import LoadedSuite
 from harness.senders import SenderDriver, SendReport, TestMessage, make_driver
 from lab.backends import BACKENDS, Backend, BackendError, RunningLab
 from lab.evidence_store import read_sessions
 from lab.pki import ensure_certs
+from lab.spec import TlsVersion
 
 SESSION_WAIT = 5.0
 POLL_INTERVAL = 0.005
@@ -120,7 +128,7 @@ class LabRun:
             sender=sender,
             outcome=seen.outcome,
             expected=expected.outcome,
-            expected_tls=describe_expectation(expected),
+            expected_tls=_tls_expectation(expected),
             verdict=judge(expected, seen.outcome, seen.tls),
             tls=seen.tls,
             received=arrivals[0].received if arrivals else None,
@@ -154,6 +162,12 @@ class LabRun:
             ),
             results=tuple(results),
         )
+
+
+def _tls_expectation(expected: CellExpectation) -> str | None:
+    """Return the TLS part of an expectation as text: a version, `plaintext`, `any` or None."""
+    tls = expected.tls
+    return tls.value if isinstance(tls, TlsVersion) else tls
 
 
 def _missing_sessions_note(report: SendReport, sessions: list[dict[str, Any]]) -> str:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from harness.model import SenderProfile, Suite
+from harness.model import ID_MAX_LENGTH, ID_PATTERN, SenderProfile, Suite
 from lab.spec import ReceiverSpec
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -24,7 +25,12 @@ class ScenarioError(Exception):
     def __init__(self, path: Path, field: str, problem: str, fix: str) -> None:
         """Keep the parts so tools can show them separately."""
         self.path, self.field, self.problem, self.fix = path, field, problem, fix
-        super().__init__(f"{path}: field '{field}': {problem}; fix: {fix}")
+        super().__init__(_one_line(f"{path}: field '{field}': {problem}; fix: {fix}"))
+
+
+def _one_line(text: str) -> str:
+    """Collapse every run of whitespace (including newlines) to one space."""
+    return " ".join(text.split())
 
 
 def scenarios_root(explicit: Path | None = None) -> Path:
@@ -45,6 +51,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ScenarioError(path, "(file)", f"cannot read: {error}", "make it UTF-8") from None
     try:
         data = yaml.safe_load(text)
+    except (ValueError, OverflowError) as error:  # e.g. an impossible date like 2020-13-45
+        raise ScenarioError(
+            path, "(document)", f"invalid YAML value: {error}", "quote the value as a string"
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(document)"
@@ -76,12 +86,18 @@ def _validate(path: Path, adapter: TypeAdapter[Any], data: dict[str, Any]) -> An
         return adapter.validate_python(data)
     except ValidationError as error:
         first = error.errors()[0]
-        loc = [str(p) for p in first["loc"] if p not in ("reference",)]
-        field = ".".join(loc) or "(document)"
-        raise ScenarioError(path, field, first["msg"], _fix_for(first["type"], data)) from None
+        loc = [f"[{p}]" if isinstance(p, int) else str(p) for p in first["loc"]]
+        message, fix = str(first["msg"]), _fix_for(first["type"])
+        if not loc and first["type"] == "value_error":
+            # a model-level rule: its message names the field first and the fix after "; "
+            message = message.removeprefix("Value error, ")
+            message, _, fix = message.partition("; ")
+            loc = [word for word in message.split() if word in data][:1]
+        field = ".".join(loc).replace(".[", "[") or "(document)"
+        raise ScenarioError(path, field, message, fix) from None
 
 
-def _fix_for(error_type: str, data: dict[str, Any]) -> str:
+def _fix_for(error_type: str) -> str:
     """Return a fix suggestion for a pydantic error type."""
     if error_type == "extra_forbidden":
         return "remove the field (check its spelling against the README's scenario reference)"
@@ -121,6 +137,11 @@ def resolve_suite_path(name: str, root: Path) -> Path:
     candidate = Path(name)
     if candidate.suffix in (".yaml", ".yml") or os.sep in name:
         return candidate
+    if not re.fullmatch(ID_PATTERN, name) or len(name) > ID_MAX_LENGTH:
+        raise ScenarioError(
+            Path(name[:80]), "suite", "not a suite id or a .yaml path",
+            f"give an id matching {ID_PATTERN} (at most {ID_MAX_LENGTH} characters) or a path",
+        )  # fmt: skip
     path = root / "suites" / f"{name}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in (root / "suites").glob("*.yaml"))

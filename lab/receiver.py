@@ -6,7 +6,8 @@ import asyncio
 import secrets
 import ssl
 import time
-from email.utils import formatdate
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,8 @@ def received_header(
     else:
         protocol = "ESMTP" if record.esmtp else "SMTP"
     lines.append(f"\tby {mx_host} ({SERVER_SOFTWARE}) with {protocol} id {queue_id}")
-    lines.append(f"\tfor <{rcpt}>; {formatdate(when, localtime=False)} (UTC)")
+    stamp = format_datetime(datetime.fromtimestamp(when, UTC))
+    lines.append(f"\tfor <{rcpt}>; {stamp} (UTC)")
     return "\r\n".join(lines) + "\r\n"
 
 

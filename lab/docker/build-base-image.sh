@@ -115,11 +115,9 @@ WORK=$(mktemp -d /var/tmp/lab-base.XXXXXX)
 ROOT=$WORK/rootfs
 mkdir -p "$ROOT" "$CACHE"
 cleanup() {
-    local m
     # unmount everything below ROOT (deepest first) before deleting anything
-    for m in $(awk -v r="$ROOT" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r); do
-        umount -l "$m" 2>/dev/null || true
-    done
+    awk -v r="$ROOT" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r |
+        while read -r m; do umount -l "$m" 2>/dev/null || true; done
     if awk -v r="$ROOT" 'index($2, r) == 1 {found=1} END {exit !found}' /proc/mounts; then
         echo "[build-base-image] WARNING: mounts remain below $ROOT; not deleting $WORK" >&2
     else
@@ -144,7 +142,7 @@ T_DEBOOTSTRAP=$(( $(date +%s) - t ))
 say "debootstrap done in ${T_DEBOOTSTRAP}s ($(du -sm --one-file-system "$ROOT" | cut -f1) MB)"
 
 # --- 2. chroot apt pass: sources, security updates, postfix -------------------------
-say "chroot apt: updates + ${CHROOT_PACKAGES[*]} ${EXTRA[*]} (postfix preseeded to 'No configuration')"
+say "chroot apt: updates + ${CHROOT_PACKAGES[*]}${EXTRA[*]:+ ${EXTRA[*]}} (postfix preseeded to 'No configuration')"
 t=$(date +%s)
 rm -f "$ROOT/etc/apt/sources.list"
 {
@@ -201,6 +199,7 @@ say "rootfs trimmed to $(du -sm --one-file-system "$ROOT" | cut -f1) MB"
 # --- 4. import ---------------------------------------------------------------------
 t=$(date +%s)
 pyver=$(chroot "$ROOT" python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
+# shellcheck disable=SC2016  # ${Version} is a dpkg-query field, not a shell variable
 pfver=$(chroot "$ROOT" dpkg-query -W -f '${Version}' postfix)
 tar --numeric-owner -C "$ROOT" -c . | docker import \
     --change 'CMD ["/bin/bash"]' \

@@ -113,29 +113,47 @@ if [ -z "$already_running" ]; then
     [ -n "${LAB_DOCKERD_EXTRA_FLAGS:-}" ] && flags+=(${LAB_DOCKERD_EXTRA_FLAGS})
 
     mkdir -p "$(dirname "$LOG")"
-    {
-        echo "=== $(date -u +%FT%TZ) ensure-engine.sh: dockerd ${flags[*]}"
-    } >>"$LOG"
+fi
+
+# Lines of $LOG written since the last start by this script.
+this_run_log() { awk '/^=== /{buf=""} {buf = buf $0 "\n"} END{printf "%s", buf}' "$LOG" | tail -n "${1:-25}"; }
+
+start_dockerd() {
+    echo "=== $(date -u +%FT%TZ) ensure-engine.sh: dockerd ${flags[*]}" >>"$LOG"
     setsid nohup dockerd "${flags[@]}" >>"$LOG" 2>&1 </dev/null &
     dpid=$!
     say "started dockerd (pid $dpid) ${flags[*]}; log: $LOG"
-fi
+}
+
+# Returns 0 once `docker info` answers, 1 if dockerd died, 2 on timeout.
+wait_for_engine() {
+    local deadline=$(( $(date +%s) + TIMEOUT ))
+    while ! docker info >/dev/null 2>&1; do
+        if [ -n "${dpid:-}" ] && ! kill -0 "$dpid" 2>/dev/null; then return 1; fi
+        [ "$(date +%s)" -lt "$deadline" ] || return 2
+        sleep 0.5
+    done
+}
 
 start=$(date +%s%N)
-deadline=$(( $(date +%s) + TIMEOUT ))
-while ! docker info >/dev/null 2>&1; do
-    if [ -n "${dpid:-}" ] && ! kill -0 "$dpid" 2>/dev/null; then
-        echo "---- last lines of $LOG ----" >&2
-        tail -n 25 "$LOG" >&2
-        die "dockerd exited during startup. Hint: if the log mentions overlay, retry with LAB_DOCKER_STORAGE_DRIVER=vfs; if it mentions iptables, LAB_DOCKERD_EXTRA_FLAGS=--iptables=false"
+[ -z "$already_running" ] && start_dockerd
+rc=0; wait_for_engine || rc=$?
+if [ $rc = 1 ] && [ -z "${LAB_DOCKER_STORAGE_DRIVER:-}" ] && [[ " ${flags[*]} " == *" --storage-driver=overlay2 "* ]] \
+        && this_run_log 200 | grep -v '^=== ' | grep -qi overlay; then
+    notes+=("dockerd failed with overlay2 -> retried with vfs (slow, disk hungry)")
+    say "dockerd failed on overlay2; retrying with --storage-driver=vfs"
+    flags=("${flags[@]/--storage-driver=overlay2/--storage-driver=vfs}")
+    start_dockerd
+    rc=0; wait_for_engine || rc=$?
+fi
+if [ $rc != 0 ]; then
+    echo "---- $LOG (this start) ----" >&2
+    this_run_log 25 >&2
+    if [ $rc = 1 ]; then
+        die "dockerd exited during startup. Hints: overlay errors -> LAB_DOCKER_STORAGE_DRIVER=vfs; iptables errors -> LAB_DOCKERD_EXTRA_FLAGS=--iptables=false; 'pid file found' -> a dockerd is already running"
     fi
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-        echo "---- last lines of $LOG ----" >&2
-        tail -n 25 "$LOG" >&2
-        die "docker info did not answer within ${TIMEOUT}s. Hint: check $LOG; dockerd may still be running (pid ${dpid:-$already_running})"
-    fi
-    sleep 0.5
-done
+    die "docker info did not answer within ${TIMEOUT}s. Hint: read $LOG; dockerd (pid ${dpid:-$already_running}) may still be starting, raise LAB_DOCKERD_TIMEOUT"
+fi
 ms=$(( ($(date +%s%N) - start) / 1000000 ))
 
 drv=$(docker info --format '{{.Driver}}' 2>/dev/null || echo '?')
