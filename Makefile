@@ -6,10 +6,10 @@ SUITE   ?= ses-2025
 BACKEND ?= local
 
 .DEFAULT_GOAL := help
-.PHONY: help venv certs run-lab test lint clean
+.PHONY: help venv certs run-lab test lint clean docker-engine base-image
 
 help: ## Show this list of targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 	@echo "  variables: SUITE=$(SUITE) BACKEND=$(BACKEND) PYTHON=$(PYTHON)"
 
 venv: $(VENV)/.installed ## Create the virtual environment with the lab and its dev tools
@@ -32,6 +32,12 @@ lint: venv ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+docker-engine: ## Install (Debian docker.io) and start a Docker engine if none answers
+	lab/docker/ensure-engine.sh
+
+base-image: docker-engine ## Build the offline base image sender-tls-lab/base:bookworm (debootstrap)
+	lab/docker/build-base-image.sh
 
 clean: ## Remove generated certificates, reports and caches (keeps their READMEs)
 	find certs reports -mindepth 1 -not -name README.md -exec rm -rf {} +
