@@ -106,9 +106,7 @@ class LabRun:
         self.loaded, self.lab, self.run_dir, self.run_id = loaded, lab, run_dir, run_id
         self.started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self.results: list[CellResult] = []
-        self.drivers: dict[str, SenderDriver] = {
-            sid: make_driver(profile) for sid, profile in loaded.senders.items()
-        }
+        self.drivers: dict[str, SenderDriver] = {}
 
     def run_cell(self, receiver: str, sender: str) -> CellResult:
         """Send one message through `sender` to `receiver`, then classify and judge it."""
@@ -116,7 +114,7 @@ class LabRun:
         expected = self.loaded.suite.expectation(receiver, sender)
         spec = self.loaded.receivers[receiver]
         message = build_message(receiver, sender, spec.domain)
-        report = self.drivers[sender].send(message, self.lab, self.run_dir)
+        report = self._driver(sender).send(message, self.lab, self.run_dir)
         directory = self.lab.endpoint(receiver).evidence_dir
         sessions = wait_for_sessions(directory, set(report.attempts))
         arrivals = find_arrivals(directory, message.message_id)
@@ -141,6 +139,13 @@ class LabRun:
         )
         self.results.append(result)
         return result
+
+    def _driver(self, sender: str) -> SenderDriver:
+        """Return the sender's driver, creating it (and any sender container) on first use."""
+        if sender not in self.drivers:
+            profile = self.loaded.senders[sender]
+            self.drivers[sender] = make_driver(profile, self.lab, self.run_dir)
+        return self.drivers[sender]
 
     def report(self) -> RunReport:
         """Return the RunReport of the cells run so far, in suite order."""

@@ -7,7 +7,7 @@ import socket
 import ssl
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from harness.model import PolicyAction, ReferenceSenderProfile, TlsMode
 from harness.senders.base import SendAction, SendReport, TestMessage
@@ -17,6 +17,18 @@ from lab.spec import TlsVersion
 
 CONNECT_TIMEOUT = 10.0
 LEGACY_CIPHERS = "DEFAULT:@SECLEVEL=0"
+
+
+class Router(Protocol):
+    """Finds the MX host of a domain and where that host listens."""
+
+    def mx_for(self, domain: str) -> str | None:
+        """Return the preferred MX host name of `domain`, or None."""
+        ...
+
+    def address_of(self, mx_host: str) -> tuple[str, int]:
+        """Return the (address, port) to connect to for `mx_host`."""
+        ...
 
 
 class PolicyNotMet(Exception):
@@ -73,13 +85,24 @@ class ReferenceSender:
         self.helo = f"sender-{profile.id}.lab.test"
 
     def send(self, message: TestMessage, lab: RunningLab, outbox: Path) -> SendReport:
-        """Deliver `message` to its recipient's MX, honouring the profile's TLS policy."""
+        """Deliver `message` to its recipient's MX in the lab, honouring the TLS policy."""
+        return self.deliver(message, lab, lab.pki.ca_cert_path, outbox)
+
+    def deliver(
+        self, message: TestMessage, router: Router, ca_cert: Path, outbox: Path
+    ) -> SendReport:
+        """Resolve the recipient's MX with `router` and deliver per policy; never raises."""
         domain = message.rcpt.rpartition("@")[2]
-        mx_host = lab.mx_for(domain)
-        if mx_host is None:
+        try:
+            mx_host = router.mx_for(domain)
+            address = router.address_of(mx_host) if mx_host else None
+        except OSError as error:
+            return SendReport(
+                SendAction.FAILED, f"cannot resolve {domain}: {error}", lab_fault=True
+            )
+        if mx_host is None or address is None:
             return SendReport(SendAction.FAILED, f"no MX for {domain} in the lab", lab_fault=True)
-        address = lab.routes()[mx_host]
-        context = client_context(self.profile, lab.pki.ca_cert_path)
+        context = client_context(self.profile, ca_cert)
         attempts: list[tuple[str, int]] = []
         try:
             try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
@@ -22,14 +22,30 @@ class BackendError(Exception):
         self.hint = hint
 
 
+class SenderHost(Protocol):
+    """A machine inside the lab network where sender software runs (a container on Docker)."""
+
+    name: str
+    address: str
+
+    def exec(self, argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
+        """Run a command there; return (exit status, combined output)."""
+        ...
+
+
 @dataclasses.dataclass(frozen=True)
 class RunningLab:
-    """Receivers that are up: their endpoints, the PKI they use, where evidence lands."""
+    """Receivers that are up: endpoints, PKI, evidence folder, and where senders can run.
+
+    `sender_host` is None when senders run on this machine (local backend); otherwise it starts
+    a sender host inside the lab network: `sender_host(role, target="lab", **options)`.
+    """
 
     backend: str
     endpoints: Mapping[str, ReceiverEndpoint]
     pki: LabPki
     evidence_root: Path
+    sender_host: Callable[..., SenderHost] | None = None
 
     def endpoint(self, receiver: str) -> ReceiverEndpoint:
         """Return one receiver's endpoint."""
@@ -38,6 +54,10 @@ class RunningLab:
     def routes(self) -> dict[str, tuple[str, int]]:
         """Return the route map senders use: MX host name -> (address, port)."""
         return {e.mx_host: (e.host, e.port) for e in self.endpoints.values()}
+
+    def address_of(self, mx_host: str) -> tuple[str, int]:
+        """Return where an MX host of the lab listens."""
+        return self.routes()[mx_host]
 
     def mx_for(self, domain: str) -> str | None:
         """Return the MX host of a lab domain, or None when the lab does not serve it."""

@@ -1,0 +1,244 @@
+"""The Docker backend: one container per receiver and a lab DNS on a private, internal network."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from lab.backends.base import BackendError, RunningLab, SenderHost
+from lab.backends.docker_images import ensure_images
+from lab.pki import LabPki
+from lab.serve import ReceiverEndpoint
+from lab.spec import LAB_ZONE, ReceiverSpec
+
+RUN_LABEL = "sender-tls-lab.run"
+READY_TIMEOUT = 30.0
+SMTP_PORT = 25
+ENGINE_HINT = "start one with `make docker-engine`, or point DOCKER_HOST at a running engine"
+
+
+def docker_client() -> Any:
+    """Return a docker SDK client, or raise BackendError with a hint when no engine answers."""
+    try:
+        import docker
+        import docker.errors
+    except ImportError:
+        raise BackendError("the docker Python package is missing", "pip install docker") from None
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except docker.errors.DockerException as error:
+        raise BackendError(f"no Docker engine answers: {error}", ENGINE_HINT) from None
+    return client
+
+
+class DockerBackend:
+    """Runs each receiver, the lab DNS and the senders in containers on an internal network."""
+
+    name = "docker"
+
+    def __init__(self, say: Any = print) -> None:
+        """Use `say` for progress lines (image builds, readiness)."""
+        self.say = say
+
+    @contextlib.contextmanager
+    def start(
+        self, specs: Sequence[ReceiverSpec], pki: LabPki, evidence_root: Path
+    ) -> Iterator[RunningLab]:
+        """Start the lab network, receivers and DNS; yield the lab; always remove everything."""
+        client = docker_client()
+        images = ensure_images(client, self.say)
+        run = secrets.token_hex(4)
+        evidence_root.mkdir(parents=True, exist_ok=True)
+        lab = _LabContainers(client, run, images, pki, evidence_root)
+        try:
+            endpoints = lab.start_receivers(specs)
+            lab.start_dns(specs, endpoints)
+            yield RunningLab(self.name, endpoints, pki, evidence_root, sender_host=lab.sender_host)
+        finally:
+            lab.remove_all()
+
+
+class _LabContainers:
+    """Everything one run created on the engine, so it can all be removed."""
+
+    def __init__(
+        self, client: Any, run: str, images: dict[str, str], pki: LabPki, evidence_root: Path
+    ) -> None:
+        """Create the run's internal network."""
+        self.client, self.run, self.images = client, run, images
+        self.pki, self.evidence_root = pki, evidence_root
+        self.labels = {RUN_LABEL: run}
+        self.containers: list[Any] = []
+        self.dns_address = ""
+        self.network = client.networks.create(
+            f"tlslab-{run}", driver="bridge", internal=True, labels=self.labels
+        )
+
+    def _run(self, name: str, image: str, command: list[str], **options: Any) -> Any:
+        """Start one hardened container of this run on the lab network."""
+        container = self.client.containers.run(
+            image,
+            command,
+            name=f"tlslab-{self.run}-{name}",
+            detach=True,
+            labels=self.labels,
+            network=self.network.name,
+            user=f"{os.getuid()}:{os.getgid()}",
+            cap_drop=["ALL"],
+            cap_add=["NET_BIND_SERVICE"],
+            security_opt=["no-new-privileges"],
+            sysctls={"net.ipv4.ip_unprivileged_port_start": "0"},
+            environment={"HOME": "/tmp"},
+            **options,
+        )
+        self.containers.append(container)
+        return container
+
+    def start_receivers(self, specs: Sequence[ReceiverSpec]) -> dict[str, ReceiverEndpoint]:
+        """Start one receiver container per spec and wait until each answers its banner."""
+        started = []
+        for spec in specs:
+            command = [
+                "python", "-m", "lab.serve", "--specs-json", json.dumps([spec.model_dump()]),
+                "--certs-dir", "/certs", "--evidence-dir", "/evidence",
+                "--host", "0.0.0.0", "--port", str(SMTP_PORT),
+            ]  # fmt: skip
+            container = self._run(
+                spec.id,
+                self.images["lab"],
+                command,
+                hostname=spec.mx_host,
+                volumes={
+                    str(self.pki.root.resolve()): {"bind": "/certs", "mode": "ro"},
+                    str(self.evidence_root.resolve()): {"bind": "/evidence", "mode": "rw"},
+                },
+            )
+            started.append((spec, container))
+        endpoints = {}
+        for spec, container in started:
+            address = self._wait_ready(container, spec.id)
+            _wait_for_banner(address, container)
+            endpoints[spec.id] = ReceiverEndpoint(
+                spec.id, address, SMTP_PORT, spec.mx_host, spec.domain,
+                self.evidence_root / spec.id,
+            )  # fmt: skip
+        return endpoints
+
+    def start_dns(self, specs: Sequence[ReceiverSpec], ends: dict[str, ReceiverEndpoint]) -> None:
+        """Start the lab DNS, authoritative for the zone: an A and an MX record per receiver."""
+        command = ["python", "-m", "lab.dns", "--zone", LAB_ZONE]
+        for spec in specs:
+            command += ["--a", f"{spec.mx_host}={ends[spec.id].host}"]
+            command += ["--mx", f"{spec.domain}={spec.mx_host}"]
+        container = self._run("dns", self.images["lab"], command)
+        self.dns_address = self._wait_ready(container, "dns")
+
+    def sender_host(self, role: str, target: str = "lab", **options: Any) -> SenderHost:
+        """Start a container where sender software runs, resolving through the lab DNS."""
+        image = self.images[target]
+        container = self._run(
+            role,
+            image,
+            options.pop("command", ["sleep", "infinity"]),
+            dns=[self.dns_address],
+            dns_search=[],
+            hostname=f"{role}.sender.{LAB_ZONE}",
+            **options,
+        )
+        container.reload()
+        return DockerSenderHost(container, _address(container, self.network.name))
+
+    def _wait_ready(self, container: Any, what: str) -> str:
+        """Wait (bounded) for the container to print its ready line; return its lab address."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            container.reload()
+            if container.status == "exited":
+                raise BackendError(
+                    f"{what} container exited: {_logs(container)}", "see the log above"
+                )
+            if b'"ready": true' in container.logs(stdout=True, stderr=False):
+                return _address(container, self.network.name)
+            time.sleep(0.05)
+        raise BackendError(
+            f"{what} container not ready after {READY_TIMEOUT:.0f} s: {_logs(container)}",
+            "check the engine's load; the log tail is above",
+        )
+
+    def remove_all(self) -> None:
+        """Remove every container and the network of this run, ignoring what is already gone."""
+        remove_run(self.client, self.run)
+
+
+class DockerSenderHost:
+    """A sender container: runs commands inside it."""
+
+    def __init__(self, container: Any, address: str) -> None:
+        """Wrap a running container."""
+        self.container, self.address = container, address
+        self.name = container.name
+
+    def exec(self, argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
+        """Run a command in the container; return (exit status, combined output)."""
+        result = self.container.exec_run(argv, environment=env or {}, demux=False)
+        return int(result.exit_code), (result.output or b"").decode("utf-8", "replace")
+
+
+def remove_run(client: Any, run: str | None = None) -> int:
+    """Remove the containers and networks of one run (or of every lab run); return the count."""
+    import docker.errors
+
+    selector = f"{RUN_LABEL}={run}" if run else RUN_LABEL
+    removed = 0
+    for container in client.containers.list(all=True, filters={"label": selector}):
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
+            removed += 1
+    for network in client.networks.list(filters={"label": selector}):
+        with contextlib.suppress(docker.errors.NotFound):
+            network.remove()
+            removed += 1
+    return removed
+
+
+def _address(container: Any, network: str) -> str:
+    """Return the container's IPv4 address on the lab network."""
+    address = str(container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"])
+    if not address:
+        raise BackendError(f"container {container.name} has no address", "check the engine")
+    return address
+
+
+def _wait_for_banner(address: str, container: Any) -> None:
+    """Connect to the receiver and read its 220 banner, bounded by READY_TIMEOUT."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((address, SMTP_PORT), timeout=5) as sock:
+                if sock.recv(512).startswith(b"220"):
+                    return
+        except OSError as error:
+            last = error
+        time.sleep(0.05)
+    raise BackendError(
+        f"{container.name} at {address}:{SMTP_PORT} sent no banner ({last}): {_logs(container)}",
+        "the host must reach containers by address on the lab network",
+    )
+
+
+def _logs(container: Any) -> str:
+    """Return the container's last log lines on one line."""
+    try:
+        text = container.logs(tail=8).decode("utf-8", "replace")
+    except Exception as error:
+        return f"(no logs: {error})"
+    return " | ".join(text.strip().splitlines()) or "(empty log)"

@@ -1,0 +1,120 @@
+"""Build (or reuse) the Docker backend's images, tagged by a hash of everything that goes in."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lab.backends.base import BackendError
+
+DOCKER_DIR = Path(__file__).resolve().parents[1] / "docker"
+PROJECT_ROOT = DOCKER_DIR.parents[1]
+LOCAL_BASE = "sender-tls-lab/base:bookworm"
+STOCK_BASE = "python:3.12-slim"
+TARGETS = ("lab", "postfix")
+IMAGE_LABEL = "sender-tls-lab.image"
+
+
+def choose_base(client: Any) -> str:
+    """Return the base image: $LAB_BASE_IMAGE, else the local offline base if built, else stock."""
+    explicit = os.environ.get("LAB_BASE_IMAGE")
+    if explicit:
+        return explicit
+    return LOCAL_BASE if _image_exists(client, LOCAL_BASE) else STOCK_BASE
+
+
+def _image_exists(client: Any, tag: str) -> bool:
+    """Return True when the engine has an image with this tag."""
+    import docker.errors
+
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def source_digest(base_id: str) -> str:
+    """Return a short hash over the base image id and every file that goes into the images."""
+    digest = hashlib.sha256(base_id.encode())
+    files = [PROJECT_ROOT / "pyproject.toml", *sorted(DOCKER_DIR.glob("Dockerfile"))]
+    files += sorted((DOCKER_DIR / "postfix").rglob("*"))
+    for package in ("lab", "harness"):
+        files += sorted((PROJECT_ROOT / package).rglob("*.py"))
+    for path in files:
+        if path.is_file():
+            digest.update(str(path.relative_to(PROJECT_ROOT)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def ensure_images(client: Any, say: Callable[[str], None] = print) -> dict[str, str]:
+    """Return {target: tag} for the lab images, building them only when their hash is new."""
+    base = choose_base(client)
+    if not _image_exists(client, base):
+        raise BackendError(
+            f"base image {base} is not available",
+            "run `make base-image` (offline Debian base) or set LAB_BASE_IMAGE to a local image",
+        )
+    digest = source_digest(client.images.get(base).id)
+    tags = {target: f"sender-tls-lab/{target}:{digest}" for target in TARGETS}
+    missing = [t for t in TARGETS if not _image_exists(client, tags[t])]
+    if not missing:
+        return tags
+    say(f"building images {', '.join(tags[t] for t in missing)} on {base} (cold start)")
+    with tempfile.TemporaryDirectory(prefix="tlslab-image-") as context:
+        _prepare_context(client, base, Path(context))
+        for target in missing:
+            _build(client, Path(context), base, target, tags[target])
+    return tags
+
+
+def _prepare_context(client: Any, base: str, context: Path) -> None:
+    """Fill a build context: Dockerfile, Postfix files and wheels for the base's Python."""
+    shutil.copy(DOCKER_DIR / "Dockerfile", context / "Dockerfile")
+    shutil.copytree(DOCKER_DIR / "postfix", context / "postfix")
+    version = client.containers.run(
+        base,
+        ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        remove=True,
+        network_mode="none",
+    )
+    python = version.decode().strip()
+    result = subprocess.run(
+        ["bash", str(DOCKER_DIR / "download-wheels.sh"), str(context / "wheels"), python],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BackendError(
+            f"could not collect wheels for Python {python}: {result.stderr.strip()[-400:]}",
+            "check that PyPI is reachable from this machine",
+        )
+
+
+def _build(client: Any, context: Path, base: str, target: str, tag: str) -> None:
+    """Build one target; offline bases build with no network at all."""
+    import docker.errors
+
+    network = "none" if base == LOCAL_BASE else None
+    try:
+        client.images.build(
+            path=str(context),
+            target=target,
+            tag=tag,
+            buildargs={"BASE_IMAGE": base},
+            network_mode=network,
+            labels={IMAGE_LABEL: target},
+            rm=True,
+            forcerm=True,
+        )
+    except docker.errors.BuildError as error:
+        log = "".join(str(chunk.get("stream", "")) for chunk in error.build_log)[-800:]
+        raise BackendError(f"building {tag} failed: {error}: {log}", "see the build log") from None

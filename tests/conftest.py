@@ -1,0 +1,27 @@
+"""Shared fixtures: the shipped receiver states and one lab PKI generated per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.scenarios import load_receiver
+from lab.pki import LabPki, ensure_certs
+from lab.spec import ReceiverSpec
+
+RECEIVERS_DIR = Path(__file__).resolve().parents[1] / "scenarios" / "receivers"
+
+
+@pytest.fixture(scope="session")
+def receiver_specs() -> dict[str, ReceiverSpec]:
+    """Return every shipped receiver state from scenarios/receivers/, keyed by id."""
+    return {path.stem: load_receiver(path) for path in sorted(RECEIVERS_DIR.glob("*.yaml"))}
+
+
+@pytest.fixture(scope="session")
+def lab_pki(
+    tmp_path_factory: pytest.TempPathFactory, receiver_specs: dict[str, ReceiverSpec]
+) -> LabPki:
+    """Generate the lab CA, the untrusted CA and one leaf per shipped receiver, once per session."""
+    return ensure_certs(receiver_specs.values(), tmp_path_factory.mktemp("lab-certs"))

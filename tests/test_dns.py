@@ -1,0 +1,89 @@
+"""The lab DNS answers A and MX for its zone over UDP and TCP, and refuses everything else."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+from lab.dns import LabZone, serve
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        port: int = udp.getsockname()[1]
+    return port
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, int]]:
+    zone = LabZone("lab.test")
+    zone.add_a("mx.tls10.lab.test", "127.0.0.1")
+    zone.add_mx("tls10.lab.test", "mx.tls10.lab.test")
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    stop = asyncio.Event()
+    thread = threading.Thread(
+        target=loop.run_until_complete,
+        args=(serve(zone, "127.0.0.1", port, ready.set, stop),),
+        daemon=True,
+    )
+    thread.start()
+    assert ready.wait(5)
+    yield "127.0.0.1", port
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(5)
+    loop.close()
+
+
+def ask(server: tuple[str, int], name: str, rdtype: str, tcp: bool = False) -> dns.message.Message:
+    query = dns.message.make_query(name, rdtype)
+    if tcp:
+        return dns.query.tcp(query, server[0], port=server[1], timeout=3)
+    return dns.query.udp(query, server[0], port=server[1], timeout=3)
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_mx_and_a_for_a_receiver_domain(server: tuple[str, int], tcp: bool) -> None:
+    mx = ask(server, "tls10.lab.test", "MX", tcp)
+    assert [str(r.exchange) for r in mx.answer[0]] == ["mx.tls10.lab.test."]
+    a = ask(server, "mx.tls10.lab.test", "A", tcp)
+    assert [r.address for r in a.answer[0]] == ["127.0.0.1"]
+
+
+def test_unknown_name_in_zone_is_nxdomain(server: tuple[str, int]) -> None:
+    reply = ask(server, "tls99.lab.test", "MX")
+    assert reply.rcode() == dns.rcode.NXDOMAIN
+    assert not reply.answer
+
+
+def test_known_name_other_type_is_empty_noerror(server: tuple[str, int]) -> None:
+    reply = ask(server, "mx.tls10.lab.test", "MX")
+    assert reply.rcode() == dns.rcode.NOERROR
+    assert not reply.answer
+
+
+def test_names_outside_the_zone_are_refused(server: tuple[str, int]) -> None:
+    reply = ask(server, "example.com", "A")
+    assert reply.rcode() == dns.rcode.REFUSED
+
+
+def test_garbage_gets_no_answer_and_server_survives(server: tuple[str, int]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.sendto(b"\x00garbage", server)
+    assert ask(server, "tls10.lab.test", "MX").answer
+
+
+def test_zone_rejects_records_outside_it() -> None:
+    zone = LabZone("lab.test")
+    with pytest.raises(ValueError, match="not inside the zone"):
+        zone.add_a("mx.example.com", "127.0.0.1")
