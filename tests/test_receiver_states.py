@@ -303,8 +303,9 @@ def assert_postfix_format(header: str, pattern: str) -> None:
     match = re.fullmatch(pattern, header)
     assert match is not None, f"Received header not in Postfix format:\n{header!r}\n{pattern!r}"
     date = parsedate_to_datetime(match.group("date"))
-    assert date.utcoffset() is not None
-    assert date.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+    offset = date.utcoffset()
+    assert offset is not None
+    assert offset.total_seconds() == 0, f"date {match.group('date')!r} is not in UTC"
 
 
 def assert_tls_delivery(endpoint: ReceiverEndpoint, attempt: Attempt, version: TlsVersion) -> None:

@@ -83,7 +83,16 @@ class _LabContainers:
         )
 
     def _run(self, name: str, image: str, command: list[str], **options: Any) -> Any:
-        """Start one hardened container of this run on the lab network."""
+        """Start one hardened container of this run on the lab network; options override."""
+        settings: dict[str, Any] = {
+            "user": f"{os.getuid()}:{os.getgid()}",
+            "cap_drop": ["ALL"],
+            "cap_add": ["NET_BIND_SERVICE"],
+            "security_opt": ["no-new-privileges"],
+            "sysctls": {"net.ipv4.ip_unprivileged_port_start": "0"},
+            "environment": {"HOME": "/tmp"},
+        }
+        settings.update(options)
         container = self.client.containers.run(
             image,
             command,
@@ -91,13 +100,7 @@ class _LabContainers:
             detach=True,
             labels=self.labels,
             network=self.network.name,
-            user=f"{os.getuid()}:{os.getgid()}",
-            cap_drop=["ALL"],
-            cap_add=["NET_BIND_SERVICE"],
-            security_opt=["no-new-privileges"],
-            sysctls={"net.ipv4.ip_unprivileged_port_start": "0"},
-            environment={"HOME": "/tmp"},
-            **options,
+            **settings,
         )
         self.containers.append(container)
         return container
