@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from harness.report import ReportError, load_results, render_all, write_report
 from harness.runner import backend_named, open_run
 from harness.scenarios import ScenarioError, load_receiver, load_suite, scenarios_root
 from lab.backends import BackendError
+from lab.backends.docker import docker_client, remove_run
 from lab.pki import CertificateError, ensure_certs
 from lab.serve import print_endpoints_json, serve_until_signalled
 from lab.spec import ReceiverSpec
@@ -28,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return handler(args)
     except USAGE_ERRORS as error:
@@ -36,6 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tlslab: interrupted; evidence recorded so far stays on disk", file=sys.stderr)
         return 130
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Turn SIGTERM into KeyboardInterrupt so every started resource is cleaned up."""
+    raise KeyboardInterrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
 
     up = sub.add_parser("up", parents=[common], help="start receivers until Ctrl-C")
-    up.add_argument("--backend", default="local", choices=["local"])
+    up.add_argument("--backend", default="local", help="local (default) or docker")
     up.add_argument("--receivers", help="comma-separated receiver ids (default: all)")
     up.add_argument("--evidence-dir", type=Path, default=Path("evidence"))
     up.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -66,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     certs = sub.add_parser("certs", parents=[common], help="generate the lab certificates")
     certs.set_defaults(handler=cmd_certs)
+
+    down = sub.add_parser("down", help="remove Docker containers and networks a lab run left")
+    down.add_argument("--run", help="only this run id (default: every lab run)")
+    down.set_defaults(handler=cmd_down)
     return parser
 
 
@@ -95,6 +108,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     specs = _receiver_specs(scenarios_root(args.scenarios), args.receivers)
     pki = ensure_certs(specs, certs_dir(args.certs))
     on_ready = print_endpoints_json if args.json else console.print_endpoints
+    if args.backend != "local":
+        backend = backend_named(args.backend)
+        with backend.start(specs, pki, args.evidence_dir) as lab:
+            on_ready(list(lab.endpoints.values()))
+            _wait_for_signal()
+        return 0
     try:
         asyncio.run(serve_until_signalled(specs, pki, args.evidence_dir, args.host, on_ready))
     except OSError as error:
@@ -103,6 +122,21 @@ def cmd_up(args: argparse.Namespace) -> int:
         ) from None
     if not args.json:
         print("receivers stopped")
+    return 0
+
+
+def _wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM arrives."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Remove every container and network labelled as a lab run's."""
+    removed = remove_run(docker_client(), args.run)
+    print(f"removed {removed} lab containers and networks")
     return 0
 
 

@@ -71,6 +71,18 @@ class LabHandler:
         self.spec = spec
         self.store = store
 
+    async def handle_EHLO(
+        self,
+        server: LabSMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """Answer EHLO like an MX on port 25: no AUTH offered (the lab accepts none)."""
+        session.host_name = hostname
+        return [line for line in responses if not line[4:].upper().startswith("AUTH")]
+
     async def handle_RCPT(
         self, server: LabSMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
@@ -104,8 +116,14 @@ class LabHandler:
 class LabSMTP(SMTP):
     """aiosmtpd's SMTP with a per-connection session record (EHLO, TLS facts, transcript)."""
 
-    def __init__(self, spec: ReceiverSpec, store: EvidenceStore, **kwargs: Any) -> None:
-        """Create the protocol for one connection to the receiver `spec`."""
+    def __init__(
+        self,
+        spec: ReceiverSpec,
+        store: EvidenceStore,
+        live: set[LabSMTP] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Create the protocol for one connection to `spec`; `live` tracks open connections."""
         super().__init__(
             LabHandler(spec, store),
             hostname=spec.mx_host,
@@ -117,6 +135,7 @@ class LabSMTP(SMTP):
         self.store = store
         self.record = SessionRecord(receiver=spec.id, starttls_offered=bool(self.tls_context))
         self._record_written = False
+        self._live = live if live is not None else set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Start the record on connect; fill in TLS facts when STARTTLS completes."""
@@ -125,14 +144,21 @@ class LabSMTP(SMTP):
         if upgraded:
             self.record.tls_established(transport.get_extra_info("ssl_object"))
         else:
+            self._live.add(self)
             self.record.connected(transport.get_extra_info("peername"))
             reader = self._reader
             reader.readuntil = _logging_reader(reader.readuntil, self.record)  # type: ignore[method-assign]
 
     def connection_lost(self, error: Exception | None) -> None:
         """Write the session record once, however the connection ended."""
+        self._live.discard(self)
         self._write_record()
         super().connection_lost(error)
+
+    def close_connection(self) -> None:
+        """Close this connection (used when the receiver shuts down)."""
+        if self.transport is not None:
+            self.transport.close()
 
     async def push(self, status: Any) -> None:
         """Send a reply and log it in the transcript."""
@@ -156,6 +182,8 @@ class LabSMTP(SMTP):
         try:
             await super().smtp_STARTTLS(arg)
         except TLSSetupException as error:
+            ssl_object = getattr(self._tls_protocol, "_sslobj", None)
+            self.record.sni = getattr(ssl_object, "lab_sni", None)
             self.record.tls_failed(describe_tls_error(error.__cause__))
             raise
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -53,9 +54,15 @@ class ReceiverEndpoint:
 
 
 async def start_receivers(
-    specs: Sequence[ReceiverSpec], pki: LabPki, evidence_root: Path, host: str, port: int = 0
+    specs: Sequence[ReceiverSpec],
+    pki: LabPki,
+    evidence_root: Path,
+    host: str,
+    port: int = 0,
+    live: set[LabSMTP] | None = None,
 ) -> tuple[list[asyncio.Server], list[ReceiverEndpoint]]:
     """Start one SMTP server per spec on `host` (port 0 picks a free one); return servers+ends."""
+    live = set() if live is None else live
     loop = asyncio.get_running_loop()
     servers: list[asyncio.Server] = []
     endpoints: list[ReceiverEndpoint] = []
@@ -67,7 +74,7 @@ async def start_receivers(
                 bundle = pki.bundle(spec.id)
                 context = build_tls_context(spec, bundle.cert_path, bundle.key_path)
             server = await loop.create_server(
-                _protocol_factory(spec, store, context, loop), host=host, port=port
+                _protocol_factory(spec, store, context, loop, live), host=host, port=port
             )
             servers.append(server)
             bound_port = server.sockets[0].getsockname()[1]
@@ -84,14 +91,25 @@ async def start_receivers(
 
 
 def _protocol_factory(
-    spec: ReceiverSpec, store: EvidenceStore, context: Any, loop: asyncio.AbstractEventLoop
+    spec: ReceiverSpec,
+    store: EvidenceStore,
+    context: Any,
+    loop: asyncio.AbstractEventLoop,
+    live: set[LabSMTP],
 ) -> Callable[[], LabSMTP]:
-    """Return a factory making one LabSMTP protocol per connection."""
+    """Return a factory making one LabSMTP protocol per connection, tracked in `live`."""
 
     def factory() -> LabSMTP:
-        return LabSMTP(spec, store, tls_context=context, loop=loop, timeout=60)
+        return LabSMTP(spec, store, tls_context=context, loop=loop, timeout=60, live=live)
 
     return factory
+
+
+def quiet_library_logs() -> None:
+    """Keep aiosmtpd's log (which echoes raw peer bytes) off the terminal; records keep all."""
+    library = logging.getLogger("mail.log")
+    library.addHandler(logging.NullHandler())
+    library.propagate = False
 
 
 async def serve_until_signalled(
@@ -103,17 +121,21 @@ async def serve_until_signalled(
     port: int = 0,
 ) -> None:
     """Serve the receivers until SIGINT or SIGTERM, then close every server cleanly."""
+    quiet_library_logs()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    servers, endpoints = await start_receivers(specs, pki, evidence_root, host, port)
+    live: set[LabSMTP] = set()
+    servers, endpoints = await start_receivers(specs, pki, evidence_root, host, port, live)
     try:
         on_ready(endpoints)
         await stop.wait()
     finally:
         for server in servers:
             server.close()
+        for protocol in list(live):
+            protocol.close_connection()
         for server in servers:
             await server.wait_closed()
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harness.scenarios import load_receiver
+from lab.backends import BackendError
+from lab.backends.docker import docker_client
 from lab.pki import LabPki, ensure_certs
 from lab.spec import ReceiverSpec
 
@@ -25,3 +29,14 @@ def lab_pki(
 ) -> LabPki:
     """Generate the lab CA, the untrusted CA and one leaf per shipped receiver, once per session."""
     return ensure_certs(receiver_specs.values(), tmp_path_factory.mktemp("lab-certs"))
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Any:
+    """Return a docker client; skip without an engine, or fail when LAB_REQUIRE_DOCKER=1."""
+    try:
+        return docker_client()
+    except BackendError as error:
+        if os.environ.get("LAB_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"LAB_REQUIRE_DOCKER=1 but {error}")
+        pytest.skip(f"no Docker engine: {error}")

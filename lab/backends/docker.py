@@ -7,8 +7,9 @@ import json
 import os
 import secrets
 import socket
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,11 @@ RUN_LABEL = "sender-tls-lab.run"
 READY_TIMEOUT = 30.0
 SMTP_PORT = 25
 ENGINE_HINT = "start one with `make docker-engine`, or point DOCKER_HOST at a running engine"
+
+
+def _to_stderr(line: str) -> None:
+    """Print a progress line on standard error, keeping standard output for results."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def docker_client() -> Any:
@@ -44,9 +50,9 @@ class DockerBackend:
 
     name = "docker"
 
-    def __init__(self, say: Any = print) -> None:
-        """Use `say` for progress lines (image builds, readiness)."""
-        self.say = say
+    def __init__(self, say: Callable[[str], None] | None = None) -> None:
+        """Use `say` for progress lines (image builds); default: standard error."""
+        self.say = say or _to_stderr
 
     @contextlib.contextmanager
     def start(

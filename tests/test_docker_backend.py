@@ -1,0 +1,220 @@
+"""The Docker backend: same evidence as the local backend, real DNS, and nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness.runner import backend_named, open_run
+from harness.scenarios import LoadedSuite, load_suite
+from lab.backends.docker import RUN_LABEL, DockerBackend, remove_run
+from lab.backends.docker_images import ensure_images
+from lab.pki import LabPki
+from lab.spec import ReceiverSpec
+
+pytestmark = pytest.mark.integration
+PROJECT = Path(__file__).resolve().parents[1]
+SUBSET = ["tls13", "tls10", "no-starttls", "self-signed", "mismatched"]
+
+
+@pytest.fixture(scope="module")
+def client(docker_engine: Any) -> Any:
+    return docker_engine
+
+
+def left_behind(client: Any, before: tuple[list[str], list[str]]) -> tuple[set[str], set[str]]:
+    """Return lab containers and networks that exist now but did not exist at `before`."""
+    now = lab_resources(client)
+    return set(now[0]) - set(before[0]), set(now[1]) - set(before[1])
+
+
+def lab_resources(client: Any) -> tuple[list[str], list[str]]:
+    """Return the names of every lab-labelled container and network on the engine."""
+    label = {"label": RUN_LABEL}
+    containers = [c.name for c in client.containers.list(all=True, filters=label)]
+    networks = [n.name for n in client.networks.list(filters=label)]
+    return containers, networks
+
+
+@pytest.fixture(scope="module")
+def mini_suite(tmp_path_factory: pytest.TempPathFactory) -> LoadedSuite:
+    """A copy of ses-2025 restricted to a representative subset of receivers."""
+    root = tmp_path_factory.mktemp("scenarios")
+    for folder in ("receivers", "senders"):
+        (root / folder).symlink_to(PROJECT / "scenarios" / folder)
+    full = yaml.safe_load((PROJECT / "scenarios/suites/ses-2025.yaml").read_text())
+    full["receivers"] = SUBSET
+    full["cells"] = {r: full["cells"][r] for r in SUBSET}
+    (root / "suites").mkdir()
+    path = root / "suites" / "mini.yaml"
+    path.write_text(yaml.safe_dump(full))
+    return load_suite(path)
+
+
+def run_all(loaded: LoadedSuite, backend: str, certs: Path, reports: Path) -> list[Any]:
+    with open_run(loaded, backend_named(backend), certs, reports) as run:
+        return [run.run_cell(r, s) for r, s in loaded.suite.cell_ids]
+
+
+def test_docker_and_local_backends_agree(
+    client: Any, mini_suite: LoadedSuite, lab_pki: LabPki, tmp_path: Path
+) -> None:
+    before = lab_resources(client)
+    local = run_all(mini_suite, "local", lab_pki.root, tmp_path / "local")
+    docker = run_all(mini_suite, "docker", lab_pki.root, tmp_path / "docker")
+
+    def key(results: list[Any]) -> list[tuple[str, str, str, str | None]]:
+        return [(r.id, r.outcome.value, r.verdict.value, r.tls and r.tls.version.value)
+                for r in results]  # fmt: skip
+
+    assert key(docker) == key(local)
+    assert all(r.verdict.value == "pass" for r in docker)
+    # on Docker the sender connects from its own container, not from the host
+    delivered = [r for r in docker if r.outcome.value == "delivered"]
+    assert delivered
+    assert all(not s.peer.startswith("127.") for r in delivered for s in r.sessions)
+    assert left_behind(client, before) == (set(), set())
+
+
+@pytest.fixture(scope="class")
+def docker_lab(
+    client: Any, receiver_specs: dict[str, ReceiverSpec], lab_pki: LabPki,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Any]:  # fmt: skip
+    specs = [receiver_specs[r] for r in SUBSET]
+    evidence = tmp_path_factory.mktemp("docker-evidence")
+    with DockerBackend().start(specs, lab_pki, evidence) as lab:
+        yield lab
+
+
+class TestRunningDockerLab:
+    """Checks on one running Docker lab (torn down before the lifecycle tests below)."""
+
+    def test_lab_dns_answers_mx_and_a_for_every_receiver(self, docker_lab: Any) -> None:
+        host = docker_lab.sender_host("dns-probe")
+        script = (
+            "import sys, dns.resolver as r\n"
+            "for d in sys.argv[1:]:\n"
+            "    mx = str(r.resolve(d, 'MX', lifetime=5)[0].exchange).rstrip('.')\n"
+            "    print(d, mx, r.resolve(mx, 'A', lifetime=5)[0].address)\n"
+        )
+        domains = [e.domain for e in docker_lab.endpoints.values()]
+        status, output = host.exec(["python", "-c", script, *domains])
+        assert status == 0, output
+        answers = {line.split()[0]: line.split()[1:] for line in output.strip().splitlines()}
+        for endpoint in docker_lab.endpoints.values():
+            assert answers[endpoint.domain] == [endpoint.mx_host, endpoint.host]
+        # negative control: a name the lab does not serve has no MX
+        status, output = host.exec(["python", "-c", script, "tls99.lab.test"])
+        assert status != 0
+        assert "NXDOMAIN" in output or "does not exist" in output
+
+    def test_the_lab_network_is_internal(self, client: Any, docker_lab: Any) -> None:
+        networks = client.networks.list(filters={"label": RUN_LABEL})
+        assert len(networks) == 1
+        # internal: Docker gives it no route off the host, so lab containers reach only each other
+        assert networks[0].attrs["Internal"] is True
+        host = docker_lab.sender_host("reach-probe")
+        script = "import socket; socket.create_connection(('%s', 25), timeout=3); print('ok')"
+        status, output = host.exec(["python", "-c", script % docker_lab.endpoints["tls13"].host])
+        assert (status, output.strip()) == (0, "ok")
+
+    def test_evidence_lands_on_the_host_and_containers_run_without_root_powers(
+        self, client: Any, docker_lab: Any
+    ) -> None:
+        containers = client.containers.list(filters={"label": RUN_LABEL})
+        receivers = [c for c in containers if c.name.endswith("-tls13")]
+        assert receivers
+        config = receivers[0].attrs["HostConfig"]
+        assert config["CapDrop"] == ["ALL"]
+        assert config["CapAdd"] == ["NET_BIND_SERVICE"]
+        assert receivers[0].attrs["Config"]["User"] == f"{os.getuid()}:{os.getgid()}"
+        assert docker_lab.endpoints["tls13"].evidence_dir.is_dir()
+
+
+def test_a_second_start_reuses_the_images(client: Any) -> None:
+    first = ensure_images(client)
+    said: list[str] = []
+    second = ensure_images(client, said.append)
+    assert second == first
+    assert said == []  # warm: nothing built, nothing to say
+
+
+def test_nothing_left_after_a_failing_cell(
+    client: Any, receiver_specs: dict[str, ReceiverSpec], lab_pki: LabPki, tmp_path: Path
+) -> None:
+    before = lab_resources(client)
+    seen: list[str] = []
+
+    def failing_cell() -> None:
+        with DockerBackend().start([receiver_specs["tls12"]], lab_pki, tmp_path):
+            seen.extend(lab_resources(client)[0])
+            raise RuntimeError("cell blew up")
+
+    with pytest.raises(RuntimeError, match="cell blew up"):
+        failing_cell()
+    assert seen, "the lab was running when the cell failed"
+    assert left_behind(client, before) == (set(), set())
+
+
+def test_sigint_mid_run_leaves_nothing(client: Any, lab_pki: LabPki, tmp_path: Path) -> None:
+    before = lab_resources(client)
+    command = [
+        sys.executable, "-m", "harness.cli", "run", "--backend", "docker",
+        "--certs", str(lab_pki.root), "--reports", str(tmp_path),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=PROJECT)
+    assert process.stdout is not None
+    deadline = time.monotonic() + 120
+    seen = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while b"[ 1/27]" not in seen and time.monotonic() < deadline:
+            if selector.select(deadline - time.monotonic()):
+                chunk = os.read(process.stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                seen += chunk
+    assert b"[ 1/27]" in seen, seen
+    assert left_behind(client, before)[0], "the run should have containers while it runs"
+    process.send_signal(signal.SIGINT)
+    status = process.wait(60)
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    assert status == 130, stderr
+    assert "Traceback" not in stderr
+    assert left_behind(client, before) == (set(), set())
+    # the cells that ran before the interrupt are still reported
+    assert (tmp_path / "latest" / "results.json").exists()
+
+
+def test_down_removes_what_a_crashed_run_left(client: Any) -> None:
+    image = ensure_images(client)["lab"]
+    labels = {RUN_LABEL: "crashed-run"}
+    network = client.networks.create("tlslab-crashed-run", internal=True, labels=labels)
+    client.containers.run(image, ["sleep", "60"], detach=True, labels=labels,
+                          network=network.name, name="tlslab-crashed-run-x")  # fmt: skip
+    before = lab_resources(client)
+    assert "tlslab-crashed-run-x" in before[0]
+    assert "tlslab-crashed-run" in before[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "down", "--run", "crashed-run"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "removed 2" in result.stdout
+    after = lab_resources(client)
+    assert "tlslab-crashed-run-x" not in after[0]
+    assert "tlslab-crashed-run" not in after[1]
+    assert remove_run(client, "crashed-run") == 0  # idempotent
