@@ -6,7 +6,10 @@ SUITE   ?= ses-2025
 BACKEND ?= local
 
 .DEFAULT_GOAL := help
-.PHONY: help venv certs run-lab test lint clean docker-engine base-image
+.PHONY: help venv certs run-lab test lint clean docker-engine base-image docker-ready system-deps down
+
+# BACKEND=docker needs an engine and a base image before the run
+RUN_DEPS := $(if $(filter docker,$(BACKEND)),docker-ready)
 
 help: ## Show this list of targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -22,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 certs: venv ## Generate (or reuse) the lab CA and every receiver's certificate under certs/
 	$(BIN)/tlslab certs
 
-run-lab: venv ## Run SUITE on BACKEND and write reports/<run-id>/ (reports/latest points at it)
+run-lab: venv $(RUN_DEPS) ## Run SUITE on BACKEND and write reports/<run-id>/ (reports/latest points at it)
 	$(BIN)/tlslab run --suite $(SUITE) --backend $(BACKEND)
 
 test: venv ## Run the lab's own test suite (unit + integration on real sockets)
@@ -38,6 +41,18 @@ docker-engine: ## Install (Debian docker.io) and start a Docker engine if none a
 
 base-image: docker-engine ## Build the offline base image sender-tls-lab/base:bookworm (debootstrap)
 	lab/docker/build-base-image.sh
+
+docker-ready: docker-engine ## Engine up plus a base image (LAB_BASE_IMAGE, a local python:3.12-slim, or base-image)
+	@if [ -n "$$LAB_BASE_IMAGE" ]; then echo "base image: $$LAB_BASE_IMAGE (LAB_BASE_IMAGE)"; \
+	elif docker image inspect python:3.12-slim >/dev/null 2>&1; then echo "base image: python:3.12-slim"; \
+	else lab/docker/build-base-image.sh; fi
+
+down: venv ## Remove Docker containers and networks any lab run left behind
+	$(BIN)/tlslab down
+
+system-deps: ## Install the Debian tools the integration tests drive (openssl, swaks) if missing
+	@command -v swaks >/dev/null && command -v openssl >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl swaks libnet-ssleay-perl; }
 
 clean: ## Remove generated certificates, reports and caches (keeps their READMEs)
 	find certs reports -mindepth 1 -not -name README.md -exec rm -rf {} +

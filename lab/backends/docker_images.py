@@ -22,11 +22,18 @@ IMAGE_LABEL = "sender-tls-lab.image"
 
 
 def choose_base(client: Any) -> str:
-    """Return the base image: $LAB_BASE_IMAGE, else the local offline base if built, else stock."""
+    """Return the base image: $LAB_BASE_IMAGE, else a local stock image, else the offline base."""
     explicit = os.environ.get("LAB_BASE_IMAGE")
     if explicit:
         return explicit
-    return LOCAL_BASE if _image_exists(client, LOCAL_BASE) else STOCK_BASE
+    if _image_exists(client, STOCK_BASE):
+        return STOCK_BASE
+    if _image_exists(client, LOCAL_BASE):
+        return LOCAL_BASE
+    raise BackendError(
+        f"no base image: neither {STOCK_BASE} nor {LOCAL_BASE} is on this engine",
+        f"`docker pull {STOCK_BASE}`, `make base-image` (offline), or set LAB_BASE_IMAGE",
+    )
 
 
 def _image_exists(client: Any, tag: str) -> bool:
@@ -58,10 +65,8 @@ def ensure_images(client: Any, say: Callable[[str], None] = print) -> dict[str, 
     """Return {target: tag} for the lab images, building them only when their hash is new."""
     base = choose_base(client)
     if not _image_exists(client, base):
-        raise BackendError(
-            f"base image {base} is not available",
-            "run `make base-image` (offline Debian base) or set LAB_BASE_IMAGE to a local image",
-        )
+        say(f"base image {base} is not on this engine; Docker will pull it")
+        client.images.pull(base)
     digest = source_digest(client.images.get(base).id)
     tags = {target: f"sender-tls-lab/{target}:{digest}" for target in TARGETS}
     missing = [t for t in TARGETS if not _image_exists(client, tags[t])]
