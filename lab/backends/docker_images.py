@@ -83,7 +83,9 @@ def ensure_images(client: Any, say: Callable[[str], None] = print) -> dict[str, 
 def _prepare_context(client: Any, base: str, context: Path) -> None:
     """Fill a build context: Dockerfile, Postfix files and wheels for the base's Python."""
     shutil.copy(DOCKER_DIR / "Dockerfile", context / "Dockerfile")
-    shutil.copytree(DOCKER_DIR / "postfix", context / "postfix")
+    (context / "postfix").mkdir()
+    if (DOCKER_DIR / "postfix").is_dir():
+        shutil.copytree(DOCKER_DIR / "postfix", context / "postfix", dirs_exist_ok=True)
     version = client.containers.run(
         base,
         ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
