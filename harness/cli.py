@@ -42,6 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _positive(text: str) -> int:
+    """Parse a positive integer argument."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def _interrupt(signum: int, frame: object) -> None:
     """Turn SIGTERM into KeyboardInterrupt so every started resource is cleaned up."""
     raise KeyboardInterrupt
@@ -59,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--suite", default="ses-2025", help="suite id or path (default: ses-2025)")
     run.add_argument("--backend", default="local", help="where receivers run (default: local)")
     run.add_argument("--reports", type=Path, help="reports folder (default: reports/)")
+    run.add_argument(
+        "--jobs", type=_positive, default=4, help="cells run at once (default: 4; 1 = in order)"
+    )
     run.set_defaults(handler=cmd_run)
 
     up = sub.add_parser("up", parents=[common], help="start receivers until Ctrl-C")
@@ -90,9 +101,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     total = len(loaded.suite.cell_ids)
     print(f"Suite {loaded.suite.id}: {total} cells on the {backend.name} backend")
     with open_run(loaded, backend, certs_dir(args.certs), reports) as run:
+        done = iter(range(1, total + 1))
         try:
-            for index, (receiver, sender) in enumerate(loaded.suite.cell_ids, 1):
-                console.progress(index, total, run.run_cell(receiver, sender))
+            run.run_cells(
+                loaded.suite.cell_ids,
+                args.jobs,
+                lambda result: console.progress(next(done), total, result),
+            )
         finally:
             run_dir = write_report(run.report(), reports)
     report = run.report()

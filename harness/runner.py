@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import secrets
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -107,6 +109,7 @@ class LabRun:
         self.started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self.results: list[CellResult] = []
         self.drivers: dict[str, SenderDriver] = {}
+        self._drivers_lock = threading.Lock()
 
     def run_cell(self, receiver: str, sender: str) -> CellResult:
         """Send one message through `sender` to `receiver`, then classify and judge it."""
@@ -142,10 +145,30 @@ class LabRun:
 
     def _driver(self, sender: str) -> SenderDriver:
         """Return the sender's driver, creating it (and any sender container) on first use."""
-        if sender not in self.drivers:
-            profile = self.loaded.senders[sender]
-            self.drivers[sender] = make_driver(profile, self.lab, self.run_dir)
-        return self.drivers[sender]
+        with self._drivers_lock:
+            if sender not in self.drivers:
+                profile = self.loaded.senders[sender]
+                self.drivers[sender] = make_driver(profile, self.lab, self.run_dir)
+            return self.drivers[sender]
+
+    def run_cells(
+        self,
+        cells: list[tuple[str, str]],
+        jobs: int = 1,
+        on_result: Callable[[CellResult], None] = lambda result: None,
+    ) -> None:
+        """Run cells, `jobs` at a time (cells are independent), reporting each as it finishes."""
+        if jobs <= 1:
+            for receiver, sender in cells:
+                on_result(self.run_cell(receiver, sender))
+            return
+        pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="cell")
+        try:
+            futures = [pool.submit(self.run_cell, receiver, sender) for receiver, sender in cells]
+            for future in as_completed(futures):
+                on_result(future.result())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def report(self) -> RunReport:
         """Return the RunReport of the cells run so far, in suite order."""
