@@ -15,6 +15,7 @@ from typing import Any
 
 from harness.classify import Arrival, classify, judge
 from harness.evidence import parse_received, received_headers
+from harness.expectations import failure_note
 from harness.model import (
     CellExpectation,
     CellResult,
@@ -23,10 +24,12 @@ from harness.model import (
     SessionSummary,
     cell_id,
 )
+from harness.observe import bounce_address, describe_attempts, watch, zone_of
 from harness.scenarios import LoadedSuite
 from harness.senders import SenderDriver, SendReport, TestMessage, make_driver
+from harness.senders.base import ExternalSender, SendAction
 from lab.backends import BACKENDS, Backend, BackendError, RunningLab
-from lab.evidence_store import read_sessions
+from lab.evidence_store import read_messages, read_sessions
 from lab.pki import ensure_certs
 from lab.spec import TlsVersion
 
@@ -41,11 +44,13 @@ def new_run_id(suite: str, backend: str) -> str:
     return f"{stamp}-{suite}-{backend}-{secrets.token_hex(2)}"
 
 
-def build_message(receiver: str, sender: str, domain: str) -> TestMessage:
-    """Return a synthetic, uniquely identified test message for one cell."""
+def build_message(
+    receiver: str, sender: str, domain: str, bounce_zone: str | None = None
+) -> TestMessage:
+    """Return a synthetic, uniquely identified test message; bounces go to `bounce_zone`'s lab."""
     cell = cell_id(receiver, sender)
     message_id = f"<{cell}.{secrets.token_hex(8)}@{MAIL_FROM_DOMAIN}>"
-    mail_from = f"bounce+{cell}@{MAIL_FROM_DOMAIN}"
+    mail_from = bounce_address(cell, bounce_zone or MAIL_FROM_DOMAIN)
     rcpt = f"inbox@{domain}"
     body = (
         f"From: Sender TLS Lab <{mail_from}>\r\n"
@@ -72,17 +77,20 @@ def wait_for_sessions(directory: Path, peers: set[tuple[str, int]]) -> list[dict
 
 
 def find_arrivals(directory: Path, message_id: str) -> list[Arrival]:
-    """Return every stored copy of a message, with its Received header and session TLS facts."""
+    """Return every stored copy of a message, with its Received header and session TLS facts.
+
+    Reads the per-message records the receiver makes durable before it answers 250, so an
+    acknowledged message counts even when its session never ended cleanly.
+    """
     arrivals = []
-    for record in read_sessions(directory):
-        for stored in record.get("messages", []):
-            if stored.get("message_id") != message_id:
-                continue
-            headers = received_headers((directory / stored["eml"]).read_bytes())
-            top = headers[0] if headers else ""
-            arrivals.append(
-                Arrival(top, parse_received(top), record.get("version"), record.get("cipher"))
-            )
+    for stored in read_messages(directory):
+        if stored.get("message_id") != message_id:
+            continue
+        headers = received_headers((directory / stored["eml"]).read_bytes())
+        top = headers[0] if headers else ""
+        arrivals.append(
+            Arrival(top, parse_received(top), stored.get("version"), stored.get("cipher"))
+        )
     return arrivals
 
 
@@ -114,23 +122,35 @@ class LabRun:
     def run_cell(self, receiver: str, sender: str) -> CellResult:
         """Send one message through `sender` to `receiver`, then classify and judge it."""
         began = time.perf_counter()
-        expected = self.loaded.suite.expectation(receiver, sender)
-        spec = self.loaded.receivers[receiver]
-        message = build_message(receiver, sender, spec.domain)
-        report = self._driver(sender).send(message, self.lab, self.run_dir)
-        directory = self.lab.endpoint(receiver).evidence_dir
-        sessions = wait_for_sessions(directory, set(report.attempts))
-        arrivals = find_arrivals(directory, message.message_id)
+        expected = self.loaded.expectation(receiver, sender)
+        driver, endpoint = self._driver(sender), self.lab.endpoint(receiver)
+        # a sender we cannot look inside bounces to the lab zone and is watched from outside
+        zone = zone_of(endpoint) if isinstance(driver, ExternalSender) else None
+        message = build_message(receiver, sender, endpoint.domain, zone)
+        since = time.time()
+        report = driver.send(message, self.lab, self.run_dir)
+        directory = endpoint.evidence_dir
+        watched, note = None, ""
+        if isinstance(driver, ExternalSender) and report.action is SendAction.SUBMITTED:
+            outside = watch(self.lab, receiver, message.message_id, driver.observe_seconds, since)
+            sessions, arrivals = outside.sessions, outside.arrivals
+            watched, note = outside.watched, describe_attempts(sessions)
+        else:
+            sessions = wait_for_sessions(directory, set(report.attempts))
+            arrivals = find_arrivals(directory, message.message_id)
+            note = _missing_sessions_note(report, sessions)
         portal = report.portal_path is not None and report.portal_path.exists()
-        seen = classify(report, arrivals, portal)
-        detail = seen.detail + _missing_sessions_note(report, sessions)
+        seen = classify(report, arrivals, portal, watched)
+        verdict = judge(expected, seen.outcome, seen.tls)
+        detail = seen.detail + note
+        detail += failure_note(expected, verdict)
         result = CellResult(
             receiver=receiver,
             sender=sender,
             outcome=seen.outcome,
             expected=expected.outcome,
             expected_tls=_tls_expectation(expected),
-            verdict=judge(expected, seen.outcome, seen.tls),
+            verdict=verdict,
             tls=seen.tls,
             received=arrivals[0].received if arrivals else None,
             detail=detail,

@@ -1,7 +1,8 @@
-"""Durable evidence: one `.eml` per accepted message, one JSON line per SMTP session."""
+"""Durable evidence: per accepted message an `.eml` and a JSON line; per session a JSON line."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
@@ -10,19 +11,51 @@ from pathlib import Path
 from typing import Any
 
 SESSIONS_FILE = "sessions.jsonl"
+MESSAGES_FILE = "messages.jsonl"
+_NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
 
 
 def write_durably(path: Path, data: bytes) -> None:
     """Write `data` to `path` via a temporary file, fsync and rename, so readers never see half."""
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    _write_synced(tmp, data, os.O_TRUNC)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def write_new_durably(path: Path, data: bytes) -> None:
+    """Like write_durably, but raise FileExistsError instead of replacing an existing `path`."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    _write_synced(tmp, data, os.O_EXCL)
     try:
-        os.write(fd, data)
+        try:
+            os.link(tmp, path)  # unlike rename, never replaces an existing file
+        except OSError as error:
+            if error.errno not in _NO_HARD_LINKS:  # including EEXIST: the name is taken
+                raise
+            if path.exists():
+                raise FileExistsError(errno.EEXIST, "already stored", str(path)) from None
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _write_synced(path: Path, data: bytes, mode: int) -> None:
+    """Create `path` (open flags `mode` added), write all of `data` and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode, 0o644)
+    try:
+        _write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte of `data` to `fd`, continuing after short writes."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -34,6 +67,26 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+class JsonLines:
+    """An append-only JSON-lines file; each append is one write, on disk when it returns."""
+
+    def __init__(self, path: Path) -> None:
+        """Append to `path` (created on first append)."""
+        self.path = path
+        self._lock = threading.Lock()
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Durably append `record` as one line; appends from many threads never interleave."""
+        line = (json.dumps(record, sort_keys=True) + "\n").encode()
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                _write_all(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
 class EvidenceStore:
     """Stores what one receiver saw under `<root>/<receiver>/`; safe to share between threads."""
 
@@ -41,31 +94,38 @@ class EvidenceStore:
         """Create the receiver's evidence directory if needed."""
         self.directory = root / receiver
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._sessions = JsonLines(self.directory / SESSIONS_FILE)
+        self._messages = JsonLines(self.directory / MESSAGES_FILE)
 
     def store_message(self, queue_id: str, data: bytes) -> Path:
-        """Durably store one accepted message as `<queue_id>.eml` and return its path."""
+        """Durably store a message as `<queue_id>.eml`; FileExistsError if that name is taken."""
         path = self.directory / f"{queue_id}.eml"
-        write_durably(path, data)
+        write_new_durably(path, data)
+        return path
+
+    def commit_message(self, queue_id: str, data: bytes, record: dict[str, Any]) -> Path:
+        """Durably store the `.eml`, then its record in messages.jsonl; return the `.eml` path."""
+        path = self.store_message(queue_id, data)
+        self._messages.append(record)
         return path
 
     def append_session(self, record: dict[str, Any]) -> None:
         """Durably append one session record as a JSON line."""
-        line = (json.dumps(record, sort_keys=True) + "\n").encode()
-        with self._lock:
-            fd = os.open(
-                self.directory / SESSIONS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
-            )
-            try:
-                os.write(fd, line)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        self._sessions.append(record)
 
 
 def read_sessions(directory: Path) -> Iterator[dict[str, Any]]:
     """Yield the complete session records stored in a receiver's evidence directory."""
-    path = directory / SESSIONS_FILE
+    return _read_json_lines(directory / SESSIONS_FILE)
+
+
+def read_messages(directory: Path) -> Iterator[dict[str, Any]]:
+    """Yield the complete per-message records stored in a receiver's evidence directory."""
+    return _read_json_lines(directory / MESSAGES_FILE)
+
+
+def _read_json_lines(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield each complete JSON object line of `path`; nothing when it does not exist."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -14,11 +14,22 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from lab.evidence_store import EvidenceStore
+from lab.limits import (
+    COMMAND_TIMEOUT,
+    IDLE_TIMEOUT,
+    TOO_MANY_SESSIONS,
+    Deadlines,
+    SessionRegistry,
+    abort_later,
+    log,
+)
 from lab.session_record import SessionRecord, describe_tls_error
 from lab.spec import ReceiverSpec
 
 SERVER_SOFTWARE = "Sender TLS Lab"
 LEGACY_CIPHERS = "DEFAULT:@SECLEVEL=0"
+QUEUE_ID_ATTEMPTS = 5
+TIMEOUT_REPLIES = {"idle-timeout": IDLE_TIMEOUT, "command-timeout": COMMAND_TIMEOUT}
 
 
 def build_tls_context(spec: ReceiverSpec, cert_path: Path, key_path: Path) -> ssl.SSLContext:
@@ -86,9 +97,8 @@ class LabHandler:
     async def handle_RCPT(
         self, server: LabSMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
-        """Accept recipients in this receiver's domain only, so the lab is never a relay."""
-        domain = address.rpartition("@")[2].lower()
-        if domain != self.spec.domain:
+        """Accept recipients in this receiver's domain (and the lab's bounce mailbox) only."""
+        if not self.spec.accepts(address):
             return "550 5.7.1 Relay access denied: this lab receiver only accepts @" + (
                 self.spec.domain
             )
@@ -96,17 +106,30 @@ class LabHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
-        """Prepend the Received header, store the message durably, then acknowledge it."""
+        """Prepend the Received header; make the .eml and its record durable, then answer 250."""
         content = envelope.original_content or b""
-        queue_id = new_queue_id()
-        now = time.time()
         rcpt = envelope.rcpt_tos[0] if envelope.rcpt_tos else ""
-        header = received_header(server.record, self.spec.mx_host, queue_id, rcpt, now)
-        path = await asyncio.to_thread(
-            self.store.store_message, queue_id, header.encode() + content
-        )
-        server.record.add_message(queue_id, envelope, content, path.name, header)
-        return f"250 2.0.0 Ok: queued as {queue_id}"
+        server.deadlines.busy = True
+        try:
+            for _ in range(QUEUE_ID_ATTEMPTS):
+                queue_id = new_queue_id()
+                header = received_header(
+                    server.record, self.spec.mx_host, queue_id, rcpt, time.time()
+                )
+                entry = server.record.message_entry(
+                    queue_id, envelope, content, f"{queue_id}.eml", header
+                )
+                data = header.encode() + content
+                record = server.record.message_record(entry)
+                try:
+                    await asyncio.to_thread(self.store.commit_message, queue_id, data, record)
+                except FileExistsError:
+                    continue  # queue id already used in this evidence folder: draw another
+                server.record.add_message(entry)
+                return f"250 2.0.0 Ok: queued as {queue_id}"
+        finally:
+            server.deadlines.busy = False
+        return "451 4.3.0 Lab receiver error: no free queue id, try again"
 
     async def handle_exception(self, error: Exception) -> str:
         """Answer an unexpected server-side error with a temporary failure."""
@@ -114,56 +137,138 @@ class LabHandler:
 
 
 class LabSMTP(SMTP):
-    """aiosmtpd's SMTP with a per-connection session record (EHLO, TLS facts, transcript)."""
+    """aiosmtpd's SMTP with a session record, a per-receiver session cap and 421 on timeouts."""
 
     def __init__(
         self,
         spec: ReceiverSpec,
         store: EvidenceStore,
-        live: set[LabSMTP] | None = None,
+        sessions: SessionRegistry | None = None,
         **kwargs: Any,
     ) -> None:
-        """Create the protocol for one connection to `spec`; `live` tracks open connections."""
+        """Create the protocol for one connection to `spec`; `sessions` tracks open ones."""
         super().__init__(
             LabHandler(spec, store),
             hostname=spec.mx_host,
             ident=f"ESMTP {SERVER_SOFTWARE}",
             data_size_limit=spec.max_message_bytes,
+            timeout=spec.command_timeout_seconds,
             **kwargs,
         )
         self.spec = spec
         self.store = store
         self.record = SessionRecord(receiver=spec.id, starttls_offered=bool(self.tls_context))
+        self.sessions = sessions if sessions is not None else SessionRegistry()
+        self.deadlines = Deadlines(
+            self.loop,
+            spec.idle_timeout_seconds,
+            spec.command_timeout_seconds,
+            self._expire,
+            self._line_waiting,
+        )
+        self._admitted = False
         self._record_written = False
-        self._live = live if live is not None else set()
+        self._abort: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        """Name the session and how it ended, for logs."""
+        return f"<LabSMTP {self.record.session_id} ended_by={self.record.ended_by}>"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Start the record on connect; fill in TLS facts when STARTTLS completes."""
         upgraded = self._original_transport is not None
+        if not upgraded:
+            self._admitted = self.sessions.open(self, self.spec.id, self.spec.max_sessions)
         super().connection_made(transport)
         if upgraded:
             self.record.tls_established(transport.get_extra_info("ssl_object"))
         else:
-            self._live.add(self)
             self.record.connected(transport.get_extra_info("peername"))
             reader = self._reader
             reader.readuntil = _logging_reader(reader.readuntil, self.record)  # type: ignore[method-assign]
 
+    def data_received(self, data: bytes) -> None:
+        """Note client activity for the idle deadline, then buffer the bytes as usual."""
+        self.deadlines.activity()
+        super().data_received(data)
+
     def connection_lost(self, error: Exception | None) -> None:
-        """Write the session record once, however the connection ended."""
-        self._live.discard(self)
+        """Write the session record once, however the connection ended; free its place."""
+        self.deadlines.cancel()
+        if self._abort is not None:
+            self._abort.cancel()
+        self.sessions.close(self, self.spec.id)
+        if self.record.ended_by is None:
+            self.record.ended_by = "connection-closed"
         self._write_record()
         super().connection_lost(error)
 
     def close_connection(self) -> None:
-        """Close this connection (used when the receiver shuts down)."""
-        if self.transport is not None:
-            self.transport.close()
+        """Close the connection because the receiver shuts down (silently, as before)."""
+        self.end_session(None, "shutdown")
+
+    def end_session(self, reply: str | None, reason: str) -> None:
+        """Send a last reply (not into a TLS handshake), close, and abort if the close stalls."""
+        transport = self.transport
+        if transport is None or self._abort is not None:
+            return
+        self.record.ended_by = self.record.ended_by or reason
+        handshaking = self._tls_protocol is not None and self.record.handshake == "none"
+        if reply is not None and not handshaking:
+            self.record.log("S", reply)
+            transport.write(reply.encode() + b"\r\n")  # type: ignore[attr-defined]
+        transport.close()
+        self._abort = abort_later(self.loop, transport)
+
+    def _expire(self, reason: str) -> None:
+        """End the session with 421 because the idle or per-command deadline passed."""
+        self.end_session(TIMEOUT_REPLIES[reason].format(host=self.hostname), reason)
+
+    async def handle_exception(self, error: Exception) -> str:
+        """Log an unexpected error and answer 421; the session then closes as 421 promises."""
+        status: str = await super().handle_exception(error)
+        if isinstance(error, TLSSetupException):
+            return status  # recorded by smtp_STARTTLS; aiosmtpd closes without replying
+        log.error("%s: session %s failed: %r", self.spec.id, self.record.session_id, error)
+        if status.startswith("421"):
+            self.record.ended_by = "receiver-error"
+            self.loop.call_soon(self.end_session, None, "receiver-error")  # after the 421 is sent
+        return status
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """Parse a MAIL/RCPT path; any parser failure means a malformed address (553)."""
+        try:
+            address: tuple[str | None, str | None] = super()._getaddr(arg)
+        except Exception:  # the email parser raises more than HeaderParseError on odd input
+            return None, None
+        return address
+
+    def _line_waiting(self) -> bool:
+        """Return True when a complete line the client sent waits to be read (not mid-STARTTLS)."""
+        if self._tls_protocol is not None and self.record.handshake == "none":
+            return False  # plaintext sent with STARTTLS is discarded, never read
+        return b"\n" in getattr(self._reader, "_buffer", b"")
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """Restart the deadlines; aiosmtpd calls this on connect, TLS upgrade and each command."""
+        self._timeout_handle = self.deadlines.command_started()
+
+    async def _handle_client(self) -> None:
+        """Serve the session, or answer 421 and close when the receiver is at its session cap."""
+        if not self._admitted:
+            self.end_session(TOO_MANY_SESSIONS, "session-cap")
+            return
+        await super()._handle_client()
 
     async def push(self, status: Any) -> None:
-        """Send a reply and log it in the transcript."""
-        self.record.log("S", status if isinstance(status, str) else status.decode())
-        await super().push(status)
+        """Send a reply (control characters masked) and log it; once closing, serve nothing more."""
+        if self.transport is None or self.transport.is_closing():
+            raise asyncio.CancelledError  # like connection_lost: buffered commands stay unserved
+        text = status if isinstance(status, str) else status.decode("ascii", "replace")
+        text = "".join(c if " " <= c <= "~" else "?" for c in text)
+        self.deadlines.activity()
+        self.record.log("S", text)
+        await super().push(text)
 
     async def smtp_EHLO(self, hostname: str) -> None:
         """Record the EHLO name, then answer as aiosmtpd does."""
@@ -179,27 +284,46 @@ class LabSMTP(SMTP):
     async def smtp_STARTTLS(self, arg: str) -> None:
         """Run the TLS handshake and record its result, including the peer's alert on failure."""
         self.record.starttls_asked = True
+        if self._tls_protocol is not None:
+            await self.push("554 5.5.1 Error: TLS already active")
+            return
         try:
             await super().smtp_STARTTLS(arg)
         except TLSSetupException as error:
-            ssl_object = getattr(self._tls_protocol, "_sslobj", None)
-            self.record.sni = getattr(ssl_object, "lab_sni", None)
-            self.record.tls_failed(describe_tls_error(error.__cause__))
+            self._handshake_failed(describe_tls_error(error.__cause__))
             raise
+        if self._tls_protocol is not None and self.record.handshake != "ok":
+            # asyncio reports a handshake we cut short (a timeout, a shutdown) as a success
+            why = self.record.ended_by or "closed"
+            self._handshake_failed((None, f"connection closed during the tls handshake ({why})"))
+            raise TLSSetupException("the TLS handshake did not complete")
+
+    def _handshake_failed(self, described: tuple[str | None, str]) -> None:
+        """Record a failed handshake with the peer's SNI and alert, if any."""
+        ssl_object = getattr(self._tls_protocol, "_sslobj", None)
+        self.record.sni = getattr(ssl_object, "lab_sni", None)
+        self.record.tls_failed(described)
+        self.record.ended_by = self.record.ended_by or "handshake-failed"
 
     async def smtp_QUIT(self, arg: str) -> None:
-        """Make the session record durable before the client sees 221."""
+        """Free the session's place, make its record durable, then answer 221."""
         if not arg:
-            self._write_record()
+            self.record.ended_by = "quit"
+            self.sessions.close(self, self.spec.id)
+            pending = self._write_record()
+            if pending is not None:
+                # a client that closes right after QUIT cancels this task; the write must not be
+                await asyncio.shield(pending)
         await super().smtp_QUIT(arg)
 
-    def _write_record(self) -> None:
-        """Append this session's record to the store exactly once."""
+    def _write_record(self) -> asyncio.Future[None] | None:
+        """Append this session's record to the store once, off the event loop."""
         if self._record_written:
-            return
+            return None
         self._record_written = True
         self.record.finish()
-        self.store.append_session(self.record.as_dict())
+        data = self.record.as_dict()
+        return self.sessions.write(self.loop, lambda: self.store.append_session(data))
 
 
 def _logging_reader(readuntil: Any, record: SessionRecord) -> Any:

@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from lab.evidence_store import EvidenceStore
+from lab.limits import SessionRegistry
 from lab.pki import CertificateError, LabPki, load_certs
 from lab.receiver import LabSMTP, build_tls_context
 from lab.spec import ReceiverSpec
 
 SPECS = TypeAdapter(list[ReceiverSpec])
+STOP_GRACE = 3.0  # seconds open sessions get to close and records to be written on shutdown
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,34 +57,61 @@ class ReceiverEndpoint:
         )
 
 
+class ObservedStore(EvidenceStore):
+    """An EvidenceStore that also hands each stored session record to `on_session` (a live log)."""
+
+    def __init__(
+        self, root: Path, receiver: str, on_session: Callable[[dict[str, Any]], None]
+    ) -> None:
+        """Store under `<root>/<receiver>/` and report every session record once it is durable."""
+        super().__init__(root, receiver)
+        self.on_session = on_session
+        self._report_lock = threading.Lock()  # records are appended from worker threads
+
+    def append_session(self, record: dict[str, Any]) -> None:
+        """Append the record durably, then report it; a failing log never costs the evidence."""
+        super().append_session(record)
+        with self._report_lock, contextlib.suppress(OSError):  # e.g. the terminal went away
+            self.on_session(record)
+
+
 async def start_receivers(
     specs: Sequence[ReceiverSpec],
     pki: LabPki,
     evidence_root: Path,
     host: str,
     port: int = 0,
-    live: set[LabSMTP] | None = None,
+    sessions: SessionRegistry | None = None,
+    binds: Mapping[str, tuple[str, int]] | None = None,
+    on_session: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[list[asyncio.Server], list[ReceiverEndpoint]]:
-    """Start one SMTP server per spec on `host` (port 0 picks a free one); return servers+ends."""
-    live = set() if live is None else live
+    """Start one SMTP server per spec on `host` or its `binds` entry (port 0: a free one)."""
+    sessions = SessionRegistry() if sessions is None else sessions
     loop = asyncio.get_running_loop()
     servers: list[asyncio.Server] = []
     endpoints: list[ReceiverEndpoint] = []
     try:
         for spec in specs:
-            store = EvidenceStore(evidence_root, spec.id)
+            store = (
+                EvidenceStore(evidence_root, spec.id)
+                if on_session is None
+                else ObservedStore(evidence_root, spec.id, on_session)
+            )
+            bind_host, bind_port = (binds or {}).get(spec.id, (host, port))
             context = None
             if spec.starttls:
                 bundle = pki.bundle(spec.id)
                 context = build_tls_context(spec, bundle.cert_path, bundle.key_path)
             server = await loop.create_server(
-                _protocol_factory(spec, store, context, loop, live), host=host, port=port
+                _protocol_factory(spec, store, context, loop, sessions),
+                host=bind_host,
+                port=bind_port,
             )
             servers.append(server)
             bound_port = server.sockets[0].getsockname()[1]
             endpoints.append(
                 ReceiverEndpoint(
-                    spec.id, host, bound_port, spec.mx_host, spec.domain, store.directory
+                    spec.id, bind_host, bound_port, spec.mx_host, spec.domain, store.directory
                 )
             )
     except BaseException:
@@ -95,12 +126,12 @@ def _protocol_factory(
     store: EvidenceStore,
     context: Any,
     loop: asyncio.AbstractEventLoop,
-    live: set[LabSMTP],
+    sessions: SessionRegistry,
 ) -> Callable[[], LabSMTP]:
-    """Return a factory making one LabSMTP protocol per connection, tracked in `live`."""
+    """Return a factory making one LabSMTP protocol per connection, tracked in `sessions`."""
 
     def factory() -> LabSMTP:
-        return LabSMTP(spec, store, tls_context=context, loop=loop, timeout=60, live=live)
+        return LabSMTP(spec, store, sessions, tls_context=context, loop=loop)
 
     return factory
 
@@ -119,6 +150,8 @@ async def serve_until_signalled(
     host: str,
     on_ready: Callable[[list[ReceiverEndpoint]], None],
     port: int = 0,
+    binds: Mapping[str, tuple[str, int]] | None = None,
+    on_session: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
     """Serve the receivers until SIGINT or SIGTERM, then close every server cleanly."""
     quiet_library_logs()
@@ -126,16 +159,19 @@ async def serve_until_signalled(
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    live: set[LabSMTP] = set()
-    servers, endpoints = await start_receivers(specs, pki, evidence_root, host, port, live)
+    sessions = SessionRegistry()
+    servers, endpoints = await start_receivers(
+        specs, pki, evidence_root, host, port, sessions, binds, on_session
+    )
     try:
         on_ready(endpoints)
         await stop.wait()
     finally:
         for server in servers:
             server.close()
-        for protocol in list(live):
+        for protocol in list(sessions.live):
             protocol.close_connection()
+        await sessions.drain(STOP_GRACE)
         for server in servers:
             await server.wait_closed()
 

@@ -14,6 +14,10 @@ from lab.spec import TlsVersion
 TRANSCRIPT_LIMIT = 200
 LINE_LIMIT = 300
 ALERT_PREFIXES = ("SSLV3_ALERT_", "TLSV1_ALERT_", "TLSV13_ALERT_")
+MESSAGE_FACTS = (
+    "receiver", "session_id", "peer_ip", "peer_port", "ehlo", "esmtp",
+    "handshake", "version", "cipher", "bits", "sni",
+)  # fmt: skip
 
 
 def describe_tls_error(error: BaseException | None) -> tuple[str | None, str]:
@@ -24,8 +28,8 @@ def describe_tls_error(error: BaseException | None) -> tuple[str | None, str]:
             if reason.startswith(prefix):
                 return reason.removeprefix(prefix).lower(), reason.lower()
         return None, reason.lower()
-    if error is None:
-        return None, "connection closed during the TLS handshake"
+    if error is None or (isinstance(error, ConnectionError) and not str(error)):
+        return None, "connection closed during the tls handshake"
     return None, f"{type(error).__name__}: {error}".lower()
 
 
@@ -50,6 +54,9 @@ class SessionRecord:
     sni: str | None = None
     alert: str | None = None
     tls_error: str | None = None
+    # quit, connection-closed, handshake-failed, idle-timeout, command-timeout, session-cap,
+    # receiver-error or shutdown
+    ended_by: str | None = None
     in_data: bool = False
     messages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     transcript: list[str] = dataclasses.field(default_factory=list)
@@ -78,22 +85,29 @@ class SessionRecord:
         self.handshake = "failed"
         self.alert, self.tls_error = described
 
-    def add_message(
+    def message_entry(
         self, queue_id: str, envelope: Envelope, content: bytes, eml: str, received: str
-    ) -> None:
-        """Record one accepted message and where it is stored."""
-        self.messages.append(
-            {
-                "queue_id": queue_id,
-                "message_id": _message_id(content),
-                "mail_from": envelope.mail_from,
-                "rcpt_tos": list(envelope.rcpt_tos),
-                "size": len(content),
-                "eml": eml,
-                "received": received.removeprefix("Received: ").rstrip("\r\n"),
-                "accepted": time.time(),
-            }
-        )
+    ) -> dict[str, Any]:
+        """Return the entry describing one accepted message and where it is stored."""
+        return {
+            "queue_id": queue_id,
+            "message_id": _message_id(content),
+            "mail_from": envelope.mail_from,
+            "rcpt_tos": list(envelope.rcpt_tos),
+            "size": len(content),
+            "eml": eml,
+            "received": received.removeprefix("Received: ").rstrip("\r\n"),
+            "accepted": time.time(),
+        }
+
+    def message_record(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """Return a message entry with this session's facts: one self-contained JSON line."""
+        facts = {key: getattr(self, key) for key in MESSAGE_FACTS}
+        return {"kind": "message", **facts, **entry}
+
+    def add_message(self, entry: dict[str, Any]) -> None:
+        """Add one durably stored message's entry to this session."""
+        self.messages.append(entry)
 
     def log(self, direction: str, line: str) -> None:
         """Append one SMTP line to the transcript (bounded); note when message data starts."""

@@ -8,6 +8,8 @@ import ssl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 LAB_ZONE = "lab.test"
+BOUNCE_LOCAL_PART = "bounce"
+ZONE_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
 
 
 class TlsVersion(enum.StrEnum):
@@ -70,6 +72,10 @@ class ReceiverSpec(BaseModel):
     tls_max: TlsVersion = TlsVersion.TLS13
     certificate: CertState = CertState.VALID
     max_message_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    max_sessions: int = Field(default=100, gt=0)
+    idle_timeout_seconds: float = Field(default=30.0, gt=0)
+    command_timeout_seconds: float = Field(default=60.0, gt=0)
+    zone: str = Field(default=LAB_ZONE, pattern=ZONE_PATTERN, max_length=200)
 
     @model_validator(mode="after")
     def _versions_ordered(self) -> ReceiverSpec:
@@ -84,12 +90,20 @@ class ReceiverSpec(BaseModel):
     @property
     def domain(self) -> str:
         """Return the recipient domain this receiver is the MX for."""
-        return f"{self.id}.{LAB_ZONE}"
+        return f"{self.id}.{self.zone}"
 
     @property
     def mx_host(self) -> str:
         """Return the MX host name senders connect to (and its certificate should name)."""
         return f"mx.{self.domain}"
+
+    def accepts(self, address: str) -> bool:
+        """Return True for this receiver's domain or the bounce mailbox `bounce[+tag]@<zone>`."""
+        local, _, domain = address.rpartition("@")
+        domain, local = domain.lower(), local.lower()
+        if domain == self.domain:
+            return True
+        return domain == self.zone and local.partition("+")[0] == BOUNCE_LOCAL_PART
 
     @property
     def offered_versions(self) -> list[TlsVersion]:
