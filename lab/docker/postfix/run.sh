@@ -1,0 +1,81 @@
+#!/bin/sh
+# Entrypoint of the Postfix sender container: write main.cf from TLSLAB_* variables (one sender
+# profile), start Postfix, create the ready marker and print {"ready": true}; exit when it stops.
+#   TLSLAB_MYHOSTNAME           myhostname (and the EHLO name receivers record)
+#   TLSLAB_SECURITY_LEVEL       smtp_tls_security_level: none | may | encrypt | verify | secure
+#   TLSLAB_MANDATORY_PROTOCOLS  smtp_tls_mandatory_protocols (empty: Postfix's default)
+#   TLSLAB_PROTOCOLS            smtp_tls_protocols (empty: Postfix's default)
+#   TLSLAB_CAFILE               smtp_tls_CAfile: the lab CA, mounted read-only
+#   TLSLAB_MIN_BACKOFF          minimal_backoff_time (the retry schedule, compressed for the lab)
+set -eu
+
+LOG=/var/log/postfix.log
+READY=/run/tlslab-postfix.ready
+: "${TLSLAB_MYHOSTNAME:?}" "${TLSLAB_SECURITY_LEVEL:?}" "${TLSLAB_CAFILE:?}"
+
+rm -f "$READY"
+: > /etc/postfix/main.cf
+# Only the TLS knobs of the profile differ from Debian's stock Postfix 3.7: ciphers, protocols and
+# OpenSSL settings stay at their defaults. The rest makes Postfix a pure sender inside the lab:
+# no local delivery, log to a file, DNS through the lab resolver, a retry schedule compressed to
+# seconds, bounces (to sender.lab.test) discarded. smtp_skip_quit_response stays at its stock
+# value (yes): Postfix closes right after QUIT, and the receiver must still record the session.
+postconf -e \
+  "compatibility_level = 3.6" \
+  "myhostname = $TLSLAB_MYHOSTNAME" \
+  "mydestination =" \
+  "inet_interfaces = loopback-only" \
+  "inet_protocols = ipv4" \
+  "alias_maps =" \
+  "alias_database =" \
+  "maillog_file = $LOG" \
+  "smtp_host_lookup = dns" \
+  "disable_dns_lookups = no" \
+  "smtp_tls_security_level = $TLSLAB_SECURITY_LEVEL" \
+  "smtp_tls_CAfile = $TLSLAB_CAFILE" \
+  "smtp_tls_loglevel = 1" \
+  "smtp_connect_timeout = 5s" \
+  "minimal_backoff_time = ${TLSLAB_MIN_BACKOFF:-1s}" \
+  "maximal_backoff_time = 10s" \
+  "queue_run_delay = 1h" \
+  "maximal_queue_lifetime = 1d" \
+  "bounce_queue_lifetime = 1d" \
+  "transport_maps = inline:{ sender.lab.test=discard:, .sender.lab.test=discard: }"
+if [ -n "${TLSLAB_MANDATORY_PROTOCOLS:-}" ]; then
+  postconf -e "smtp_tls_mandatory_protocols = $TLSLAB_MANDATORY_PROTOCOLS"
+fi
+if [ -n "${TLSLAB_PROTOCOLS:-}" ]; then
+  postconf -e "smtp_tls_protocols = $TLSLAB_PROTOCOLS"
+fi
+# no chroot (the smtp client must read the container's resolv.conf), no SMTP listener
+postconf -F '*/*/chroot = n'
+postconf -M# smtp/inet
+
+# `postfix start` first runs its integrity check (post-install create-missing, ~2.5 s here). Debian's
+# package leaves out only `hold` and `trace`: create them and skip the check when nothing else is
+# missing (Postfix's own quick-start flag).
+Q=/var/spool/postfix
+for d in hold trace; do [ -d "$Q/$d" ] || install -d -o postfix -g root -m 0700 "$Q/$d"; done
+complete=yes
+for d in active bounce corrupt defer deferred flush hold incoming maildrop pid private public \
+         saved trace; do
+  [ -d "$Q/$d" ] || complete=no
+done
+[ "$complete" = no ] || touch "$Q/quick-start"
+
+postfix start-fg &
+master=$!
+tries=0
+until [ -s /var/spool/postfix/pid/master.pid ] && grep -q 'daemon started' "$LOG" 2>/dev/null; do
+  if ! kill -0 "$master" 2>/dev/null || [ "$tries" -ge 300 ]; then
+    echo "postfix did not start:" >&2
+    cat "$LOG" >&2 2>/dev/null || true
+    exit 1
+  fi
+  tries=$((tries + 1))
+  sleep 0.1
+done
+postconf -n | sed 's/^/main.cf: /'
+touch "$READY"
+echo '{"ready": true}'
+wait "$master"
