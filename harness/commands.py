@@ -1,0 +1,167 @@
+"""The `tlslab diff` and `tlslab evidence` commands, and the `--baseline` check of `tlslab run`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.diff import cells_compared, diff_document, diff_runs, render_table, summary_line
+from harness.evidence import MAX_HEADER_CHARS, UNKNOWN_CIPHER, hops
+from harness.model import RunReport, TlsFacts, Verdict
+from harness.report import load_results
+
+STDIN = "-"
+UNKNOWN_HOST = "(unknown)"
+EVIDENCE_FIX = "pass a saved message (.eml file), or - to read one from stdin"
+_COMMENT = re.compile(r"\([^()]*\)")
+_BY = re.compile(r"\bby\s+([^\s;()]{1,255})", re.IGNORECASE)
+
+SubParsers = argparse._SubParsersAction  # argparse has no public name for it
+
+
+class EvidenceFileError(Exception):
+    """A message file that cannot be read: names the file, the field and the fix."""
+
+    def __init__(self, path: str, problem: str, fix: str = EVIDENCE_FIX) -> None:
+        """Keep the parts and format them as the one-line error every command prints."""
+        self.path, self.problem, self.fix = path, problem, fix
+        super().__init__(f"{path}: field '(file)': {problem}; fix: {fix}")
+
+
+def add_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
+    """Add the `diff` and `evidence` sub-commands to the `tlslab` parser."""
+    diff = sub.add_parser(
+        "diff", help="compare two runs cell by cell; exit 1 when any cell changed"
+    )
+    diff.add_argument("old", type=Path, help="the earlier run: results.json or a run folder")
+    diff.add_argument("new", type=Path, help="the later run: results.json or a run folder")
+    diff.add_argument("--json", action="store_true", help="print the changes as one JSON object")
+    diff.set_defaults(handler=cmd_diff)
+
+    evidence = sub.add_parser(
+        "evidence", help="print the TLS facts of every Received hop of saved messages"
+    )
+    evidence.add_argument("files", nargs="+", metavar="FILE", help="an .eml file, or - for stdin")
+    evidence.add_argument("--json", action="store_true", help="print the hops as a JSON list")
+    evidence.set_defaults(handler=cmd_evidence)
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Print the cells that changed between two runs; exit 1 when any did, 0 otherwise."""
+    old, new = load_results(args.old), load_results(args.new)
+    changes = diff_runs(old, new)
+    compared = cells_compared(old, new)
+    if args.json:
+        print(json.dumps(diff_document(changes, str(args.old), str(args.new), compared), indent=2))
+        return 1 if changes else 0
+    print(f"old: {args.old} (suite {old.suite}, run {old.run_id})")
+    print(f"new: {args.new} (suite {new.suite}, run {new.run_id})")
+    if changes:
+        print(render_table(changes))
+    print(summary_line(changes, compared))
+    return 1 if changes else 0
+
+
+def report_drift(baseline: RunReport, path: Path, report: RunReport) -> bool:
+    """Print how a run differs from a stored baseline run; return True when any cell changed."""
+    changes = diff_runs(baseline, report)
+    print()
+    print(f"Baseline {path}: {summary_line(changes, cells_compared(baseline, report))}")
+    if baseline.suite != report.suite:
+        print(f"note: the baseline is a run of suite {baseline.suite}, this is {report.suite}")
+    if not changes:
+        return False
+    print(render_table(changes))
+    passed = all(r.verdict is Verdict.PASS for r in report.results)
+    because = " even though every verdict passed" if passed else ""
+    print(f"Drift against the baseline: exit 1{because}")
+    return True
+
+
+def _read(name: str) -> bytes:
+    """Return the bytes of a message file, or of stdin for `-`; raise EvidenceFileError."""
+    if name == STDIN:
+        return sys.stdin.buffer.read()
+    try:
+        return Path(name).read_bytes()
+    except FileNotFoundError:
+        raise EvidenceFileError(name, "file not found") from None
+    except IsADirectoryError:
+        raise EvidenceFileError(name, "is a folder, not a message file") from None
+    except OSError as error:
+        raise EvidenceFileError(name, f"cannot read it ({error.strerror or error})") from None
+
+
+def by_host(received: str) -> str | None:
+    """Return the `by` host of a Received header (comments skipped), or None when it has none."""
+    text = received[:MAX_HEADER_CHARS]
+    for _ in range(4):  # nested comments, innermost first
+        text = _COMMENT.sub(" ", text)
+    match = _BY.search(text)
+    return match.group(1) if match else None
+
+
+def facts_text(facts: TlsFacts | None) -> str:
+    """Return `TLSv1.2 ECDHE-RSA-AES256-GCM-SHA384 (256 bits)`, or `plaintext`."""
+    if facts is None:
+        return "plaintext"
+    if facts.cipher == UNKNOWN_CIPHER:
+        return f"{facts.version.value} (cipher not stated)"
+    bits = f" ({facts.bits} bits)" if facts.bits else ""
+    return f"{facts.version.value} {facts.cipher}{bits}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Hop:
+    """One Received hop of a message: its number (1 = newest), `by` host and TLS facts."""
+
+    file: str
+    number: int
+    by: str | None
+    facts: TlsFacts | None
+    received: str
+
+    def as_json(self) -> dict[str, Any]:
+        """Return the hop as a JSON-ready object."""
+        tls = None if self.facts is None else self.facts.model_dump(mode="json")
+        return {
+            "file": self.file,
+            "hop": self.number,
+            "by": self.by,
+            "tls": tls,
+            "received": self.received,
+        }
+
+
+def message_hops(name: str, data: bytes) -> list[Hop]:
+    """Return every Received hop of a message, newest (top) first."""
+    return [
+        Hop(name, number, by_host(received), facts, received)
+        for number, (received, facts) in enumerate(hops(data), 1)
+    ]
+
+
+def cmd_evidence(args: argparse.Namespace) -> int:
+    """Print every Received hop of each message, newest first, with its TLS facts."""
+    messages = [(name, message_hops(name, _read(name))) for name in args.files]
+    if args.json:
+        print(json.dumps([hop.as_json() for _, found in messages for hop in found], indent=2))
+        return 0
+    for name, found in messages:
+        if not found:
+            print(f"{name}: no Received headers")
+            continue
+        print(f"{name}: {len(found)} hop{'s' if len(found) > 1 else ''}, newest first")
+        width = max(len(hop.by or UNKNOWN_HOST) for hop in found)
+        for hop in found:
+            by = hop.by or UNKNOWN_HOST
+            print(f"  {hop.number:>2}  by {by:<{width}}  {facts_text(hop.facts)}")
+    return 0
+
+
+__all__ = ["EvidenceFileError", "add_commands", "by_host", "facts_text", "report_drift"]
