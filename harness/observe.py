@@ -1,0 +1,175 @@
+"""Watch for a message handed to a sender we cannot look inside: its copy, a bounce, or neither."""
+
+from __future__ import annotations
+
+import dataclasses
+import email
+import email.policy
+import time
+from collections.abc import Callable, Iterable, Mapping
+from email.message import EmailMessage
+from email.parser import BytesHeaderParser
+from pathlib import Path
+from typing import Any
+
+from harness.classify import Arrival, Bounce, Watched
+from harness.evidence import parse_received, received_headers
+from lab.backends.base import RunningLab
+from lab.evidence_store import read_sessions
+from lab.serve import ReceiverEndpoint
+from lab.spec import BOUNCE_LOCAL_PART
+
+POLL_SECONDS = 0.05
+SLOW_POLL_SECONDS = 0.5  # after the first seconds: a real service takes its time
+FAST_POLL_FOR = 2.0
+CLOCK_SLACK = 1.0  # seconds a session may have started before the send call (clock granularity)
+TOKEN_HEADER = "X-TLSLab-Message-ID"
+DSN_FIELDS = ("Action", "Status", "Diagnostic-Code", "Remote-MTA")
+SUMMARY_LIMIT = 300
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    """What the lab saw while watching: copies at the receiver, bounces, the receiver's sessions."""
+
+    arrivals: list[Arrival]
+    watched: Watched
+    sessions: list[dict[str, Any]]
+
+
+def zone_of(endpoint: ReceiverEndpoint) -> str:
+    """Return the lab zone a receiver belongs to (its domain without the receiver id)."""
+    return endpoint.domain.removeprefix(f"{endpoint.receiver}.")
+
+
+def bounce_address(cell: str, zone: str) -> str:
+    """Return the bounce mailbox of one cell: `bounce+<cell>@<zone>`, which every receiver takes."""
+    return f"{BOUNCE_LOCAL_PART}+{cell}@{zone}"
+
+
+def is_bounce_mailbox(address: str, zone: str) -> bool:
+    """Return True for `bounce` or `bounce+<tag>` at the zone apex."""
+    local, _, domain = address.rpartition("@")
+    return domain.lower() == zone and local.lower().partition("+")[0] == BOUNCE_LOCAL_PART
+
+
+def _stored(directory: Path) -> Iterable[tuple[dict[str, Any], dict[str, Any], bytes]]:
+    """Yield (session record, stored message entry, raw .eml bytes) for every stored message."""
+    for record in read_sessions(directory):
+        for stored in record.get("messages", []):
+            try:
+                data = (directory / str(stored.get("eml"))).read_bytes()
+            except OSError:
+                continue
+            yield record, stored, data
+
+
+def _header(data: bytes, name: str) -> str | None:
+    """Return the value of one header of raw message bytes, or None."""
+    parsed = BytesHeaderParser().parsebytes(data)
+    value = parsed.get(name)
+    return str(value).strip() if value is not None else None
+
+
+def find_copies(directory: Path, message_id: str, zone: str) -> list[Arrival]:
+    """Return the copies of a message at a receiver, by Message-ID or the lab's token header."""
+    arrivals = []
+    for record, stored, data in _stored(directory):
+        if any(is_bounce_mailbox(r, zone) for r in stored.get("rcpt_tos", [])):
+            continue  # a bounce quoting our headers is not a copy of the message
+        if stored.get("message_id") != message_id and _header(data, TOKEN_HEADER) != message_id:
+            continue
+        headers = received_headers(data)
+        top = headers[0] if headers else ""
+        arrivals.append(
+            Arrival(top, parse_received(top), record.get("version"), record.get("cipher"))
+        )
+    return arrivals
+
+
+def find_bounces(endpoints: Mapping[str, ReceiverEndpoint], message_id: str) -> list[Bounce]:
+    """Return bounces (DSNs) at the lab's bounce mailbox, on any receiver, naming the message."""
+    bounces = []
+    for endpoint in endpoints.values():
+        zone = zone_of(endpoint)
+        for _record, stored, data in _stored(endpoint.evidence_dir):
+            rcpts = [r for r in stored.get("rcpt_tos", []) if is_bounce_mailbox(r, zone)]
+            if rcpts and message_id.encode() in data:
+                received = str(stored.get("received") or "")
+                bounces.append(Bounce(endpoint.receiver, rcpts[0], received, dsn_summary(data)))
+    return bounces
+
+
+def dsn_summary(data: bytes) -> str:
+    """Return a bounce's gist: its DSN fields (RFC 3464) when present, else its Subject."""
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    fields: list[str] = []
+    for part in message.walk():
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        for block in _status_blocks(part):
+            fields += [f"{name}: {block[name]}" for name in DSN_FIELDS if block.get(name)]
+    if not fields and isinstance(message, EmailMessage):
+        fields.append(f"Subject: {message.get('Subject', '(none)')}")
+    return " ".join("; ".join(fields).split())[:SUMMARY_LIMIT]
+
+
+def _status_blocks(part: Any) -> list[Any]:
+    """Return the header blocks of a message/delivery-status part (parsed or raw)."""
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return payload
+    text = payload if isinstance(payload, str) else ""
+    return [email.message_from_string(block + "\n") for block in text.split("\n\n") if block]
+
+
+def sessions_since(directory: Path, since: float) -> list[dict[str, Any]]:
+    """Return the receiver's session records that started at or after `since` (wall clock)."""
+    return [r for r in read_sessions(directory) if r.get("started", 0) >= since - CLOCK_SLACK]
+
+
+def watch(
+    lab: RunningLab,
+    receiver: str,
+    message_id: str,
+    seconds: float,
+    since: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Observation:
+    """Poll (bounded by `seconds`) until the message arrives at `receiver` or a bounce names it."""
+    endpoint = lab.endpoint(receiver)
+    zone = zone_of(endpoint)
+    start = clock()
+    while True:
+        arrivals = find_copies(endpoint.evidence_dir, message_id, zone)
+        bounces = [] if arrivals else find_bounces(lab.endpoints, message_id)
+        elapsed = clock() - start
+        if arrivals or bounces or elapsed >= seconds:
+            break
+        interval = POLL_SECONDS if elapsed < FAST_POLL_FOR else SLOW_POLL_SECONDS
+        sleep(min(interval, seconds - elapsed))
+    watched = Watched(tuple(bounces), seconds, round(elapsed, 3))
+    return Observation(arrivals, watched, sessions_since(endpoint.evidence_dir, since))
+
+
+def describe_attempts(sessions: list[dict[str, Any]]) -> str:
+    """Return the receiver's sessions during a watch, in order: TLS, plaintext, failed handshake."""
+    if not sessions:
+        return "; the receiver saw no session while it watched"
+    parts = []
+    for record in sorted(sessions, key=lambda r: float(r.get("started", 0))):
+        if record.get("handshake") == "failed":
+            alert = record.get("alert") or record.get("tls_error") or "no alert"
+            parts.append(f"TLS handshake failed ({alert})")
+        elif record.get("version"):
+            parts.append(f"{record['version']}")
+        else:
+            parts.append("plaintext")
+        count = len(record.get("messages", []))
+        if count:
+            parts[-1] += f" with {count} message{'s' if count > 1 else ''}"
+    many = "s" if len(sessions) > 1 else ""
+    return f"; the receiver saw {len(sessions)} session{many} while it watched: " + ", then ".join(
+        parts
+    )
