@@ -6,7 +6,7 @@ SUITE   ?= ses-2025
 BACKEND ?= local
 
 .DEFAULT_GOAL := help
-.PHONY: help venv certs run-lab test lint clean docker-engine base-image docker-ready system-deps down
+.PHONY: help venv certs run-lab test lint bench clean docker-engine base-image docker-ready system-deps down
 
 # BACKEND=docker needs an engine and a base image before the run
 RUN_DEPS := $(if $(filter docker,$(BACKEND)),docker-ready)
@@ -35,6 +35,12 @@ lint: venv ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+bench: venv ## Benchmarks (a few minutes; BENCH_ARGS=--quick for a smoke run) into reports/bench/
+	@test -x /usr/sbin/smtp-source || [ "$$(id -u)" != 0 ] || \
+	  { echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix; }
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 docker-engine: ## Install (Debian docker.io) and start a Docker engine if none answers
 	lab/docker/ensure-engine.sh

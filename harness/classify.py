@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from harness.model import CellExpectation, Outcome, TlsFacts, Verdict
+from harness.expectations import NOT_DELIVERED_OUTCOMES, expectation_label, tls_text
+from harness.model import NOT_DELIVERED, CellExpectation, Outcome, TlsExpectation, TlsFacts, Verdict
 from harness.senders.base import SendAction, SendReport
 from lab.spec import TlsVersion
 
@@ -26,6 +27,25 @@ class Arrival:
 
 
 @dataclasses.dataclass(frozen=True)
+class Bounce:
+    """A bounce (DSN) naming the test message, as the lab's bounce mailbox stored it."""
+
+    receiver: str
+    rcpt: str
+    received: str
+    summary: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Watched:
+    """What the lab saw while watching for a message handed to an external sender."""
+
+    bounces: tuple[Bounce, ...]
+    timeout: float
+    waited: float
+
+
+@dataclasses.dataclass(frozen=True)
 class Classified:
     """An observed outcome, the TLS facts of the delivery, and why."""
 
@@ -34,12 +54,19 @@ class Classified:
     detail: str
 
 
-def classify(report: SendReport, arrivals: list[Arrival], portal_exists: bool) -> Classified:
+def classify(
+    report: SendReport,
+    arrivals: list[Arrival],
+    portal_exists: bool,
+    watched: Watched | None = None,
+) -> Classified:
     """Decide what happened from the receiver's evidence first, the sender's account second."""
     if arrivals:
         return _classify_arrival(report, arrivals)
     if report.lab_fault:
         return Classified(Outcome.ERROR, None, f"lab failure: {report.reason}")
+    if report.action is SendAction.SUBMITTED:
+        return _classify_submitted(report, watched)
     if report.action is SendAction.DELIVERED:
         return Classified(
             Outcome.ERROR, None, f"sender says '{report.reason}' but the receiver stored nothing"
@@ -49,6 +76,26 @@ def classify(report: SendReport, arrivals: list[Arrival], portal_exists: bool) -
     if report.action in SENDER_ACTIONS:
         return Classified(SENDER_ACTIONS[report.action], None, report.reason)
     return Classified(Outcome.ERROR, None, f"sender failed: {report.reason}")
+
+
+def _classify_submitted(report: SendReport, watched: Watched | None) -> Classified:
+    """Classify a message an external sender accepted: a bounce proves refusal; else unseen."""
+    if watched is None:
+        return Classified(Outcome.ERROR, None, "sender submitted the message but nobody watched")
+    if watched.bounces:
+        first = watched.bounces[0]
+        return Classified(
+            Outcome.REFUSED,
+            None,
+            f"bounce for this message arrived at {first.rcpt} (stored by {first.receiver}): "
+            f"{first.summary}; sender: {report.reason}",
+        )
+    return Classified(
+        Outcome.NOT_OBSERVED,
+        None,
+        f"neither the message nor a bounce arrived within {watched.timeout:g} s; "
+        f"sender: {report.reason}",
+    )
 
 
 def _classify_arrival(report: SendReport, arrivals: list[Arrival]) -> Classified:
@@ -80,20 +127,28 @@ def judge(expected: CellExpectation, outcome: Outcome, tls: TlsFacts | None) -> 
     """Compare an observed outcome (and TLS version of a delivery) with the expectation."""
     if outcome is Outcome.ERROR:
         return Verdict.ERROR
+    if expected.outcome == NOT_DELIVERED:
+        return Verdict.PASS if outcome in NOT_DELIVERED_OUTCOMES else Verdict.FAIL
     if outcome is not expected.outcome:
         return Verdict.FAIL
     if outcome is Outcome.DELIVERED and expected.tls is not None:
-        if expected.tls == "plaintext":
-            return Verdict.PASS if tls is None else Verdict.FAIL
-        if expected.tls == "any":
-            return Verdict.PASS if tls is not None else Verdict.FAIL
-        return Verdict.PASS if tls is not None and tls.version == expected.tls else Verdict.FAIL
+        return Verdict.PASS if _tls_matches(expected.tls, tls) else Verdict.FAIL
     return Verdict.PASS
 
 
+def _tls_matches(expected: TlsExpectation, tls: TlsFacts | None) -> bool:
+    """Return True when a delivery's TLS facts meet a version, `>=` version, plaintext or any."""
+    if expected == "plaintext":
+        return tls is None
+    if tls is None:
+        return False
+    if expected == "any":
+        return True
+    if expected.startswith(">="):
+        return tls.version.rank >= TlsVersion(expected.removeprefix(">=")).rank
+    return tls.version == expected
+
+
 def describe_expectation(expected: CellExpectation) -> str:
-    """Return an expectation as text: 'delivered TLSv1.0', 'delivered plaintext', 'refused'."""
-    if expected.outcome is Outcome.DELIVERED and expected.tls is not None:
-        tls = expected.tls.value if isinstance(expected.tls, TlsVersion) else expected.tls
-        return f"delivered {'over any TLS' if tls == 'any' else tls}"
-    return expected.outcome.value
+    """Return an expectation as text: 'delivered TLSv1.0', 'delivered TLS>=1.2', 'not delivered'."""
+    return expectation_label(expected.outcome, tls_text(expected.tls))

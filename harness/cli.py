@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from harness import console
+from harness import console, ses_setup, up_public
+from harness.commands import EvidenceFileError, add_commands, report_drift
 from harness.paths import certs_dir, reports_dir
 from harness.report import ReportError, load_results, render_all, write_report
 from harness.runner import backend_named, open_run
@@ -19,10 +20,10 @@ from harness.scenarios import ScenarioError, load_receiver, load_suite, scenario
 from lab.backends import BackendError
 from lab.backends.docker import docker_client, remove_run
 from lab.pki import CertificateError, ensure_certs
-from lab.serve import print_endpoints_json, serve_until_signalled
+from lab.serve import print_endpoints_json
 from lab.spec import ReceiverSpec
 
-USAGE_ERRORS = (ScenarioError, CertificateError, ReportError, BackendError)
+USAGE_ERRORS = (ScenarioError, CertificateError, ReportError, BackendError, EvidenceFileError)
 EXIT_USAGE = 2
 
 
@@ -40,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tlslab: interrupted; evidence recorded so far stays on disk", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `tlslab evidence x.eml | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _positive(text: str) -> int:
@@ -68,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", default="local", help="where receivers run (default: local)")
     run.add_argument("--reports", type=Path, help="reports folder (default: reports/)")
     run.add_argument(
+        "--baseline", type=Path, help="a stored run (results.json or folder); exit 1 on any change"
+    )
+    run.add_argument(
         "--jobs", type=_positive, default=4, help="cells run at once (default: 4; 1 = in order)"
     )
     run.set_defaults(handler=cmd_run)
@@ -78,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--evidence-dir", type=Path, default=Path("evidence"))
     up.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     up.add_argument("--json", action="store_true", help="print endpoints as JSON lines")
+    up_public.add_options(up)
     up.set_defaults(handler=cmd_up)
 
     report = sub.add_parser("report", help="re-render a results.json (file or run folder)")
@@ -90,12 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     down = sub.add_parser("down", help="remove Docker containers and networks a lab run left")
     down.add_argument("--run", help="only this run id (default: every lab run)")
     down.set_defaults(handler=cmd_down)
+    add_commands(sub)
+    ses_setup.register(sub)
     return parser
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run every cell of a suite with progress, write the report, exit 1 on any non-pass."""
+    """Run every cell of a suite with progress, write the report; exit 1 on a non-pass or drift."""
     loaded = load_suite(args.suite, args.scenarios)
+    baseline = load_results(args.baseline) if args.baseline else None  # before `latest` moves
     backend = backend_named(args.backend)
     reports = reports_dir(args.reports)
     total = len(loaded.suite.cell_ids)
@@ -115,26 +126,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(console.matrix(report))
     print(console.totals(report))
     print(f"Report: {run_dir}")
-    return 0 if console.all_passed(report) else 1
+    drift = baseline is not None and report_drift(baseline, args.baseline, report)
+    return 0 if console.all_passed(report) and not drift else 1
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Start receivers on loopback and keep them running until SIGINT/SIGTERM."""
     specs = _receiver_specs(scenarios_root(args.scenarios), args.receivers)
-    pki = ensure_certs(specs, certs_dir(args.certs))
+    plan = up_public.plan_up(args, specs, certs_dir(args.certs))  # loopback unless --public
+    pki = plan.with_certs(ensure_certs(plan.specs, plan.certs))
     on_ready = print_endpoints_json if args.json else console.print_endpoints
     if args.backend != "local":
         backend = backend_named(args.backend)
-        with backend.start(specs, pki, args.evidence_dir) as lab:
+        with backend.start(plan.specs, pki, args.evidence_dir) as lab:
             on_ready(list(lab.endpoints.values()))
             _wait_for_signal()
         return 0
-    try:
-        asyncio.run(serve_until_signalled(specs, pki, args.evidence_dir, args.host, on_ready))
-    except OSError as error:
-        raise BackendError(
-            f"cannot listen on {args.host}: {error}", "choose another --host"
-        ) from None
+    plan.serve(pki, args.evidence_dir, args.host, on_ready, live_log=not args.json)
     if not args.json:
         print("receivers stopped")
     return 0

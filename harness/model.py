@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, field_validator
+from pydantic_core import PydanticCustomError
 
 from lab.spec import TlsVersion
 
@@ -21,6 +23,7 @@ class Outcome(enum.StrEnum):
     REFUSED = "refused"
     DEFERRED = "deferred"
     FALLBACK = "fallback"
+    NOT_OBSERVED = "not-observed"
     ERROR = "error"
 
 
@@ -75,32 +78,149 @@ class ReferenceSenderProfile(Frozen):
     on_policy_unmet: PolicyAction = PolicyAction.PLAINTEXT
 
 
-SenderProfile = ReferenceSenderProfile
+class PostfixTlsLevel(enum.StrEnum):
+    """The values of Postfix's `smtp_tls_security_level` the postfix driver accepts."""
 
-TlsExpectation = TlsVersion | Literal["plaintext", "any"]
+    NONE = "none"
+    MAY = "may"
+    ENCRYPT = "encrypt"
+    VERIFY = "verify"
+    SECURE = "secure"
+
+
+POSTFIX_PROTOCOL = re.compile(r"(?:!|>=|<=)?(?:SSLv2|SSLv3|TLSv1|TLSv1\.[0-3])")
+
+
+def _postfix_protocols(value: str) -> str:
+    """Accept a Postfix protocol list such as '>=TLSv1.2' or '!SSLv2, !SSLv3'; reject the rest."""
+    words = [w for w in re.split(r"[ ,:]+", value) if w]
+    if not words or not all(POSTFIX_PROTOCOL.fullmatch(w) for w in words):
+        raise ValueError(
+            f"{value!r} is not a Postfix protocol list; write e.g. '>=TLSv1.2' or '!SSLv2, !SSLv3'"
+        )
+    return value
+
+
+PostfixProtocols = Annotated[str, Field(max_length=100), AfterValidator(_postfix_protocols)]
+
+
+class PostfixSenderProfile(Frozen):
+    """A real Postfix (Debian's, stock TLS defaults) in a sender container, with these TLS knobs."""
+
+    id: Id
+    driver: Literal["postfix"]
+    description: str = ""
+    models: str = Field(default="", description="the real sender configuration this profile is")
+    security_level: PostfixTlsLevel
+    mandatory_protocols: PostfixProtocols | None = Field(
+        default=None, description="smtp_tls_mandatory_protocols, e.g. '>=TLSv1.2'; unset: stock"
+    )
+    protocols: PostfixProtocols | None = Field(
+        default=None, description="smtp_tls_protocols (opportunistic TLS); unset: stock"
+    )
+
+
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=100)]
+
+
+class CredentialsEnv(Frozen):
+    """The names (never the values) of the environment variables holding AWS credentials."""
+
+    access_key_id: EnvName = "AWS_ACCESS_KEY_ID"
+    secret_access_key: EnvName = "AWS_SECRET_ACCESS_KEY"
+    session_token: EnvName | None = Field(
+        default="AWS_SESSION_TOKEN", description="read when set; null: never use a session token"
+    )
+
+
+class SesSenderProfile(Frozen):
+    """Amazon SES (API v2) sending through one configuration set; observed from the outside."""
+
+    id: Id
+    driver: Literal["ses"]
+    description: str = ""
+    models: str = Field(default="", description="the real sender configuration this profile is")
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$", max_length=30)
+    configuration_set: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    from_address: str = Field(pattern=r"^[^@\s<>]+@[^@\s<>]+$", max_length=320)
+    feedback_to_lab: bool = Field(
+        default=True, description="ask SES to forward bounces to the lab's bounce mailbox"
+    )
+    credentials_env: CredentialsEnv = CredentialsEnv()
+    observe_timeout_seconds: float = Field(default=120.0, gt=0, le=86400)
+
+
+class _Driver(BaseModel):
+    """The `driver` field alone, which selects the profile model."""
+
+    driver: Literal["reference", "postfix", "ses"] = "reference"
+
+
+def _profile_for_driver(
+    data: Any,
+) -> ReferenceSenderProfile | PostfixSenderProfile | SesSenderProfile:
+    """Validate `data` as the profile model its `driver` names (errors keep YAML field names)."""
+    if isinstance(data, ReferenceSenderProfile | PostfixSenderProfile | SesSenderProfile):
+        return data
+    driver = _Driver.model_validate(data).driver
+    if driver == "postfix":
+        return PostfixSenderProfile.model_validate(data)
+    if driver == "ses":
+        return SesSenderProfile.model_validate(data)
+    return ReferenceSenderProfile.model_validate(data)
+
+
+SenderProfile = Annotated[
+    ReferenceSenderProfile | PostfixSenderProfile | SesSenderProfile,
+    PlainValidator(_profile_for_driver),
+]
+"""A sender profile, discriminated by `driver`: `reference` (the default), `postfix`, `ses`."""
+
+TlsExpectation = (
+    TlsVersion | Literal["plaintext", "any", ">=TLSv1.0", ">=TLSv1.1", ">=TLSv1.2", ">=TLSv1.3"]
+)
+NOT_DELIVERED = "not-delivered"
+ExpectedOutcome = Outcome | Literal["not-delivered"]
+"""An expected outcome: one Outcome, or `not-delivered` (any of refused, deferred, fallback)."""
+
+
+class SuitePolicy(enum.StrEnum):
+    """A rule that derives every cell's expectation from its receiver (see harness.expectations)."""
+
+    STRICT = "strict"
 
 
 class CellExpectation(Frozen):
-    """The expected outcome of one cell; `tls` narrows a delivery to a version or plaintext."""
+    """The expected outcome of one cell; `tls` narrows a delivery to a version, `>=`, plaintext."""
 
-    outcome: Outcome
+    outcome: ExpectedOutcome
     tls: TlsExpectation | None = None
     study: bool = False
     note: str = ""
 
+    @field_validator("outcome", mode="before")
+    @classmethod
+    def _known_outcome(cls, value: Any) -> Any:
+        """Reject an unknown outcome with one error that lists every allowed value."""
+        if isinstance(value, str) and value in {*(o.value for o in Outcome), NOT_DELIVERED}:
+            return value
+        allowed = ", ".join(f"'{v}'" for v in [*(o.value for o in Outcome), NOT_DELIVERED])
+        raise PydanticCustomError("enum", "Input should be one of {allowed}", {"allowed": allowed})
+
 
 class Suite(Frozen):
-    """A matrix of receivers x senders with the expected outcome of every cell."""
+    """A matrix of receivers x senders: per-cell expectations, a `policy` for the rest, or both."""
 
     id: Id
     title: str = ""
     description: str = ""
     receivers: tuple[Id, ...]
     senders: tuple[Id, ...]
-    cells: dict[Id, dict[Id, CellExpectation]]
+    policy: SuitePolicy | None = None
+    cells: dict[Id, dict[Id, CellExpectation]] = Field(default_factory=dict)
 
     def expectation(self, receiver: str, sender: str) -> CellExpectation:
-        """Return the expectation of one cell."""
+        """Return the expectation `cells` states for one cell (with a policy: LoadedSuite's)."""
         return self.cells[receiver][sender]
 
     @property
@@ -133,7 +253,7 @@ class CellResult(Frozen):
     receiver: str
     sender: str
     outcome: Outcome
-    expected: Outcome
+    expected: ExpectedOutcome
     expected_tls: str | None = None
     verdict: Verdict
     tls: TlsFacts | None = None

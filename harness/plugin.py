@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from harness.baseline import BaselineCheck
 from harness.model import CellResult, Verdict
 from harness.paths import certs_dir, reports_dir
 from harness.report import expected_label, outcome_label, write_report
@@ -29,12 +30,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--lab-no-report", action="store_true", help="do not write a report for suite runs"
     )
+    group.addoption(
+        "--lab-baseline", type=Path, default=None, help="stored run: fail when a cell changed"
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the marker cells carry and prepare the per-session registry of running labs."""
     config.addinivalue_line("markers", "integration: uses real sockets, TLS handshakes, processes")
     config.stash[RUNS_KEY] = {}
+    if baseline := config.getoption("--lab-baseline", None):
+        runs = config.stash[RUNS_KEY]
+        check = BaselineCheck.load(baseline, lambda: [run for _, run in runs.values()])
+        config.pluginmanager.register(check, "tlslab-baseline")
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:

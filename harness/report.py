@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from harness.expectations import expectation_label
 from harness.model import CellResult, Outcome, RunReport, Verdict
 from harness.tlsrpt import build_tlsrpt
 from lab.spec import TlsVersion
@@ -103,10 +104,8 @@ def _validation_error(file: Path, exc: ValidationError) -> ReportError:
 
 
 def expected_label(cell: CellResult) -> str:
-    """Return the expectation as text: `refused`, `delivered TLSv1.2`, `delivered plaintext`."""
-    if cell.expected is Outcome.DELIVERED and cell.expected_tls not in (None, "any"):
-        return f"delivered {cell.expected_tls}"
-    return str(cell.expected.value)
+    """Return the expectation as text: `refused`, `delivered TLSv1.2`, `not delivered`, ..."""
+    return expectation_label(cell.expected, cell.expected_tls)
 
 
 def outcome_label(cell: CellResult) -> str:
@@ -125,9 +124,11 @@ def cell_text(cell: CellResult | None) -> str:
 
 
 def tone(cell: CellResult) -> str:
-    """Return the colour class of a cell: tls, weak, plain, held (not delivered) or error."""
+    """Return the colour class of a cell: tls, weak, plain, held, unseen or error."""
     if cell.outcome is Outcome.ERROR:
         return "error"
+    if cell.outcome is Outcome.NOT_OBSERVED:
+        return "unseen"
     if cell.outcome is not Outcome.DELIVERED:
         return "held"
     if cell.tls is None:
@@ -235,7 +236,7 @@ table.matrix{border-collapse:separate;border-spacing:4px;width:100%}.matrix th{t
 vertical-align:bottom;padding:.3rem}.matrix th small{font-weight:400;color:#57606a}
 .matrix td{vertical-align:top;padding:.45rem;border-radius:6px;color:#fff;min-width:9rem}
 .tls{background:#1a7f37}.weak{background:#bf8700}.plain{background:#cf222e}.held{background:#54708f}
-.error{background:#24292f}.missing{background:#eaeef2;color:#57606a}
+.error{background:#24292f}.unseen{background:#8c959f}.missing{background:#eaeef2;color:#57606a}
 td.fail{outline:4px dashed #8250df;outline-offset:-4px;box-shadow:0 0 0 2px #fff inset}
 td.verdict-error{outline:3px dotted #ff8c00;outline-offset:-3px}.what{font-weight:700}
 .cipher,.tag{font-size:12px;opacity:.9}.expected{display:block;font-weight:700}.badge{float:right;
@@ -253,6 +254,7 @@ LEGEND = (
     ("weak", "delivered over TLS 1.0 / 1.1"),
     ("plain", "delivered in plaintext"),
     ("held", "not delivered: refused, deferred or fallback"),
+    ("unseen", "not observed: neither the message nor a bounce arrived in time"),
     ("error", "lab error (not the sender's fault)"),
     ("fail", "verdict fail: observed differs from expected"),
 )

@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from harness.model import ID_MAX_LENGTH, ID_PATTERN, SenderProfile, Suite
+from harness.expectations import policy_expectation
+from harness.model import ID_MAX_LENGTH, ID_PATTERN, CellExpectation, SenderProfile, Suite
 from lab.spec import ReceiverSpec
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -131,6 +132,13 @@ class LoadedSuite:
     receivers: dict[str, ReceiverSpec]
     senders: dict[str, SenderProfile]
 
+    def expectation(self, receiver: str, sender: str) -> CellExpectation:
+        """Return a cell's expectation: its `cells` entry, else the one the suite's policy sets."""
+        stated = self.suite.cells.get(receiver, {}).get(sender)
+        if stated is not None or self.suite.policy is None:
+            return stated or self.suite.expectation(receiver, sender)
+        return policy_expectation(self.suite.policy, self.receivers[receiver])
+
 
 def resolve_suite_path(name: str, root: Path) -> Path:
     """Return the file for a suite given as an id or a path."""
@@ -185,7 +193,12 @@ def _load_named(
 
 
 def _check_cells(path: Path, suite: Suite) -> None:
-    """Require exactly one expectation per receiver x sender."""
+    """Require one expectation per receiver x sender: stated in `cells`, or set by `policy`."""
+    if suite.policy is None and not suite.cells:
+        raise ScenarioError(
+            path, "cells", "the suite states no expectations",
+            "add `policy: strict` or a `cells:` entry for every receiver x sender",
+        )  # fmt: skip
     for receiver in suite.cells:
         if receiver not in suite.receivers:
             raise ScenarioError(
@@ -201,8 +214,8 @@ def _check_cells(path: Path, suite: Suite) -> None:
                     f"add it to senders or remove it; senders: {list(suite.senders)}",
                 )  # fmt: skip
         for sender in suite.senders:
-            if sender not in row:
+            if sender not in row and suite.policy is None:
                 raise ScenarioError(
                     path, f"cells.{receiver}.{sender}", "missing expectation",
-                    "add `{outcome: ...}` for this cell",
+                    "add `{outcome: ...}` for this cell or set `policy: strict` for the suite",
                 )  # fmt: skip

@@ -100,7 +100,8 @@ def _policy(cell: CellResult) -> dict[str, Any]:
     """Return the `policies[]` item for one cell: its receiver domain, summary and failures."""
     domain = f"{cell.receiver}.{LAB_ZONE}"
     mx_host = f"mx.{domain}"
-    count = 0 if cell.outcome is Outcome.ERROR else session_count(cell)
+    unseen = cell.outcome is Outcome.NOT_OBSERVED and not cell.sessions  # says nothing either
+    count = 0 if cell.outcome is Outcome.ERROR or unseen else session_count(cell)
     succeeded = cell_succeeded(cell)
     failures: list[dict[str, Any]] = []
     if count and not succeeded:

@@ -131,7 +131,7 @@ def test_suite_file_not_found(tmp_path: Path) -> None:
 
 def test_unknown_backend(tmp_path: Path) -> None:
     ran = tlslab("run", "--backend", "nope", "--reports", tmp_path / "r", "--certs", tmp_path / "c")
-    assert_usage_error(ran, "backend", "'nope'", "use one of ['docker', 'local']")
+    assert_usage_error(ran, "backend", "'nope'", "use one of ['attached', 'docker', 'local']")
     assert not (tmp_path / "r").exists()
 
 

@@ -12,7 +12,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.model import Outcome, PolicyAction, ReferenceSenderProfile, Suite, TlsMode
+from harness.model import (
+    Outcome,
+    PolicyAction,
+    ReferenceSenderProfile,
+    SesSenderProfile,
+    Suite,
+    TlsMode,
+)
 from harness.scenarios import (
     DEFAULT_ROOT,
     ScenarioError,
@@ -134,14 +141,16 @@ def test_shipped_receivers_cover_the_vocabulary() -> None:
 @pytest.mark.parametrize("name", SHIPPED_SENDERS)
 def test_each_shipped_sender_loads(name: str) -> None:
     profile = load_sender(DEFAULT_ROOT / "senders" / f"{name}.yaml")
-    assert isinstance(profile, ReferenceSenderProfile)
     assert profile.id == name
-    assert profile.driver == "reference"
+    models = {"reference": ReferenceSenderProfile, "ses": SesSenderProfile}
+    assert isinstance(profile, models.get(profile.driver, type(profile)))
 
 
 def test_shipped_sender_policies() -> None:
     def sender(name: str) -> ReferenceSenderProfile:
-        return load_sender(DEFAULT_ROOT / "senders" / f"{name}.yaml")
+        profile = load_sender(DEFAULT_ROOT / "senders" / f"{name}.yaml")
+        assert isinstance(profile, ReferenceSenderProfile)
+        return profile
 
     assert sender("ses-default").tls is TlsMode.OPPORTUNISTIC
     assert sender("ses-require-tls").on_policy_unmet is PolicyAction.REFUSE
@@ -230,8 +239,9 @@ def test_bad_sender_enum_and_driver(root: Path) -> None:
     path.write_text("on_policy_unmet: bounce\n")
     error = expect_error(lambda: load_sender(path), path, "on_policy_unmet", "allowed values")
     assert "'fallback'" in error.problem
-    path.write_text("driver: postfix\n")
-    expect_error(lambda: load_sender(path), path, "driver", "allowed values", "'reference'")
+    path.write_text("driver: smoke-signals\n")
+    error = expect_error(lambda: load_sender(path), path, "driver", "allowed values", "'reference'")
+    assert "'postfix'" in error.problem
 
 
 def test_id_disagreeing_with_file_name(root: Path) -> None:

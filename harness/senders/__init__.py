@@ -2,15 +2,26 @@
 
 from pathlib import Path
 
-from harness.model import SenderProfile
+from harness.model import PostfixSenderProfile, SenderProfile, SesSenderProfile
 from harness.senders.base import SendAction, SenderDriver, SendReport, TestMessage
+from harness.senders.postfix import PostfixSender
 from harness.senders.reference import ReferenceSender
 from harness.senders.remote import RemoteReferenceSender
-from lab.backends.base import RunningLab
+from harness.senders.ses import SesSender
+from lab.backends.base import BackendError, RunningLab
 
 
 def make_driver(profile: SenderProfile, lab: RunningLab, outbox: Path) -> SenderDriver:
     """Return the driver for a profile: in-process locally, inside the lab network otherwise."""
+    if isinstance(profile, SesSenderProfile):
+        return SesSender(profile)  # an external service: it must reach the lab's public MX hosts
+    if isinstance(profile, PostfixSenderProfile):
+        if lab.sender_host is None:
+            raise BackendError(
+                "the postfix driver needs the docker backend",
+                "run with --backend docker / BACKEND=docker",
+            )
+        return PostfixSender(profile, lab, outbox)
     if lab.sender_host is not None:
         return RemoteReferenceSender(profile, lab, outbox)
     return ReferenceSender(profile)

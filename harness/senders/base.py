@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from lab.backends.base import RunningLab
 
@@ -18,6 +18,7 @@ class SendAction(enum.StrEnum):
     DEFERRED = "deferred"
     FALLBACK = "fallback"
     FAILED = "failed"
+    SUBMITTED = "submitted"  # handed to a service we cannot look inside; the lab watches for it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,4 +52,16 @@ class SenderDriver(Protocol):
 
     def send(self, message: TestMessage, lab: RunningLab, outbox: Path) -> SendReport:
         """Send `message` to its recipient's MX in `lab`; fallback copies go under `outbox`."""
+        ...
+
+
+@runtime_checkable
+class ExternalSender(Protocol):
+    """A sender the lab cannot look inside: after SUBMITTED it watches `observe_seconds` for it."""
+
+    id: str
+    observe_seconds: float
+
+    def send(self, message: TestMessage, lab: RunningLab, outbox: Path) -> SendReport:
+        """Hand `message` to the external service; return SUBMITTED, or why it was not accepted."""
         ...
