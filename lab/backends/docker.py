@@ -6,8 +6,10 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -20,6 +22,7 @@ from lab.serve import ReceiverEndpoint
 from lab.spec import LAB_ZONE, ReceiverSpec
 
 RUN_LABEL = "sender-tls-lab.run"
+LAB_UID = 10025  # the unprivileged user lab containers run as when the harness runs as root
 READY_TIMEOUT = 30.0
 SMTP_PORT = 25
 ENGINE_HINT = "start one with `make docker-engine`, or point DOCKER_HOST at a running engine"
@@ -84,6 +87,11 @@ class _LabContainers:
         self.labels = {RUN_LABEL: run}
         self.containers: list[Any] = []
         self.dns_address = ""
+        self.user, self.certs_dir = _container_user(), pki.root.resolve()
+        if os.getuid() == 0:
+            # a root harness still runs lab containers unprivileged: hand them what they use
+            self.certs_dir = _readable_copy(pki.root, LAB_UID)
+            _grant(evidence_root, LAB_UID)
         self.network = client.networks.create(
             f"tlslab-{run}", driver="bridge", internal=True, labels=self.labels
         )
@@ -91,7 +99,7 @@ class _LabContainers:
     def _run(self, name: str, image: str, command: list[str], **options: Any) -> Any:
         """Start one hardened container of this run on the lab network; options override."""
         settings: dict[str, Any] = {
-            "user": f"{os.getuid()}:{os.getgid()}",
+            "user": self.user,
             "cap_drop": ["ALL"],
             "cap_add": ["NET_BIND_SERVICE"],
             "security_opt": ["no-new-privileges"],
@@ -126,7 +134,7 @@ class _LabContainers:
                 command,
                 hostname=spec.mx_host,
                 volumes={
-                    str(self.pki.root.resolve()): {"bind": "/certs", "mode": "ro"},
+                    str(self.certs_dir): {"bind": "/certs", "mode": "ro"},
                     str(self.evidence_root.resolve()): {"bind": "/evidence", "mode": "rw"},
                 },
             )
@@ -153,6 +161,15 @@ class _LabContainers:
     def sender_host(self, role: str, target: str = "lab", **options: Any) -> SenderHost:
         """Start a container where sender software runs, resolving through the lab DNS."""
         image = self.images[target]
+        volumes = dict(options.pop("volumes", {}))
+        pki_root = str(self.pki.root.resolve())
+        if pki_root in volumes:  # senders see the same certificate copy the receivers read
+            volumes[str(self.certs_dir)] = volumes.pop(pki_root)
+        if os.getuid() == 0 and "user" not in options:
+            for host_path, mount in volumes.items():
+                if mount.get("mode") == "rw":
+                    _grant(Path(host_path), LAB_UID)
+        options["volumes"] = volumes
         container = self._run(
             role,
             image,
@@ -185,6 +202,8 @@ class _LabContainers:
     def remove_all(self) -> None:
         """Remove every container and the network of this run, ignoring what is already gone."""
         remove_run(self.client, self.run)
+        if self.certs_dir != self.pki.root.resolve():
+            shutil.rmtree(self.certs_dir, ignore_errors=True)
 
 
 class DockerSenderHost:
@@ -199,6 +218,28 @@ class DockerSenderHost:
         """Run a command in the container; return (exit status, combined output)."""
         result = self.container.exec_run(argv, environment=env or {}, demux=False)
         return int(result.exit_code), (result.output or b"").decode("utf-8", "replace")
+
+
+def _container_user() -> str:
+    """Return the user lab containers run as: the caller's, or LAB_UID when the caller is root."""
+    if os.getuid() == 0:
+        return f"{LAB_UID}:{LAB_UID}"
+    return f"{os.getuid()}:{os.getgid()}"
+
+
+def _readable_copy(certs: Path, uid: int) -> Path:
+    """Copy the certificate folder to a private temp folder owned by `uid` (keys stay 0600)."""
+    copy = Path(tempfile.mkdtemp(prefix="tlslab-certs-"))
+    shutil.copytree(certs, copy, dirs_exist_ok=True)
+    for path in [copy, *copy.rglob("*")]:
+        os.chown(path, uid, uid)
+    return copy
+
+
+def _grant(directory: Path, uid: int) -> None:
+    """Make a host folder the lab containers write into owned by their unprivileged user."""
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chown(directory, uid, uid)
 
 
 def remove_run(client: Any, run: str | None = None) -> int:

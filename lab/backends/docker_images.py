@@ -77,6 +77,8 @@ def ensure_images(client: Any, say: Callable[[str], None] = print) -> dict[str, 
         _prepare_context(client, base, Path(context))
         for target in missing:
             _build(client, Path(context), base, target, tags[target])
+    # earlier builds whose tag moved on are dangling now; running containers keep theirs
+    client.images.prune(filters={"dangling": True, "label": IMAGE_LABEL})
     return tags
 
 
