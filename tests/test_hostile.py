@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from waiting import eventually as wait_until
 
 from harness.senders.reference import RoutedSMTP
 from lab import limits
@@ -126,15 +127,8 @@ class Peer:
 
 
 def eventually(probe: Callable[[], T | None], what: str, timeout: float = WAIT) -> T:
-    """Return probe()'s first non-None value, polled until `timeout` s; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:.1f} s waiting for {what}")
-        time.sleep(POLL)  # the pause between polls of a bounded condition wait
+    """Return probe()'s first non-None value within `timeout` s (module default); else fail."""
+    return wait_until(probe, what, timeout)
 
 
 def read_until_closed(sock: socket.socket, timeout: float = WAIT) -> tuple[bytes, str]:

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import pytest
 from aiosmtpd.smtp import Envelope, Session
+from waiting import eventually as wait_until
 
 from harness.model import Outcome, Verdict
 from harness.runner import LabRun
@@ -82,15 +83,8 @@ class Ledger:
 
 
 def eventually(probe: Callable[[], T | None], what: str, timeout: float = WAIT) -> T:
-    """Return probe()'s first non-None value, polled until `timeout` s; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:.1f} s waiting for {what}")
-        time.sleep(POLL)  # the pause between polls of a bounded condition wait
+    """Return probe()'s first non-None value within `timeout` s (module default); else fail."""
+    return wait_until(probe, what, timeout)
 
 
 def tls_client(pki: LabPki) -> ssl.SSLContext:

@@ -14,7 +14,6 @@ import re
 import secrets
 import smtplib
 import ssl
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from waiting import eventually as wait_until
 
 from harness.evidence import parse_received, received_headers
 from harness.senders.reference import RoutedSMTP
@@ -226,15 +226,8 @@ def failed_starttls(
 
 
 def eventually(probe: Callable[[], T | None], what: str, timeout: float = RECORD_TIMEOUT) -> T:
-    """Return probe()'s first non-None value, polled until `timeout` s; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:.1f} s waiting for {what}")
-        time.sleep(POLL_INTERVAL)  # the pause between polls of a bounded condition wait
+    """Return probe()'s first non-None value within `timeout` s (module default); else fail."""
+    return wait_until(probe, what, timeout)
 
 
 def session_record(endpoint: ReceiverEndpoint, attempt: Attempt) -> dict[str, Any]:

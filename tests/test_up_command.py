@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from waiting import eventually as wait_until
 
 from harness.evidence import parse_received, received_headers
 from lab.evidence_store import read_sessions
@@ -197,15 +198,8 @@ def up(lab_pki: LabPki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up
 
 
 def eventually(probe: Callable[[], T | None], what: str, timeout: float = RECORD_TIMEOUT) -> T:
-    """Return probe()'s first non-None value, polled until `timeout` s; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:.1f} s waiting for {what}")
-        time.sleep(POLL_INTERVAL)  # the pause between polls of a bounded condition wait
+    """Return probe()'s first non-None value within `timeout` s (module default); else fail."""
+    return wait_until(probe, what, timeout)
 
 
 def record_for(up: Up, receiver: str, helo: str) -> dict[str, Any]:
