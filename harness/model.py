@@ -6,7 +6,15 @@ import enum
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from lab.spec import TlsVersion
@@ -150,31 +158,75 @@ class SesSenderProfile(Frozen):
     observe_timeout_seconds: float = Field(default=120.0, gt=0, le=86400)
 
 
+class RelaySecurity(enum.StrEnum):
+    """How the relay driver protects its submission session."""
+
+    STARTTLS = "starttls"
+    IMPLICIT = "implicit"
+    NONE = "none"
+
+
+class RelaySenderProfile(Frozen):
+    """Any SMTP submission service (host, port, TLS, AUTH) that delivers to the lab's receivers.
+
+    `lab_relay: true` makes the driver start the lab's own Postfix as that service: an
+    authenticated submission relay (587 STARTTLS, 465 implicit TLS) in the lab network whose
+    outbound `smtp_tls_security_level` is `relay_security_level`; `host` is then ignored.
+    """
+
+    id: Id
+    driver: Literal["relay"]
+    description: str = ""
+    models: str = Field(default="", description="the real sender configuration this profile is")
+    host: str = Field(default="", max_length=253)
+    port: int = Field(default=587, ge=1, le=65535)
+    security: RelaySecurity = RelaySecurity.STARTTLS
+    verify_relay_certificate: bool = True
+    relay_ca_file: str | None = Field(default=None, max_length=1000)
+    username_env: EnvName | None = None
+    password_env: EnvName | None = None
+    auth_mechanism: Literal["plain", "login"] = "plain"
+    observe_timeout_seconds: float = Field(default=120.0, gt=0, le=86400)
+    lab_relay: bool = False
+    relay_security_level: PostfixTlsLevel = PostfixTlsLevel.MAY
+
+    @model_validator(mode="after")
+    def _complete(self) -> RelaySenderProfile:
+        """Require both credential variable names or neither, and a host unless `lab_relay`."""
+        if (self.username_env is None) != (self.password_env is None):
+            raise ValueError("set both username_env and password_env, or neither (no AUTH)")
+        if not self.lab_relay and not self.host:
+            raise ValueError("set `host` (the submission service), or `lab_relay: true`")
+        return self
+
+
 class _Driver(BaseModel):
     """The `driver` field alone, which selects the profile model."""
 
-    driver: Literal["reference", "postfix", "ses"] = "reference"
+    driver: Literal["reference", "postfix", "ses", "relay"] = "reference"
 
 
-def _profile_for_driver(
-    data: Any,
-) -> ReferenceSenderProfile | PostfixSenderProfile | SesSenderProfile:
+AnyProfile = ReferenceSenderProfile | PostfixSenderProfile | SesSenderProfile | RelaySenderProfile
+
+
+def _profile_for_driver(data: Any) -> AnyProfile:
     """Validate `data` as the profile model its `driver` names (errors keep YAML field names)."""
-    if isinstance(data, ReferenceSenderProfile | PostfixSenderProfile | SesSenderProfile):
+    if isinstance(
+        data, ReferenceSenderProfile | PostfixSenderProfile | SesSenderProfile | RelaySenderProfile
+    ):
         return data
     driver = _Driver.model_validate(data).driver
     if driver == "postfix":
         return PostfixSenderProfile.model_validate(data)
     if driver == "ses":
         return SesSenderProfile.model_validate(data)
+    if driver == "relay":
+        return RelaySenderProfile.model_validate(data)
     return ReferenceSenderProfile.model_validate(data)
 
 
-SenderProfile = Annotated[
-    ReferenceSenderProfile | PostfixSenderProfile | SesSenderProfile,
-    PlainValidator(_profile_for_driver),
-]
-"""A sender profile, discriminated by `driver`: `reference` (the default), `postfix`, `ses`."""
+SenderProfile = Annotated[AnyProfile, PlainValidator(_profile_for_driver)]
+"""A sender profile, discriminated by `driver`: `reference` (default), `postfix`, `ses`, `relay`."""
 
 TlsExpectation = (
     TlsVersion | Literal["plaintext", "any", ">=TLSv1.0", ">=TLSv1.1", ">=TLSv1.2", ">=TLSv1.3"]

@@ -2,10 +2,16 @@
 
 from pathlib import Path
 
-from harness.model import PostfixSenderProfile, SenderProfile, SesSenderProfile
+from harness.model import (
+    PostfixSenderProfile,
+    RelaySenderProfile,
+    SenderProfile,
+    SesSenderProfile,
+)
 from harness.senders.base import SendAction, SenderDriver, SendReport, TestMessage
 from harness.senders.postfix import PostfixSender
 from harness.senders.reference import ReferenceSender
+from harness.senders.relay import RelaySender
 from harness.senders.remote import RemoteReferenceSender
 from harness.senders.ses import SesSender
 from lab.backends.base import BackendError, RunningLab
@@ -15,6 +21,8 @@ def make_driver(profile: SenderProfile, lab: RunningLab, outbox: Path) -> Sender
     """Return the driver for a profile: in-process locally, inside the lab network otherwise."""
     if isinstance(profile, SesSenderProfile):
         return SesSender(profile)  # an external service: it must reach the lab's public MX hosts
+    if isinstance(profile, RelaySenderProfile):
+        return RelaySender(profile, lab, outbox)  # a submission service that delivers to the lab
     if isinstance(profile, PostfixSenderProfile):
         if lab.sender_host is None:
             raise BackendError(

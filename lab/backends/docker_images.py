@@ -19,6 +19,9 @@ LOCAL_BASE = "sender-tls-lab/base:bookworm"
 STOCK_BASE = "python:3.12-slim"
 TARGETS = ("lab", "postfix")
 IMAGE_LABEL = "sender-tls-lab.image"
+# Cyrus SASL's PLAIN/LOGIN mechanisms and saslpasswd2 for the lab's authenticated relay, plus
+# what they need that the offline base lacks: downloaded on the (Debian 12) host like the wheels
+RELAY_DEBS = ("libsasl2-modules", "sasl2-bin", "db-util", "db5.3-util", "lsb-base", "libldap-2.5-0")
 
 
 def choose_base(client: Any) -> str:
@@ -106,6 +109,26 @@ def _prepare_context(client: Any, base: str, context: Path) -> None:
             f"could not collect wheels for Python {python}: {result.stderr.strip()[-400:]}",
             "check that PyPI is reachable from this machine",
         )
+    _download_debs(context / "debs")
+
+
+def _download_debs(folder: Path) -> None:
+    """Download RELAY_DEBS with the host's apt (updating its lists once if needed), best effort.
+
+    Without them the postfix image still builds; only the relay driver's lab relay cannot AUTH.
+    """
+    folder.mkdir()
+    if shutil.which("apt-get") is None:
+        return
+    command = ["apt-get", "download", *RELAY_DEBS]
+    for attempt in range(2):
+        result = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=False)
+        if result.returncode == 0:
+            return
+        if attempt == 0:
+            subprocess.run(["apt-get", "update"], capture_output=True, check=False)
+    for partial in folder.glob("*"):
+        partial.unlink()
 
 
 def _build(client: Any, context: Path, base: str, target: str, tag: str) -> None:

@@ -6,6 +6,8 @@
 #   ctl.sh await SECONDS OFFSET N ERE    wait until N log lines after byte OFFSET match ERE, then
 #                                        print every line after OFFSET (exit 1 on timeout)
 #   ctl.sh idle SECONDS ADDRESS          wait until no SMTP connection to ADDRESS:25 is open
+#   ctl.sh relay-user NAME               add NAME with the password in $TLSLAB_PASSWORD (read on
+#                                        stdin by saslpasswd2, never echoed) to the relay's sasldb
 set -eu
 
 LOG=/var/log/postfix.log
@@ -44,8 +46,13 @@ case "${1:-}" in
       sleep 0.05
     done
     ;;
+  relay-user)
+    printf %s "$TLSLAB_PASSWORD" | saslpasswd2 -p -c -f /etc/sasldb2 -u "$(postconf -h myhostname)" "$2"
+    chown root:postfix /etc/sasldb2
+    chmod 0640 /etc/sasldb2
+    ;;
   *)
-    echo "usage: ctl.sh ready|size|submit|await|idle ..." >&2
+    echo "usage: ctl.sh ready|size|submit|await|idle|relay-user ..." >&2
     exit 2
     ;;
 esac

@@ -7,6 +7,11 @@
 #   TLSLAB_PROTOCOLS            smtp_tls_protocols (empty: Postfix's default)
 #   TLSLAB_CAFILE               smtp_tls_CAfile: the lab CA, mounted read-only
 #   TLSLAB_MIN_BACKOFF          minimal_backoff_time (the retry schedule, compressed for the lab)
+#   TLSLAB_RELAY                yes: also be an authenticated submission relay (the relay driver's
+#                               lab relay): 587 (STARTTLS) and 465 (implicit TLS), TLS and Cyrus
+#                               SASL (PLAIN, LOGIN, sasldb) required, relaying only when
+#                               authenticated; users are added later with `ctl.sh relay-user`
+#   TLSLAB_RELAY_CERT/_KEY      the certificate and key the relay presents (mounted read-only)
 set -eu
 
 LOG=/var/log/postfix.log
@@ -50,6 +55,31 @@ fi
 # no chroot (the smtp client must read the container's resolv.conf), no SMTP listener
 postconf -F '*/*/chroot = n'
 postconf -M# smtp/inet
+if [ "${TLSLAB_RELAY:-}" = yes ]; then
+  : "${TLSLAB_RELAY_CERT:?}" "${TLSLAB_RELAY_KEY:?}"
+  mkdir -p /etc/postfix/sasl
+  printf '%s\n' 'pwcheck_method: auxprop' 'auxprop_plugin: sasldb' 'mech_list: PLAIN LOGIN' \
+    'sasldb_path: /etc/sasldb2' > /etc/postfix/sasl/smtpd.conf
+  : > /etc/sasldb2
+  chown root:postfix /etc/sasldb2
+  chmod 0640 /etc/sasldb2
+  postconf -e \
+    "inet_interfaces = all" \
+    "mynetworks = 127.0.0.0/8" \
+    "smtpd_tls_cert_file = $TLSLAB_RELAY_CERT" \
+    "smtpd_tls_key_file = $TLSLAB_RELAY_KEY" \
+    "smtpd_tls_loglevel = 1" \
+    "smtpd_sasl_type = cyrus" \
+    "smtpd_sasl_path = smtpd" \
+    "cyrus_sasl_config_path = /etc/postfix/sasl" \
+    "smtpd_sasl_local_domain = $TLSLAB_MYHOSTNAME" \
+    "smtpd_sasl_security_options = noanonymous"
+  relay="-o smtpd_sasl_auth_enable=yes -o smtpd_tls_auth_only=yes"
+  relay="$relay -o smtpd_relay_restrictions=permit_sasl_authenticated,reject"
+  relay="$relay -o smtpd_recipient_restrictions= -o smtpd_client_restrictions="
+  postconf -M "submission/inet=submission inet n - n - - smtpd $relay -o smtpd_tls_security_level=encrypt"
+  postconf -M "submissions/inet=submissions inet n - n - - smtpd $relay -o smtpd_tls_wrappermode=yes"
+fi
 
 # `postfix start` first runs its integrity check (post-install create-missing, ~2.5 s here). Debian's
 # package leaves out only `hold` and `trace`: create them and skip the check when nothing else is
