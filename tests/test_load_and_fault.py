@@ -249,6 +249,8 @@ def refuses_connections(endpoint: ReceiverEndpoint) -> bool | None:
         socket.create_connection((endpoint.host, endpoint.port), timeout=1).close()
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        return None  # the dying process reset a connection it had queued: not gone yet
     return None
 
 
