@@ -24,6 +24,8 @@ SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 RESULTS, SUMMARY, HTML, TLSRPT = "results.json", "summary.md", "report.html", "tlsrpt.json"
 LATEST = "latest"
 MARKS = {Verdict.PASS: "✅", Verdict.FAIL: "❌", Verdict.ERROR: "⚠️"}
+# the HTML page uses text glyphs that common fonts carry (emoji need an emoji font)
+HTML_MARKS = {Verdict.PASS: "✓", Verdict.FAIL: "✗", Verdict.ERROR: "⚠"}
 POLICY_NOTE = (
     "are driven by the `reference` driver: they are policy models of the named services, "
     "not the services themselves"
@@ -233,7 +235,8 @@ color:#1b1f24}h1{margin:.2rem 0}.meta{color:#57606a}code,pre{font:13px ui-monosp
 .score{display:flex;gap:2rem;align-items:baseline;margin:1rem 0}.big{font-size:1.6rem;
 font-weight:700}.note{background:#fff8c5;border-left:4px solid #d4a72c;padding:.5rem .8rem}
 table.matrix{border-collapse:separate;border-spacing:4px;width:100%}.matrix th{text-align:left;
-vertical-align:bottom;padding:.3rem}.matrix th small{font-weight:400;color:#57606a}
+vertical-align:bottom;padding:.3rem}.matrix tbody th{vertical-align:middle}
+.matrix th small{font-weight:400;color:#57606a}
 .matrix td{vertical-align:top;padding:.45rem;border-radius:6px;color:#fff;min-width:9rem}
 .tls{background:#1a7f37}.weak{background:#bf8700}.plain{background:#cf222e}.held{background:#54708f}
 .error{background:#24292f}.unseen{background:#8c959f}.missing{background:#eaeef2;color:#57606a}
@@ -272,7 +275,7 @@ def _html_cell(cell: CellResult | None) -> str:
     classes = [tone(cell)] + (["fail"] if cell.verdict is Verdict.FAIL else [])
     classes += ["verdict-error"] if cell.verdict is Verdict.ERROR else []
     what, _, how = outcome_label(cell).partition(" ")
-    parts = [f'<span class="badge">{MARKS[cell.verdict]} {_e(cell.verdict.value)}</span>']
+    parts = [f'<span class="badge">{HTML_MARKS[cell.verdict]} {_e(cell.verdict.value)}</span>']
     parts.append(f'<span class="what">{_e(what)}</span> {_e(how)}')
     if cell.tls:
         parts.append(f'<br><span class="cipher">{_e(cell.tls.cipher)}</span>')
@@ -306,8 +309,9 @@ def render_html(report: RunReport) -> str:
     count = totals(report)
     score = f'<div class="big">Study cells reproduced: {passed}/{total}</div>' if total else ""
     score += (
-        f"<div>{MARKS[Verdict.PASS]} {count[Verdict.PASS]} pass · {MARKS[Verdict.FAIL]} "
-        f"{count[Verdict.FAIL]} fail · {MARKS[Verdict.ERROR]} {count[Verdict.ERROR]} error</div>"
+        f"<div>{HTML_MARKS[Verdict.PASS]} {count[Verdict.PASS]} pass · "
+        f"{HTML_MARKS[Verdict.FAIL]} {count[Verdict.FAIL]} fail · "
+        f"{HTML_MARKS[Verdict.ERROR]} {count[Verdict.ERROR]} error</div>"
     )
     models = _policy_models(report)
     note = (
