@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from lab.spec import LAB_ZONE, ReceiverSpec
 RUN_LABEL = "sender-tls-lab.run"
 LAB_UID = 10025  # the unprivileged user lab containers run as when the harness runs as root
 READY_TIMEOUT = 30.0
+ENGINE_CALLS = 4  # engine API calls made side by side when starting or removing containers
 SMTP_PORT = 25
 ENGINE_HINT = "start one with `make docker-engine`, or point DOCKER_HOST at a running engine"
 
@@ -121,14 +123,14 @@ class _LabContainers:
 
     def start_receivers(self, specs: Sequence[ReceiverSpec]) -> dict[str, ReceiverEndpoint]:
         """Start one receiver container per spec and wait until each answers its banner."""
-        started = []
-        for spec in specs:
+
+        def start(spec: ReceiverSpec) -> Any:
             command = [
                 "python", "-m", "lab.serve", "--specs-json", json.dumps([spec.model_dump()]),
                 "--certs-dir", "/certs", "--evidence-dir", "/evidence",
                 "--host", "0.0.0.0", "--port", str(SMTP_PORT),
             ]  # fmt: skip
-            container = self._run(
+            return self._run(
                 spec.id,
                 self.images["lab"],
                 command,
@@ -138,7 +140,10 @@ class _LabContainers:
                     str(self.evidence_root.resolve()): {"bind": "/evidence", "mode": "rw"},
                 },
             )
-            started.append((spec, container))
+
+        # the engine creates containers faster side by side; a failure still reaches remove_all
+        with ThreadPoolExecutor(max_workers=ENGINE_CALLS) as pool:
+            started = list(zip(specs, pool.map(start, specs), strict=True))
         endpoints = {}
         for spec, container in started:
             address = self._wait_ready(container, spec.id)
@@ -247,11 +252,16 @@ def remove_run(client: Any, run: str | None = None) -> int:
     import docker.errors
 
     selector = f"{RUN_LABEL}={run}" if run else RUN_LABEL
-    removed = 0
-    for container in client.containers.list(all=True, filters={"label": selector}):
+
+    def remove(container: Any) -> int:
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
-            removed += 1
+            return 1
+        return 0
+
+    containers = client.containers.list(all=True, filters={"label": selector})
+    with ThreadPoolExecutor(max_workers=ENGINE_CALLS) as pool:
+        removed = sum(pool.map(remove, containers))
     for network in client.networks.list(filters={"label": selector}):
         with contextlib.suppress(docker.errors.NotFound):
             network.remove()
