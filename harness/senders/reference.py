@@ -35,6 +35,10 @@ class PolicyNotMet(Exception):
     """The receiver does not meet the sender's TLS policy (the reason is the message)."""
 
 
+class GreetingRefused(Exception):
+    """The lab receiver refused the session in its greeting (e.g. 421: over a session cap)."""
+
+
 class RoutedSMTP(smtplib.SMTP):
     """smtplib.SMTP that connects to a fixed address while naming (SNI, verify) the MX host."""
 
@@ -109,6 +113,15 @@ class ReferenceSender:
                 version = self._deliver(message, mx_host, address, context, attempts)
             except PolicyNotMet as unmet:
                 return self._policy_unmet(message, mx_host, address, attempts, outbox, unmet)
+        except GreetingRefused as refused:
+            # Nothing about the sender was observed: the lab failed to serve the session.
+            return SendReport(
+                SendAction.FAILED,
+                f"{mx_host} refused the session before EHLO: {refused}; the lab receiver is over "
+                "its max_sessions or max_sessions_per_client (lower --jobs or raise the limit)",
+                tuple(attempts),
+                lab_fault=True,
+            )
         except smtplib.SMTPResponseException as error:
             action = SendAction.DEFERRED if 400 <= error.smtp_code < 500 else SendAction.REFUSED
             text = error.smtp_error
@@ -135,8 +148,10 @@ class ReferenceSender:
     ) -> str | None:
         """Run one SMTP session (plaintext when `context` is None); return the TLS version."""
         with RoutedSMTP(address, self.helo) as smtp:
-            smtp.connect(mx_host, address[1])
+            code, text = smtp.connect(mx_host, address[1])
             attempts.append(smtp.local_endpoint())
+            if code != 220:  # smtplib's connect() returns a refusing greeting instead of raising
+                raise GreetingRefused(f"{code} {text.decode(errors='replace')}")
             smtp.ehlo()
             version = None
             if context is not None:
