@@ -1,4 +1,4 @@
-"""Receiver limits: a cap on concurrent sessions per receiver, idle and per-command deadlines."""
+"""Receiver limits: session caps per receiver and per client, errors, idle and command deadlines."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 TOO_MANY_SESSIONS = "421 4.7.0 Too many sessions, try later"
+TOO_MANY_CONNECTIONS = "421 4.7.0 {host} Error: too many connections from {ip}"  # Postfix's text
+TOO_MANY_ERRORS = "421 4.7.0 {host} Error: too many errors"  # Postfix's text
+TOO_MANY_RECIPIENTS = "452 4.5.3 Error: too many recipients"  # Postfix's text
+JUNK_COMMANDS = frozenset({"NOOP", "RSET", "VRFY", "EXPN", "HELP", "HELO", "EHLO", "ETRN"})
 IDLE_TIMEOUT = "421 4.4.2 {host} Error: idle timeout exceeded, closing connection"
 COMMAND_TIMEOUT = "421 4.4.2 {host} Error: command timeout exceeded, closing connection"
 ABORT_GRACE = 2.0  # seconds a closing peer gets to take our last reply before we abort
@@ -32,25 +36,35 @@ class SessionRegistry:
         """Start with no sessions and no pending writes."""
         self.live: set[Closable] = set()
         self._admitted: collections.Counter[str] = collections.Counter()
-        self._counted: set[Closable] = set()
+        self._per_client: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._counted: dict[Closable, tuple[str, str]] = {}
         self._pending: set[asyncio.Future[None]] = set()
         self._changed: asyncio.Event | None = None
 
-    def open(self, session: Closable, receiver: str, cap: int) -> bool:
-        """Track a new session; return False (not counted) when `receiver` already has `cap`."""
+    def open(
+        self, session: Closable, receiver: str, client: str, cap: int, per_client: int
+    ) -> str | None:
+        """Track a new session; admit it (None) or name the cap it is over (not counted then)."""
         self.live.add(session)
+        key = (receiver, client)
+        if self._per_client[key] >= per_client:
+            return "client-cap"
         if self._admitted[receiver] >= cap:
-            return False
+            return "session-cap"
         self._admitted[receiver] += 1
-        self._counted.add(session)
-        return True
+        self._per_client[key] += 1
+        self._counted[session] = key
+        return None
 
-    def close(self, session: Closable, receiver: str) -> None:
-        """Forget a session (idempotent), freeing its place under the cap."""
+    def close(self, session: Closable) -> None:
+        """Forget a session (idempotent), freeing its place under both caps."""
         self.live.discard(session)
-        if session in self._counted:
-            self._counted.discard(session)
-            self._admitted[receiver] -= 1
+        key = self._counted.pop(session, None)
+        if key is not None:
+            self._admitted[key[0]] -= 1
+            self._per_client[key] -= 1
+            if not self._per_client[key]:
+                del self._per_client[key]
         self._notify()
 
     def write(
@@ -95,6 +109,53 @@ class SessionRegistry:
             )  # fmt: skip
             return False
         return True
+
+
+class ErrorCount:
+    """One session's errors counted as Postfix's smtpd counts them; past the limit: 421, close."""
+
+    # The rule of Postfix's smtpd_proto() (smtpd_hard_error_limit, smtpd_junk_command_limit,
+    # smtpd_recipient_overshoot_limit): every command answered with a 4xx or 5xx reply counts
+    # one error; the junk commands (NOOP, RSET, VRFY, EXPN, HELP, HELO, EHLO, ETRN: repeatable
+    # without delivering anything) are free up to `junk_limit` and each one past it counts one
+    # error; a RCPT answered 452 for exceeding the recipient limit counts only once the client
+    # has overshot that limit by as many recipients again (Postfix's defaults are 1000 and
+    # 1000). Once `error_limit` errors are counted the receiver answers
+    # "421 4.7.0 <host> Error: too many errors" before reading another command and closes.
+    # A message accepted with 250 forgives both counts, as Postfix does. Unlike Postfix, no
+    # client is exempt (Postfix exempts $mynetworks from its client limits; the lab has none).
+
+    def __init__(self, error_limit: int, junk_limit: int, recipient_limit: int) -> None:
+        """Count nothing yet; enforce the given limits."""
+        self._error_limit, self._junk_limit = error_limit, junk_limit
+        self._overshoot_limit = recipient_limit
+        self.errors = self.junk = self.overshoot = 0
+
+    @property
+    def exceeded(self) -> bool:
+        """Return True once the session has made `error_limit` errors."""
+        return self.errors >= self._error_limit
+
+    def command(self, verb: str) -> None:
+        """Count a command about to run: a junk command past the junk limit is an error."""
+        if verb in JUNK_COMMANDS:
+            self.junk += 1
+            if self.junk > self._junk_limit:
+                self.errors += 1
+
+    def reply(self, status: str) -> None:
+        """Count a reply: 4xx/5xx (but 421, after which nothing is read) is an error."""
+        if status.startswith("250 2.0.0 Ok: queued"):
+            self.errors = self.junk = 0  # a delivery forgives earlier trouble
+        elif status.startswith(TOO_MANY_RECIPIENTS):
+            self.overshoot += 1
+            self.errors += self.overshoot > self._overshoot_limit
+        elif status[:1] in ("4", "5") and not status.startswith("421"):
+            self.errors += 1
+
+    def new_transaction(self) -> None:
+        """Start counting recipients past the limit afresh (MAIL, RSET, or a finished DATA)."""
+        self.overshoot = 0
 
 
 class Deadlines:

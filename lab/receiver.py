@@ -17,8 +17,12 @@ from lab.evidence_store import EvidenceStore
 from lab.limits import (
     COMMAND_TIMEOUT,
     IDLE_TIMEOUT,
+    TOO_MANY_CONNECTIONS,
+    TOO_MANY_ERRORS,
+    TOO_MANY_RECIPIENTS,
     TOO_MANY_SESSIONS,
     Deadlines,
+    ErrorCount,
     SessionRegistry,
     abort_later,
     log,
@@ -97,7 +101,9 @@ class LabHandler:
     async def handle_RCPT(
         self, server: LabSMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
-        """Accept recipients in this receiver's domain (and the lab's bounce mailbox) only."""
+        """Accept up to max_recipients in this receiver's domain (and the bounce mailbox) only."""
+        if len(envelope.rcpt_tos) >= self.spec.max_recipients:
+            return TOO_MANY_RECIPIENTS
         if not self.spec.accepts(address):
             return "550 5.7.1 Relay access denied: this lab receiver only accepts @" + (
                 self.spec.domain
@@ -137,7 +143,7 @@ class LabHandler:
 
 
 class LabSMTP(SMTP):
-    """aiosmtpd's SMTP with a session record, a per-receiver session cap and 421 on timeouts."""
+    """aiosmtpd's SMTP with a session record, session caps, an error limit and 421 on timeouts."""
 
     def __init__(
         self,
@@ -166,7 +172,8 @@ class LabSMTP(SMTP):
             self._expire,
             self._line_waiting,
         )
-        self._admitted = False
+        self.errors = ErrorCount(spec.max_errors, spec.max_junk_commands, spec.max_recipients)
+        self._refused: str | None = None  # the session cap a new connection is over, if any
         self._record_written = False
         self._abort: asyncio.TimerHandle | None = None
 
@@ -178,7 +185,11 @@ class LabSMTP(SMTP):
         """Start the record on connect; fill in TLS facts when STARTTLS completes."""
         upgraded = self._original_transport is not None
         if not upgraded:
-            self._admitted = self.sessions.open(self, self.spec.id, self.spec.max_sessions)
+            client = str((transport.get_extra_info("peername") or ("",))[0])
+            spec = self.spec
+            self._refused = self.sessions.open(
+                self, spec.id, client, spec.max_sessions, spec.max_sessions_per_client
+            )
         super().connection_made(transport)
         if upgraded:
             self.record.tls_established(transport.get_extra_info("ssl_object"))
@@ -186,6 +197,7 @@ class LabSMTP(SMTP):
             self.record.connected(transport.get_extra_info("peername"))
             reader = self._reader
             reader.readuntil = _logging_reader(reader.readuntil, self.record)  # type: ignore[method-assign]
+            reader.readuntil = self._counting_reader(reader.readuntil)  # type: ignore[method-assign]
 
     def data_received(self, data: bytes) -> None:
         """Note client activity for the idle deadline, then buffer the bytes as usual."""
@@ -197,7 +209,7 @@ class LabSMTP(SMTP):
         self.deadlines.cancel()
         if self._abort is not None:
             self._abort.cancel()
-        self.sessions.close(self, self.spec.id)
+        self.sessions.close(self)
         if self.record.ended_by is None:
             self.record.ended_by = "connection-closed"
         self._write_record()
@@ -254,11 +266,36 @@ class LabSMTP(SMTP):
         self._timeout_handle = self.deadlines.command_started()
 
     async def _handle_client(self) -> None:
-        """Serve the session, or answer 421 and close when the receiver is at its session cap."""
-        if not self._admitted:
-            self.end_session(TOO_MANY_SESSIONS, "session-cap")
+        """Serve the session, or answer 421 and close when it is over a session cap."""
+        if self._refused == "client-cap":
+            ip = self.record.peer_ip
+            self.end_session(TOO_MANY_CONNECTIONS.format(host=self.hostname, ip=ip), "client-cap")
+            return
+        if self._refused is not None:
+            self.end_session(TOO_MANY_SESSIONS, self._refused)
             return
         await super()._handle_client()
+
+    def _counting_reader(self, readuntil: Any) -> Any:
+        """Wrap the command reader: count junk commands; past the error limit, 421 and close."""
+
+        async def readuntil_counted(separator: bytes = b"\n") -> bytes:
+            reading_command = not self.record.in_data
+            if reading_command and self.errors.exceeded:
+                if self.transport is not None and not self.transport.is_closing():
+                    self.end_session(TOO_MANY_ERRORS.format(host=self.hostname), "error-limit")
+                raise asyncio.CancelledError  # like push once closing: nothing more is served
+            line: bytes = await readuntil(separator)
+            if reading_command:
+                self.errors.command(line.split(b" ", 1)[0].strip().upper().decode("latin-1"))
+            return line
+
+        return readuntil_counted
+
+    def _set_post_data_state(self) -> None:
+        """Start a new transaction (after DATA, RSET, HELO/EHLO or connect) as aiosmtpd does."""
+        super()._set_post_data_state()  # type: ignore[no-untyped-call]
+        self.errors.new_transaction()
 
     async def push(self, status: Any) -> None:
         """Send a reply (control characters masked) and log it; once closing, serve nothing more."""
@@ -268,6 +305,7 @@ class LabSMTP(SMTP):
         text = "".join(c if " " <= c <= "~" else "?" for c in text)
         self.deadlines.activity()
         self.record.log("S", text)
+        self.errors.reply(text)
         await super().push(text)
 
     async def smtp_EHLO(self, hostname: str) -> None:
@@ -309,7 +347,7 @@ class LabSMTP(SMTP):
         """Free the session's place, make its record durable, then answer 221."""
         if not arg:
             self.record.ended_by = "quit"
-            self.sessions.close(self, self.spec.id)
+            self.sessions.close(self)
             pending = self._write_record()
             if pending is not None:
                 # a client that closes right after QUIT cancels this task; the write must not be

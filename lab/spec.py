@@ -5,10 +5,17 @@ from __future__ import annotations
 import enum
 import ssl
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 LAB_ZONE = "lab.test"
 BOUNCE_LOCAL_PART = "bounce"
+SESSION_LIMITS = {  # field -> (lowest, highest) allowed value
+    "max_sessions_per_client": (1, 10_000),
+    "max_recipients": (1, 100_000),
+    "max_junk_commands": (1, 100_000),
+    "max_errors": (1, 1_000),
+}
 ZONE_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
 
 
@@ -76,6 +83,23 @@ class ReceiverSpec(BaseModel):
     idle_timeout_seconds: float = Field(default=30.0, gt=0)
     command_timeout_seconds: float = Field(default=60.0, gt=0)
     zone: str = Field(default=LAB_ZONE, pattern=ZONE_PATTERN, max_length=200)
+    # Per-session limits with Postfix's defaults (lab.limits says how each is enforced).
+    max_sessions_per_client: int = 50  # smtpd_client_connection_count_limit
+    max_recipients: int = 1000  # smtpd_recipient_limit
+    max_junk_commands: int = 100  # smtpd_junk_command_limit
+    max_errors: int = 20  # smtpd_hard_error_limit
+
+    @field_validator(*SESSION_LIMITS, mode="before")
+    @classmethod
+    def _limit_in_range(cls, value: object, info: ValidationInfo) -> object:
+        """Reject a session limit that is not a whole number within its allowed range."""
+        low, high = SESSION_LIMITS[str(info.field_name)]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise PydanticCustomError(
+                "limit_range", "must be a whole number from {low} to {high}",
+                {"low": low, "high": high},
+            )  # fmt: skip
+        return value
 
     @model_validator(mode="after")
     def _versions_ordered(self) -> ReceiverSpec:
