@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import assert_usage_error, tlslab
 from test_hostile import CLIENT, WAIT, Receiver, _start, codes, deliver, read_replies
 from test_hostile import read_until_closed as read_to_end
 from waiting import eventually
@@ -355,3 +356,67 @@ def test_a_limit_at_either_end_of_its_range_is_accepted(tmp_path: Path, field: s
     for value in SESSION_LIMITS[field]:
         path.write_text(f"{field}: {value}\n")
         assert getattr(load_receiver(path), field) == value
+
+
+@integration
+def test_a_bad_limit_in_receiver_yaml_makes_up_exit_2_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "receivers").mkdir()
+    path = tmp_path / "receivers" / "tls12.yaml"
+    path.write_text("max_sessions_per_client: 0\n")
+    args: list[str | Path] = ["up", "--scenarios", tmp_path, "--receivers", "tls12"]
+    args += ["--evidence-dir", tmp_path]
+    line = assert_usage_error(tlslab(*args), str(path), "max_sessions_per_client", "1 to 10000")
+    assert "1 to 10000" in line
+    # negative control: the lowest allowed value loads (a bad backend, checked after, fails)
+    path.write_text("max_sessions_per_client: 1\n")
+    assert_usage_error(tlslab(*args, "--backend", "none"), "unknown backend 'none'")
+
+
+# ---------------------------------------------------------------- held: size and encoding
+
+
+def _transaction(body: bytes) -> bytes:
+    """Return a pipelined MAIL, RCPT, DATA, `body` and the ending dot."""
+    envelope = f"MAIL FROM:<probe@{CLIENT}>\r\nRCPT TO:<inbox@tls12.lab.test>\r\nDATA\r\n"
+    return envelope.encode() + body + b".\r\n"
+
+
+@integration
+def test_a_message_of_exactly_max_message_bytes_is_stored_and_one_byte_more_gets_552(
+    stock: Receiver,
+) -> None:
+    limit, line = STOCK.max_message_bytes, b"z" * 998 + b"\r\n"  # counted as sent, CRLF included
+    exact = line * (limit // len(line)) + b"z" * (limit % len(line) - 2) + b"\r\n"
+    over = exact[:-2] + b"z\r\n"
+    assert (len(exact), len(over)) == (limit, limit + 1)
+    client = connect(stock)
+    with held(stock, [client]):
+        assert codes(read_replies(client.sock, 1)) == [220]
+        client.sock.sendall(f"EHLO {CLIENT}\r\n".encode() + _transaction(over))
+        assert codes(read_replies(client.sock, 5)) == [250, 250, 250, 354, 552]
+        client.sock.sendall(_transaction(exact) + b"QUIT\r\n")
+        replies = read_replies(client.sock, 5)
+    assert codes(replies) == [250, 250, 354, 250, 221]
+    [stored] = record_of(stock, client)["messages"]
+    assert stored["size"] == limit
+    eml = (stock.endpoint.evidence_dir / stored["eml"]).read_bytes()
+    assert eml.endswith(b"\r\n" + exact), "stored byte for byte after the Received header"
+
+
+@integration
+def test_invalid_utf8_gets_500_in_a_command_and_is_stored_byte_for_byte_in_a_body(
+    stock: Receiver,
+) -> None:
+    body = b"Subject: bytes\r\n\r\n\xff\xfe\xc3\x28 \xed\xa0\x80 \xf8\x88\x80\x80\x80\r\n"
+    client = connect(stock)
+    with held(stock, [client]):
+        assert codes(read_replies(client.sock, 1)) == [220]
+        client.sock.sendall(b"EHLO \xff\xc3\x28.lab.test\r\nMAIL FROM:<\xc3\x28@x.test>\r\n")
+        assert codes(read_replies(client.sock, 2)) == [500, 500]
+        client.sock.sendall(f"EHLO {CLIENT}\r\n".encode() + _transaction(body) + b"QUIT\r\n")
+        assert codes(read_replies(client.sock, 6)) == [250, 250, 250, 354, 250, 221]
+    record = record_of(stock, client)
+    assert record["ehlo"] == CLIENT, "the invalid name was never taken"
+    [stored] = record["messages"]
+    eml = (stock.endpoint.evidence_dir / stored["eml"]).read_bytes()
+    assert eml.endswith(b"\r\n" + body)
