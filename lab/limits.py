@@ -45,6 +45,8 @@ class SessionRegistry:
         self, session: Closable, receiver: str, client: str, cap: int, per_client: int
     ) -> str | None:
         """Track a new session; admit it (None) or name the cap it is over (not counted then)."""
+        # Postfix exempts $mynetworks (loopback too) from its per-client cap; the lab exempts
+        # nobody, so a local run's senders, all on 127.0.0.1, share `per_client` places.
         self.live.add(session)
         key = (receiver, client)
         if self._per_client[key] >= per_client:
@@ -112,7 +114,7 @@ class SessionRegistry:
 
 
 class ErrorCount:
-    """One session's errors counted as Postfix's smtpd counts them; past the limit: 421, close."""
+    """Postfix's smtpd_hard_error_limit with smtpd_junk_command_limit: 421 and close past them."""
 
     # The rule of Postfix's smtpd_proto() (smtpd_hard_error_limit, smtpd_junk_command_limit,
     # smtpd_recipient_overshoot_limit): every command answered with a 4xx or 5xx reply counts
@@ -122,8 +124,8 @@ class ErrorCount:
     # has overshot that limit by as many recipients again (Postfix's defaults are 1000 and
     # 1000). Once `error_limit` errors are counted the receiver answers
     # "421 4.7.0 <host> Error: too many errors" before reading another command and closes.
-    # A message accepted with 250 forgives both counts, as Postfix does. Unlike Postfix, no
-    # client is exempt (Postfix exempts $mynetworks from its client limits; the lab has none).
+    # A message accepted with 250 forgives both counts, as Postfix does. Unlike Postfix, a
+    # 4.3.X reply (the receiver's own transient fault) is not held against the client.
 
     def __init__(self, error_limit: int, junk_limit: int, recipient_limit: int) -> None:
         """Count nothing yet; enforce the given limits."""
@@ -144,14 +146,14 @@ class ErrorCount:
                 self.errors += 1
 
     def reply(self, status: str) -> None:
-        """Count a reply: 4xx/5xx (but 421, after which nothing is read) is an error."""
+        """Count a reply: 4xx/5xx is an error, but not 421 (nothing is read after it) or 4.3.X."""
         if status.startswith("250 2.0.0 Ok: queued"):
             self.errors = self.junk = 0  # a delivery forgives earlier trouble
         elif status.startswith(TOO_MANY_RECIPIENTS):
             self.overshoot += 1
             self.errors += self.overshoot > self._overshoot_limit
         elif status[:1] in ("4", "5") and not status.startswith("421"):
-            self.errors += 1
+            self.errors += status[4:8] != "4.3."  # a transient fault of the receiver itself
 
     def new_transaction(self) -> None:
         """Start counting recipients past the limit afresh (MAIL, RSET, or a finished DATA)."""

@@ -270,6 +270,7 @@ def test_error_count_follows_postfix_rules() -> None:
     for status in ("503 5.5.1 Error: need MAIL command", "550 5.7.1 Relay access denied"):
         count.reply(status)
     count.reply("421 4.4.2 idle timeout")  # nothing is read after a 421: not counted
+    count.reply("451 4.3.0 Lab receiver error: no free queue id")  # the lab's, not the client's
     assert not count.exceeded
     count.reply("501 Syntax: NOOP")
     assert count.exceeded
