@@ -15,13 +15,13 @@ from harness.arrivals import find_arrivals, is_bounce_mailbox
 from harness.classify import Arrival, Bounce, Watched
 from lab.backends.base import RunningLab
 from lab.evidence_store import read_sessions
+from lab.message_record import read_message_records
 from lab.serve import ReceiverEndpoint
 from lab.spec import BOUNCE_LOCAL_PART
 
 POLL_SECONDS = 0.05
 SLOW_POLL_SECONDS = 0.5  # after the first seconds: a real service takes its time
 FAST_POLL_FOR = 2.0
-CLOCK_SLACK = 1.0  # seconds a session may have started before the send call (clock granularity)
 DSN_FIELDS = ("Action", "Status", "Diagnostic-Code", "Remote-MTA")
 SUMMARY_LIMIT = 300
 
@@ -92,9 +92,22 @@ def _status_blocks(part: Any) -> list[Any]:
     return [email.message_from_string(block + "\n") for block in text.split("\n\n") if block]
 
 
-def sessions_since(directory: Path, since: float) -> list[dict[str, Any]]:
-    """Return the receiver's session records that started at or after `since` (wall clock)."""
-    return [r for r in read_sessions(directory) if r.get("started", 0) >= since - CLOCK_SLACK]
+def cell_sessions(directory: Path, since: float, arrivals: list[Arrival]) -> list[dict[str, Any]]:
+    """Return the receiver's sessions that belong to one watched cell, in stored order.
+
+    A session that carried a copy of the cell's message is the cell's. A session that carried
+    only other messages is another cell's, whenever it started. A session that carried no
+    message (a failed handshake, a client that gave up) is the cell's when it started at or
+    after `since`, the moment the message was handed to the sender: nothing can tie it closer.
+    """
+    ours = {copy.session_id for copy in arrivals}
+    others = {record.session_id for record in read_message_records(directory)} - ours
+    return [
+        record
+        for record in read_sessions(directory)
+        if record.get("session_id") in ours
+        or (record.get("session_id") not in others and float(record.get("started", 0)) >= since)
+    ]
 
 
 def watch(
@@ -119,7 +132,7 @@ def watch(
         interval = POLL_SECONDS if elapsed < FAST_POLL_FOR else SLOW_POLL_SECONDS
         sleep(min(interval, seconds - elapsed))
     watched = Watched(tuple(bounces), seconds, round(elapsed, 3))
-    return Observation(arrivals, watched, sessions_since(endpoint.evidence_dir, since))
+    return Observation(arrivals, watched, cell_sessions(endpoint.evidence_dir, since, arrivals))
 
 
 def describe_attempts(sessions: list[dict[str, Any]]) -> str:

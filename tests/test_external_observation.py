@@ -315,3 +315,23 @@ def test_failed_handshakes_are_evidence_even_when_the_message_arrives(lab_run: L
     assert failed[0].alert, result.sessions
     assert "TLS handshake failed" in result.detail
     assert "then plaintext with 1 message" in result.detail
+
+
+@pytest.mark.integration
+def test_a_cell_lists_only_its_own_sessions_not_the_cells_before_it(lab_run: LabRun) -> None:
+    # two earlier cells in the same row, one second apart at most: a failed handshake and a
+    # plaintext delivery, then a TLS delivery; neither belongs to the cell that follows them
+    with relay_sender(lab_run, "tls13-then-plaintext", observe_seconds=10.0):
+        first = lab_run.run_cell("tls12", "relay")
+    with relay_sender(lab_run, "require-tls", observe_seconds=10.0):
+        second = lab_run.run_cell("tls12", "relay")
+    with relay_sender(lab_run, "require-tls", observe_seconds=10.0):
+        third = lab_run.run_cell("tls12", "relay")
+    assert [len(r.sessions) for r in (first, second, third)] == [2, 1, 1], [
+        r.detail for r in (first, second, third)
+    ]
+    assert third.sessions[0].message_ids == (third.message_id,)
+    assert "the receiver saw 1 session while it watched: TLSv1.2 with 1 message" in third.detail
+    assert second.sessions[0].message_ids == (second.message_id,)
+    # negative control: the failed handshake that came with the first cell's message is listed
+    assert [s.handshake for s in first.sessions] == ["failed", "none"]
