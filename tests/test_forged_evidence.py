@@ -83,7 +83,8 @@ class ScriptedSender:
                 smtp.starttls(context=legacy_context())
                 self._ehlo(smtp)
             assert smtp.docmd("MAIL", f"FROM:<{message.mail_from}>")[0] == 250
-            code, reply = smtp.docmd("RCPT", f"TO:<{rcpt}>")
+            smtp.send(f"RCPT TO:<{rcpt}>\r\n")  # as is: smtplib refuses CR in commands
+            code, reply = smtp.getreply()
             assert code == 250, f"RCPT TO:<{rcpt}>: {code} {reply!r}"
             code, reply = smtp.data(self.prefix + message.data)
             assert code == 250, f"DATA: {code} {reply!r}"
@@ -119,6 +120,7 @@ FORGERS = [
     ScriptedSender("forged-rcpt-kv", rcpt_local="version=TLS1_3"),
     ScriptedSender("folding", prefix=f"\t{FORGED}\r\n".encode()),
     ScriptedSender("controls", ehlo=f"a\x00b\rc {FORGED}\x00"),
+    ScriptedSender("rcpt-controls", rcpt_local='"inbox\x00\r(using TLSv1.3 with cipher X)"'),
 ]
 HONEST = ScriptedSender("honest")
 TWICE = {
