@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_evidence import TLS_CASES
 
-from harness.evidence import parse_received
+from harness.evidence import parse_received, received_headers
 from lab.header_text import HELO_NEUTER, helo_text, recipient_text, stored_message
 from lab.receiver import received_header
 from lab.session_record import SessionRecord
@@ -18,6 +18,8 @@ from lab.spec import TlsVersion
 MX = "mx.no-starttls.lab.test"
 DOMAIN = "no-starttls.lab.test"
 WHEN = 1_735_689_600.0
+CLIENT_NAME = "client.lab.test"
+RCPT = f"inbox@{DOMAIN}"
 CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 NEAR_MISSES = [
     "(", ")", " ", "\r\n\t", "\r", "\n", "\x00", ":", "=", ",", ";", "/", "<", ">", '"', "\\",
@@ -105,3 +107,16 @@ def test_content_that_would_fold_gets_an_empty_line_before_it(first: bytes) -> N
 @pytest.mark.parametrize("content", [b"Subject: x\r\n\r\nbody", b"", b"\r\nbody", b"From x\r\n"])
 def test_other_content_follows_the_header_unchanged(content: bytes) -> None:
     assert stored_message("Received: from a\r\n", content) == b"Received: from a\r\n" + content
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    content=st.lists(
+        st.sampled_from([b" ", b"\t", b"\r", b"\n", b"\r\n", b"X: y", b"(TLS)", b"\x00", b"\xff"]),
+        max_size=20,
+    ).map(b"".join)
+)
+def test_property_no_content_changes_the_labs_field_as_read_back(content: bytes) -> None:
+    header = received_header(session(CLIENT_NAME, False), MX, "0123456789AB", RCPT, WHEN)
+    recorded = header.removeprefix("Received: ").rstrip("\r\n")
+    assert received_headers(stored_message(header, content))[0] == recorded
