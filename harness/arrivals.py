@@ -16,7 +16,7 @@ from harness.model import TlsFacts
 from lab.message_record import MessageRecord, read_message_records
 from lab.spec import BOUNCE_LOCAL_PART
 
-__all__ = ["TOKEN_HEADER", "arrival_of", "find_arrivals", "is_bounce_mailbox", "record_facts"]
+__all__ = ["TOKEN_HEADER", "find_arrivals", "is_bounce_mailbox"]
 
 TOKEN_HEADER = "X-TLSLab-Message-ID"
 HEAD_BYTES = 64 * 1024  # of each .eml: the lab's header and the sender's first headers
