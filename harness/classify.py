@@ -18,12 +18,13 @@ SENDER_ACTIONS = {
 
 @dataclasses.dataclass(frozen=True)
 class Arrival:
-    """One copy of the test message as the receiver stored it."""
+    """One stored copy of the test message: the lab's record of it and the header on disk."""
 
-    received: str
-    header_tls: TlsFacts | None
-    session_version: str | None
-    session_cipher: str | None
+    received: str | None  # the stored .eml's top Received header as stored; None: unreadable
+    recorded: str  # the Received header the receiver's record says it wrote
+    tls: TlsFacts | None  # the session's TLS facts from the receiver's record; None: plaintext
+    eml: str = ""
+    session_id: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Classified:
     outcome: Outcome
     tls: TlsFacts | None
     detail: str
+    received: str | None = None  # the Received header of the copy the outcome rests on
 
 
 def classify(
@@ -99,23 +101,38 @@ def _classify_submitted(report: SendReport, watched: Watched | None) -> Classifi
 
 
 def _classify_arrival(report: SendReport, arrivals: list[Arrival]) -> Classified:
-    """Classify a message that arrived, checking the header against the session record."""
-    first = arrivals[0]
-    facts = first.header_tls
-    recorded = first.session_version
-    if (facts.version.value if facts else None) != recorded or (
-        facts is not None and facts.cipher != first.session_cipher
-    ):
-        return Classified(
-            Outcome.ERROR,
-            facts,
-            f"evidence disagrees: Received header says {_describe(facts)}, "
-            f"session record says {recorded or 'plaintext'} {first.session_cipher or ''}".rstrip(),
-        )
-    detail = f"arrived {_describe(facts)}; sender: {report.reason}"
+    """Classify a delivery from the receiver's records, each copy's stored header checked.
+
+    A stored header that is not exactly the one the receiver recorded means the evidence was
+    changed on disk: a lab error. Copies whose TLS facts differ (one message delivered twice)
+    are all listed and the cell is judged on the weakest, so a sender never looks safer than
+    its weakest delivery: plaintext, then the oldest version, then the fewest key bits.
+    """
+    for copy in arrivals:
+        if copy.received != copy.recorded:
+            return Classified(
+                Outcome.ERROR,
+                copy.tls,
+                f"evidence changed on disk: the top Received header of {copy.eml or 'a copy'} "
+                f"is not the one the receiver recorded (stored: {copy.received!r}; "
+                f"recorded: {copy.recorded!r})",
+                copy.received,
+            )
+    weakest = min(arrivals, key=_strength)
+    detail = f"arrived {_describe(weakest.tls)}; sender: {report.reason}"
     if len(arrivals) > 1:
         detail += f"; stored {len(arrivals)} times"
-    return Classified(Outcome.DELIVERED, facts, detail)
+        seen = list(dict.fromkeys(_describe(copy.tls) for copy in arrivals))
+        if len(seen) > 1:
+            detail += f" with different TLS ({', '.join(seen)}): judged on the weakest copy"
+    return Classified(Outcome.DELIVERED, weakest.tls, detail, weakest.received)
+
+
+def _strength(copy: Arrival) -> tuple[int, int]:
+    """Order copies by TLS strength: plaintext first, then version, then key bits."""
+    if copy.tls is None:
+        return (-1, 0)
+    return (copy.tls.version.rank, copy.tls.bits or 0)
 
 
 def _describe(facts: TlsFacts | None) -> str:

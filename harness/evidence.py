@@ -12,7 +12,9 @@ Supported clause formats (first match wins, in this order):
 - bare TLS markers: `(TLS)`, `with ESMTPS`/`ESMTPSA`/`LMTPS`, `with STARTTLS`, `ESMTP/TLS`
 
 Security note: the `from` clause echoes text the sending client chose (HELO name), so a hostile
-sender could plant a fake clause there; lab evidence should come from a receiver the lab controls.
+sender could plant a fake clause there in another MTA's header. The lab's receiver neutralises
+client text in its own header (lab/header_text.py), and a cell's TLS facts come from the
+receiver's record, never from parsing a header (harness/arrivals.py).
 """
 
 from __future__ import annotations

@@ -8,22 +8,20 @@ import email.policy
 import time
 from collections.abc import Callable, Iterable, Mapping
 from email.message import EmailMessage
-from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
 
+from harness.arrivals import find_arrivals, is_bounce_mailbox
 from harness.classify import Arrival, Bounce, Watched
-from harness.evidence import parse_received, received_headers
 from lab.backends.base import RunningLab
 from lab.evidence_store import read_sessions
+from lab.message_record import read_message_records
 from lab.serve import ReceiverEndpoint
 from lab.spec import BOUNCE_LOCAL_PART
 
 POLL_SECONDS = 0.05
 SLOW_POLL_SECONDS = 0.5  # after the first seconds: a real service takes its time
 FAST_POLL_FOR = 2.0
-CLOCK_SLACK = 1.0  # seconds a session may have started before the send call (clock granularity)
-TOKEN_HEADER = "X-TLSLab-Message-ID"
 DSN_FIELDS = ("Action", "Status", "Diagnostic-Code", "Remote-MTA")
 SUMMARY_LIMIT = 300
 
@@ -47,12 +45,6 @@ def bounce_address(cell: str, zone: str) -> str:
     return f"{BOUNCE_LOCAL_PART}+{cell}@{zone}"
 
 
-def is_bounce_mailbox(address: str, zone: str) -> bool:
-    """Return True for `bounce` or `bounce+<tag>` at the zone apex."""
-    local, _, domain = address.rpartition("@")
-    return domain.lower() == zone and local.lower().partition("+")[0] == BOUNCE_LOCAL_PART
-
-
 def _stored(directory: Path) -> Iterable[tuple[dict[str, Any], dict[str, Any], bytes]]:
     """Yield (session record, stored message entry, raw .eml bytes) for every stored message."""
     for record in read_sessions(directory):
@@ -62,29 +54,6 @@ def _stored(directory: Path) -> Iterable[tuple[dict[str, Any], dict[str, Any], b
             except OSError:
                 continue
             yield record, stored, data
-
-
-def _header(data: bytes, name: str) -> str | None:
-    """Return the value of one header of raw message bytes, or None."""
-    parsed = BytesHeaderParser().parsebytes(data)
-    value = parsed.get(name)
-    return str(value).strip() if value is not None else None
-
-
-def find_copies(directory: Path, message_id: str, zone: str) -> list[Arrival]:
-    """Return the copies of a message at a receiver, by Message-ID or the lab's token header."""
-    arrivals = []
-    for record, stored, data in _stored(directory):
-        if any(is_bounce_mailbox(r, zone) for r in stored.get("rcpt_tos", [])):
-            continue  # a bounce quoting our headers is not a copy of the message
-        if stored.get("message_id") != message_id and _header(data, TOKEN_HEADER) != message_id:
-            continue
-        headers = received_headers(data)
-        top = headers[0] if headers else ""
-        arrivals.append(
-            Arrival(top, parse_received(top), record.get("version"), record.get("cipher"))
-        )
-    return arrivals
 
 
 def find_bounces(endpoints: Mapping[str, ReceiverEndpoint], message_id: str) -> list[Bounce]:
@@ -123,9 +92,22 @@ def _status_blocks(part: Any) -> list[Any]:
     return [email.message_from_string(block + "\n") for block in text.split("\n\n") if block]
 
 
-def sessions_since(directory: Path, since: float) -> list[dict[str, Any]]:
-    """Return the receiver's session records that started at or after `since` (wall clock)."""
-    return [r for r in read_sessions(directory) if r.get("started", 0) >= since - CLOCK_SLACK]
+def cell_sessions(directory: Path, since: float, arrivals: list[Arrival]) -> list[dict[str, Any]]:
+    """Return the receiver's sessions that belong to one watched cell, in stored order.
+
+    A session that carried a copy of the cell's message is the cell's. A session that carried
+    only other messages is another cell's, whenever it started. A session that carried no
+    message (a failed handshake, a client that gave up) is the cell's when it started at or
+    after `since`, the moment the message was handed to the sender: nothing can tie it closer.
+    """
+    ours = {copy.session_id for copy in arrivals}
+    others = {record.session_id for record in read_message_records(directory)} - ours
+    return [
+        record
+        for record in read_sessions(directory)
+        if record.get("session_id") in ours
+        or (record.get("session_id") not in others and float(record.get("started", 0)) >= since)
+    ]
 
 
 def watch(
@@ -142,7 +124,7 @@ def watch(
     zone = zone_of(endpoint)
     start = clock()
     while True:
-        arrivals = find_copies(endpoint.evidence_dir, message_id, zone)
+        arrivals = find_arrivals(endpoint.evidence_dir, message_id, zone)
         bounces = [] if arrivals else find_bounces(lab.endpoints, message_id)
         elapsed = clock() - start
         if arrivals or bounces or elapsed >= seconds:
@@ -150,7 +132,7 @@ def watch(
         interval = POLL_SECONDS if elapsed < FAST_POLL_FOR else SLOW_POLL_SECONDS
         sleep(min(interval, seconds - elapsed))
     watched = Watched(tuple(bounces), seconds, round(elapsed, 3))
-    return Observation(arrivals, watched, sessions_since(endpoint.evidence_dir, since))
+    return Observation(arrivals, watched, cell_sessions(endpoint.evidence_dir, since, arrivals))
 
 
 def describe_attempts(sessions: list[dict[str, Any]]) -> str:

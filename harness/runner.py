@@ -13,8 +13,8 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
-from harness.classify import Arrival, classify, judge
-from harness.evidence import parse_received, received_headers
+from harness.arrivals import find_arrivals
+from harness.classify import classify, judge
 from harness.expectations import failure_note
 from harness.model import (
     CellExpectation,
@@ -29,7 +29,7 @@ from harness.scenarios import LoadedSuite
 from harness.senders import SenderDriver, SendReport, TestMessage, make_driver
 from harness.senders.base import ExternalSender, SendAction
 from lab.backends import BACKENDS, Backend, BackendError, RunningLab
-from lab.evidence_store import read_messages, read_sessions
+from lab.evidence_store import read_sessions
 from lab.pki import ensure_certs
 from lab.spec import TlsVersion
 
@@ -76,24 +76,6 @@ def wait_for_sessions(directory: Path, peers: set[tuple[str, int]]) -> list[dict
         time.sleep(POLL_INTERVAL)
 
 
-def find_arrivals(directory: Path, message_id: str) -> list[Arrival]:
-    """Return every stored copy of a message, with its Received header and session TLS facts.
-
-    Reads the per-message records the receiver makes durable before it answers 250, so an
-    acknowledged message counts even when its session never ended cleanly.
-    """
-    arrivals = []
-    for stored in read_messages(directory):
-        if stored.get("message_id") != message_id:
-            continue
-        headers = received_headers((directory / stored["eml"]).read_bytes())
-        top = headers[0] if headers else ""
-        arrivals.append(
-            Arrival(top, parse_received(top), stored.get("version"), stored.get("cipher"))
-        )
-    return arrivals
-
-
 def summarise(record: dict[str, Any]) -> SessionSummary:
     """Return the parts of a session record a report shows."""
     return SessionSummary(
@@ -137,7 +119,7 @@ class LabRun:
             watched, note = outside.watched, describe_attempts(sessions)
         else:
             sessions = wait_for_sessions(directory, set(report.attempts))
-            arrivals = find_arrivals(directory, message.message_id)
+            arrivals = find_arrivals(directory, message.message_id, zone_of(endpoint))
             note = _missing_sessions_note(report, sessions)
         portal = report.portal_path is not None and report.portal_path.exists()
         seen = classify(report, arrivals, portal, watched)
@@ -152,7 +134,7 @@ class LabRun:
             expected_tls=_tls_expectation(expected),
             verdict=verdict,
             tls=seen.tls,
-            received=arrivals[0].received if arrivals else None,
+            received=seen.received,
             detail=detail,
             study=expected.study,
             message_id=message.message_id,

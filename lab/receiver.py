@@ -14,6 +14,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from lab.evidence_store import EvidenceStore
+from lab.header_text import helo_text, recipient_text, stored_message
 from lab.limits import (
     COMMAND_TIMEOUT,
     IDLE_TIMEOUT,
@@ -61,8 +62,8 @@ def new_queue_id() -> str:
 def received_header(
     record: SessionRecord, mx_host: str, queue_id: str, rcpt: str, when: float
 ) -> str:
-    """Return a Received header in Postfix's exact format for one accepted message."""
-    helo = record.ehlo or "unknown"
+    """Return a Received header in Postfix's format; client text in it is neutralised."""
+    helo = helo_text(record.ehlo) if record.ehlo else "unknown"
     lines = [f"Received: from {helo} (unknown [{record.peer_ip}])"]
     if record.version is not None:
         openssl_name = "TLSv1" if record.version == "TLSv1.0" else record.version
@@ -74,7 +75,7 @@ def received_header(
         protocol = "ESMTP" if record.esmtp else "SMTP"
     lines.append(f"\tby {mx_host} ({SERVER_SOFTWARE}) with {protocol} id {queue_id}")
     stamp = format_datetime(datetime.fromtimestamp(when, UTC))
-    lines.append(f"\tfor <{rcpt}>; {stamp} (UTC)")
+    lines.append(f"\tfor <{recipient_text(rcpt)}>; {stamp} (UTC)")
     return "\r\n".join(lines) + "\r\n"
 
 
@@ -125,7 +126,7 @@ class LabHandler:
                 entry = server.record.message_entry(
                     queue_id, envelope, content, f"{queue_id}.eml", header
                 )
-                data = header.encode() + content
+                data = stored_message(header, content)
                 record = server.record.message_record(entry)
                 try:
                     await asyncio.to_thread(self.store.commit_message, queue_id, data, record)

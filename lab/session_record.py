@@ -9,6 +9,7 @@ from typing import Any
 
 from aiosmtpd.smtp import Envelope
 
+from lab.message_record import MessageRecord
 from lab.spec import TlsVersion
 
 TRANSCRIPT_LIMIT = 200
@@ -103,7 +104,9 @@ class SessionRecord:
     def message_record(self, entry: dict[str, Any]) -> dict[str, Any]:
         """Return a message entry with this session's facts: one self-contained JSON line."""
         facts = {key: getattr(self, key) for key in MESSAGE_FACTS}
-        return {"kind": "message", **facts, **entry}
+        record = {"kind": "message", **facts, **entry}
+        MessageRecord.model_validate(record)  # raises unless every reader can read it back
+        return record
 
     def add_message(self, entry: dict[str, Any]) -> None:
         """Add one durably stored message's entry to this session."""

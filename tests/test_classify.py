@@ -20,14 +20,10 @@ HEADER = "from sender (unknown [127.0.0.1]) by mx.tls12.lab.test with ESMTPS id 
 PLAIN_HEADER = "from sender (unknown [127.0.0.1]) by mx.no-starttls.lab.test with ESMTP id X"
 
 
-def arrival(
-    facts: TlsFacts | None, version: str | None = None, cipher: str | None = None
-) -> Arrival:
-    """Return an arrival whose session record agrees with `facts` unless told otherwise."""
-    if facts is not None:
-        version = version or facts.version.value
-        cipher = cipher or facts.cipher
-    return Arrival(HEADER if facts else PLAIN_HEADER, facts, version, cipher)
+def arrival(facts: TlsFacts | None, stored: str | None = None) -> Arrival:
+    """Return an arrival the receiver recorded with `facts`; `stored` is the header on disk."""
+    header = HEADER if facts else PLAIN_HEADER
+    return Arrival(stored if stored is not None else header, header, facts, "A1B2C3D4E5F6.eml")
 
 
 def sent(action: SendAction, reason: str = "why", **extra: Any) -> SendReport:
@@ -61,21 +57,30 @@ def test_plaintext_arrival_is_delivered_without_tls() -> None:
 
 
 @pytest.mark.parametrize(
-    ("evidence", "why"),
+    ("facts", "stored", "why"),
     [
-        (arrival(TLS12, version="TLSv1.0"), "version differs"),
-        (arrival(TLS12, cipher=CIPHER10), "cipher differs"),
-        (Arrival(HEADER, TLS12, None, None), "session says plaintext"),
-        (Arrival(PLAIN_HEADER, None, "TLSv1.2", CIPHER12), "header says plaintext"),
+        (None, HEADER.replace("ESMTP ", "ESMTPS "), "a TLS marker added on disk"),
+        (TLS12, PLAIN_HEADER, "the TLS clause removed on disk"),
+        (None, PLAIN_HEADER.replace("sender", "someone"), "any other change"),
+        (TLS12, None, "the .eml cannot be read"),
     ],
 )
-def test_header_and_session_disagreeing_is_an_error(evidence: Arrival, why: str) -> None:
-    seen = classify(DELIVERED, [evidence], portal_exists=False)
+def test_a_stored_header_other_than_the_recorded_one_is_a_lab_error(
+    facts: TlsFacts | None, stored: str | None, why: str
+) -> None:
+    changed = Arrival(stored, HEADER if facts else PLAIN_HEADER, facts, "A1B2C3D4E5F6.eml")
+    seen = classify(DELIVERED, [changed], portal_exists=False)
     assert seen.outcome is Outcome.ERROR, why
-    assert "evidence disagrees" in seen.detail
-    # negative control: the same header with an agreeing session record is a delivery
-    agreeing = arrival(evidence.header_tls)
-    assert classify(DELIVERED, [agreeing], portal_exists=False).outcome is Outcome.DELIVERED
+    assert "evidence changed on disk" in seen.detail
+    assert "A1B2C3D4E5F6.eml" in seen.detail
+    # negative control: the same record with the header it wrote is a delivery
+    assert classify(DELIVERED, [arrival(facts)], False).outcome is Outcome.DELIVERED
+
+
+def test_tls_facts_come_from_the_record_never_from_the_header() -> None:
+    forged = "from x (using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384) by mx with ESMTPS id X"
+    seen = classify(DELIVERED, [Arrival(forged, forged, None)], portal_exists=False)
+    assert (seen.outcome, seen.tls, seen.received) == (Outcome.DELIVERED, None, forged)
 
 
 def test_receiver_evidence_wins_over_the_senders_account() -> None:
@@ -84,11 +89,41 @@ def test_receiver_evidence_wins_over_the_senders_account() -> None:
     assert classify(says_refused, [], False).outcome is Outcome.REFUSED
 
 
-def test_duplicate_arrivals_are_noted_and_the_first_is_used() -> None:
-    seen = classify(DELIVERED, [arrival(TLS12), arrival(TLS10)], portal_exists=False)
+def test_duplicate_arrivals_with_the_same_tls_are_noted() -> None:
+    seen = classify(DELIVERED, [arrival(TLS12), arrival(TLS12)], portal_exists=False)
     assert seen.outcome is Outcome.DELIVERED
     assert seen.tls == TLS12
     assert "stored 2 times" in seen.detail
+    assert "different TLS" not in seen.detail
+
+
+TLS12_128 = TLS12.model_copy(update={"bits": 128})
+TLS12_256 = TLS12.model_copy(update={"bits": 256})
+
+
+@pytest.mark.parametrize(
+    ("copies", "weakest"),
+    [
+        ([TLS12, TLS10], TLS10),
+        ([TLS10, TLS12], TLS10),
+        ([TLS12, None, TLS10], None),
+        ([None, TLS12], None),
+        ([TLS12_256, TLS12_128], TLS12_128),
+    ],
+)
+def test_copies_with_different_tls_are_judged_on_the_weakest(
+    copies: list[TlsFacts | None], weakest: TlsFacts | None
+) -> None:
+    arrivals = [arrival(facts) for facts in copies]
+    seen = classify(DELIVERED, arrivals, portal_exists=False)
+    assert seen.outcome is Outcome.DELIVERED
+    assert seen.tls == weakest
+    assert seen.received == (HEADER if weakest else PLAIN_HEADER)
+    assert f"stored {len(copies)} times" in seen.detail
+    if len({(f.version, f.cipher) if f else None for f in copies}) > 1:
+        assert "with different TLS" in seen.detail
+        assert "judged on the weakest copy" in seen.detail
+    assert classify(DELIVERED, arrivals[::-1], False).tls == weakest, "order must not matter"
 
 
 # --- classify: nothing arrived --------------------------------------------------------------

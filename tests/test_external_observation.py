@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from harness.arrivals import find_arrivals, is_bounce_mailbox
 from harness.classify import Arrival, Bounce, Watched, classify, judge
 from harness.model import CellExpectation, CellResult, Outcome, TlsFacts, Verdict
-from harness.observe import describe_attempts, dsn_summary, find_copies, is_bounce_mailbox
+from harness.observe import describe_attempts, dsn_summary
 from harness.report import tone
 from harness.runner import LabRun, open_run
 from harness.scenarios import DEFAULT_ROOT, load_suite
@@ -64,7 +65,7 @@ def test_a_bounce_naming_the_message_is_refused_with_its_evidence() -> None:
 
 def test_a_copy_at_the_receiver_is_delivered_whatever_else_was_seen() -> None:
     header = "from a (unknown [127.0.0.1]) (using TLSv1.2 with cipher X) by mx"
-    arrival = Arrival(header, TLS12, "TLSv1.2", TLS12.cipher)
+    arrival = Arrival(header, header, TLS12)
     seen = classify(SUBMITTED, [arrival], False, Watched((), timeout=2.0, waited=0.1))
     assert seen.outcome is Outcome.DELIVERED
     assert seen.tls == TLS12
@@ -138,7 +139,7 @@ def test_bounce_mailbox_is_bounce_at_the_zone_apex_only() -> None:
     assert is_bounce_mailbox("BOUNCE@Lab.Test", "lab.test")
     assert not is_bounce_mailbox("bounce@tls12.lab.test", "lab.test")
     assert not is_bounce_mailbox("bouncer@lab.test", "lab.test")
-    assert find_copies(Path("/nonexistent"), "<m@x>", "lab.test") == []
+    assert find_arrivals(Path("/nonexistent"), "<m@x>", "lab.test") == []
 
 
 # ---------------------------------------------------------------- a real external sender
@@ -314,3 +315,23 @@ def test_failed_handshakes_are_evidence_even_when_the_message_arrives(lab_run: L
     assert failed[0].alert, result.sessions
     assert "TLS handshake failed" in result.detail
     assert "then plaintext with 1 message" in result.detail
+
+
+@pytest.mark.integration
+def test_a_cell_lists_only_its_own_sessions_not_the_cells_before_it(lab_run: LabRun) -> None:
+    # two earlier cells in the same row, one second apart at most: a failed handshake and a
+    # plaintext delivery, then a TLS delivery; neither belongs to the cell that follows them
+    with relay_sender(lab_run, "tls13-then-plaintext", observe_seconds=10.0):
+        first = lab_run.run_cell("tls12", "relay")
+    with relay_sender(lab_run, "require-tls", observe_seconds=10.0):
+        second = lab_run.run_cell("tls12", "relay")
+    with relay_sender(lab_run, "require-tls", observe_seconds=10.0):
+        third = lab_run.run_cell("tls12", "relay")
+    assert [len(r.sessions) for r in (first, second, third)] == [2, 1, 1], [
+        r.detail for r in (first, second, third)
+    ]
+    assert third.sessions[0].message_ids == (third.message_id,)
+    assert "the receiver saw 1 session while it watched: TLSv1.2 with 1 message" in third.detail
+    assert second.sessions[0].message_ids == (second.message_id,)
+    # negative control: the failed handshake that came with the first cell's message is listed
+    assert [s.handshake for s in first.sessions] == ["failed", "none"]
