@@ -15,6 +15,7 @@ from typing import Any
 from harness.classify import Arrival, Bounce, Watched
 from harness.dsn import DeliveryStatus, parse_dsn
 from harness.evidence import parse_received, received_headers
+from harness.printable import printable
 from lab.backends.base import RunningLab
 from lab.evidence_store import read_sessions
 from lab.serve import ReceiverEndpoint
@@ -119,10 +120,10 @@ def dsn_summary(data: bytes, rcpt: str = "") -> str:
 def _summary(data: bytes, report: DeliveryStatus | None, rcpt: str) -> str:
     """Return the DSN fields about `rcpt`, or the Subject of a message that is no valid DSN."""
     if report is not None:
-        return report.describe(rcpt)[:SUMMARY_LIMIT]
+        return printable(report.describe(rcpt))[:SUMMARY_LIMIT]
     message = email.message_from_bytes(data, policy=email.policy.default)
     subject = message.get("Subject", "(none)") if isinstance(message, EmailMessage) else "(none)"
-    return " ".join(f"Subject: {subject}".split())[:SUMMARY_LIMIT]
+    return printable(" ".join(f"Subject: {subject}".split()))[:SUMMARY_LIMIT]
 
 
 def sessions_since(directory: Path, since: float) -> list[dict[str, Any]]:
