@@ -114,6 +114,16 @@ def dsn(
     return text.encode()
 
 
+def malformed_bounce(original: bytes) -> bytes:
+    """Return a bounce that names the message only in its quoted text: no delivery-status part."""
+    text = (
+        "From: MAILER-DAEMON@relay.test\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+        "Content-Type: text/plain\r\n\r\n"
+        "Action: failed\r\nStatus: 5.7.10\r\n\r\nYour message, quoted below, failed.\r\n\r\n"
+    )
+    return text.encode() + original.partition(b"\r\n\r\n")[0] + b"\r\n"
+
+
 def test_reports_show_not_observed_as_its_own_colour_and_count_no_session() -> None:
     cell = CellResult(
         receiver="tls12", sender="ses", outcome=Outcome.NOT_OBSERVED, expected=Outcome.REFUSED,
@@ -170,7 +180,7 @@ class TinyRelay:
 
     def __init__(self, lab: RunningLab, mode: str, delay: float = 0.3) -> None:
         """Relay into `lab`: mode `require-tls`, `tls13-then-plaintext`, `blackhole`,
-        `delayed-then-tls13`, `delayed-only` or `bounce-then-plaintext`."""
+        `delayed-then-tls13`, `delayed-only`, `bounce-then-plaintext` or `malformed-bounce`."""
         self.lab, self.mode, self.delay = lab, mode, delay
         self.errors: list[BaseException] = []
         self.threads: list[threading.Thread] = []
@@ -202,6 +212,10 @@ class TinyRelay:
         address = self._address(rcpt.rpartition("@")[2])
         context = ssl.create_default_context()
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        if self.mode == "malformed-bounce":
+            with smtplib.SMTP(*self._address(mail_from.rpartition("@")[2])) as smtp:
+                smtp.sendmail("", [mail_from], malformed_bounce(data))
+            return
         if self.mode in ("delayed-then-tls13", "delayed-only", "bounce-then-plaintext"):
             self._notify_then_deliver(mail_from, rcpt, data, address, context)
             return
@@ -386,3 +400,13 @@ def test_a_bounce_then_a_plaintext_delivery_is_delivered_in_plaintext(lab_run: L
     assert result.received is not None
     assert "DSN (failed)" in result.detail
     assert result.seconds < 10.0
+
+
+@pytest.mark.integration
+def test_a_bounce_that_is_no_valid_dsn_is_not_a_refusal(lab_run: LabRun) -> None:
+    with relay_sender(lab_run, "malformed-bounce", observe_seconds=2.0):
+        result = lab_run.run_cell("no-starttls", "relay")
+    assert result.outcome is Outcome.NOT_OBSERVED, result.detail
+    assert result.verdict is Verdict.FAIL  # expected refused: nothing proves it
+    assert "message that is no valid DSN" in result.detail
+    assert "Subject: Undelivered Mail Returned to Sender" in result.detail
