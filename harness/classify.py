@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from harness.dsn import DsnAction
 from harness.expectations import NOT_DELIVERED_OUTCOMES, expectation_label, tls_text
 from harness.model import NOT_DELIVERED, CellExpectation, Outcome, TlsExpectation, TlsFacts, Verdict
 from harness.senders.base import SendAction, SendReport
@@ -29,12 +30,27 @@ class Arrival:
 
 @dataclasses.dataclass(frozen=True)
 class Bounce:
-    """A bounce (DSN) naming the test message, as the lab's bounce mailbox stored it."""
+    """A message naming the test message at the lab's bounce mailbox, and its DSN action.
+
+    `action` is what a well-formed DSN (RFC 3464) says happened to the test recipient; None when
+    the message is no well-formed DSN. Only `failed` is a refusal.
+    """
 
     receiver: str
     rcpt: str
     received: str
     summary: str
+    action: DsnAction | None
+
+    @property
+    def refuses(self) -> bool:
+        """Return True for a DSN saying delivery to the recipient failed."""
+        return self.action is DsnAction.FAILED
+
+    def describe(self) -> str:
+        """Return where it arrived and what it says, on one line."""
+        kind = f"DSN ({self.action.value})" if self.action else "message that is no valid DSN"
+        return f"{kind} at {self.rcpt} (stored by {self.receiver}): {self.summary}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +80,8 @@ def classify(
 ) -> Classified:
     """Decide what happened from the receiver's evidence first, the sender's account second."""
     if arrivals:
-        return _classify_arrival(report, arrivals)
+        arrived = _classify_arrival(report, arrivals)
+        return dataclasses.replace(arrived, detail=arrived.detail + _dsn_notes(watched, ()))
     if report.lab_fault:
         return Classified(Outcome.ERROR, None, f"lab failure: {report.reason}")
     if report.action is SendAction.SUBMITTED:
@@ -81,23 +98,29 @@ def classify(
 
 
 def _classify_submitted(report: SendReport, watched: Watched | None) -> Classified:
-    """Classify a message an external sender accepted: a bounce proves refusal; else unseen."""
+    """Classify a message an external sender accepted: a failed DSN proves refusal; else unseen."""
     if watched is None:
         return Classified(Outcome.ERROR, None, "sender submitted the message but nobody watched")
-    if watched.bounces:
-        first = watched.bounces[0]
-        return Classified(
-            Outcome.REFUSED,
-            None,
-            f"bounce for this message arrived at {first.rcpt} (stored by {first.receiver}): "
-            f"{first.summary}; sender: {report.reason}",
+    failed = next((b for b in watched.bounces if b.refuses), None)
+    if failed is not None:
+        detail = (
+            f"bounce for this message arrived at {failed.rcpt} (stored by {failed.receiver}): "
+            f"{failed.summary}; sender: {report.reason}"
         )
-    return Classified(
-        Outcome.NOT_OBSERVED,
-        None,
-        f"neither the message nor a bounce arrived within {watched.timeout:g} s; "
-        f"sender: {report.reason}",
+        return Classified(Outcome.REFUSED, None, detail + _dsn_notes(watched, (failed,)))
+    detail = (
+        f"neither the message nor a bounce (a DSN with Action: failed) arrived within "
+        f"{watched.timeout:g} s; sender: {report.reason}"
     )
+    return Classified(Outcome.NOT_OBSERVED, None, detail + _dsn_notes(watched, ()))
+
+
+def _dsn_notes(watched: Watched | None, shown: tuple[Bounce, ...]) -> str:
+    """Return a note listing the DSNs (delays, successes, malformed) that decided nothing."""
+    others = [b for b in (watched.bounces if watched else ()) if b not in shown]
+    if not others:
+        return ""
+    return "; also seen: " + "; ".join(b.describe() for b in others)
 
 
 def _classify_arrival(report: SendReport, arrivals: list[Arrival]) -> Classified:

@@ -17,6 +17,7 @@ from harness.paths import certs_dir, reports_dir
 from harness.report import ReportError, load_results, render_all, write_report
 from harness.runner import backend_named, open_run
 from harness.scenarios import ScenarioError, load_receiver, load_suite, scenarios_root
+from harness.up_lock import hold_evidence_dir
 from lab.backends import BackendError
 from lab.backends.docker import docker_client, remove_run
 from lab.pki import CertificateError, ensure_certs
@@ -134,6 +135,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     """Start receivers on loopback and keep them running until SIGINT/SIGTERM."""
     specs = _receiver_specs(scenarios_root(args.scenarios), args.receivers)
     plan = up_public.plan_up(args, specs, certs_dir(args.certs))  # loopback unless --public
+    with hold_evidence_dir(args.evidence_dir):  # a second `up` on this folder stops here
+        return _serve_up(args, plan)
+
+
+def _serve_up(args: argparse.Namespace, plan: up_public.UpPlan) -> int:
+    """Make certificates, serve the planned receivers until a signal, then stop them."""
     pki = plan.with_certs(ensure_certs(plan.specs, plan.certs))
     on_ready = print_endpoints_json if args.json else console.print_endpoints
     if args.backend != "local":

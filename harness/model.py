@@ -192,11 +192,16 @@ class RelaySenderProfile(Frozen):
 
     @model_validator(mode="after")
     def _complete(self) -> RelaySenderProfile:
-        """Require both credential variable names or neither, and a host unless `lab_relay`."""
+        """Require both credential names or neither, a host unless `lab_relay`, TLS with AUTH."""
         if (self.username_env is None) != (self.password_env is None):
             raise ValueError("set both username_env and password_env, or neither (no AUTH)")
         if not self.lab_relay and not self.host:
             raise ValueError("set `host` (the submission service), or `lab_relay: true`")
+        if self.username_env is not None and self.security is RelaySecurity.NONE:
+            raise ValueError(
+                "security none with username_env and password_env would send the credentials "
+                "in cleartext; use security: starttls or implicit, or drop the credentials"
+            )
         return self
 
 

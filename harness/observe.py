@@ -13,6 +13,8 @@ from typing import Any
 
 from harness.arrivals import find_arrivals, is_bounce_mailbox
 from harness.classify import Arrival, Bounce, Watched
+from harness.dsn import DeliveryStatus, parse_dsn
+from harness.printable import printable
 from lab.backends.base import RunningLab
 from lab.evidence_store import read_sessions
 from lab.message_record import read_message_records
@@ -22,7 +24,9 @@ from lab.spec import BOUNCE_LOCAL_PART
 POLL_SECONDS = 0.05
 SLOW_POLL_SECONDS = 0.5  # after the first seconds: a real service takes its time
 FAST_POLL_FOR = 2.0
-DSN_FIELDS = ("Action", "Status", "Diagnostic-Code", "Remote-MTA")
+# after a failed DSN, keep watching this long (within the window) for a copy that still arrives
+FAILED_DSN_GRACE_SECONDS = 5.0
+RECIPIENT_LOCAL_PART = "inbox"  # the test message's recipient (harness.runner.build_message)
 SUMMARY_LIMIT = 300
 
 
@@ -56,8 +60,13 @@ def _stored(directory: Path) -> Iterable[tuple[dict[str, Any], dict[str, Any], b
             yield record, stored, data
 
 
-def find_bounces(endpoints: Mapping[str, ReceiverEndpoint], message_id: str) -> list[Bounce]:
-    """Return bounces (DSNs) at the lab's bounce mailbox, on any receiver, naming the message."""
+def find_bounces(
+    endpoints: Mapping[str, ReceiverEndpoint], message_id: str, rcpt: str = ""
+) -> list[Bounce]:
+    """Return messages at the lab's bounce mailbox (any receiver) naming the message, parsed.
+
+    Each carries what its DSN says happened to `rcpt` (None when it is no well-formed DSN).
+    """
     bounces = []
     for endpoint in endpoints.values():
         zone = zone_of(endpoint)
@@ -65,31 +74,25 @@ def find_bounces(endpoints: Mapping[str, ReceiverEndpoint], message_id: str) -> 
             rcpts = [r for r in stored.get("rcpt_tos", []) if is_bounce_mailbox(r, zone)]
             if rcpts and message_id.encode() in data:
                 received = str(stored.get("received") or "")
-                bounces.append(Bounce(endpoint.receiver, rcpts[0], received, dsn_summary(data)))
+                report = parse_dsn(data)
+                action = report.action_for(rcpt) if report else None
+                summary = _summary(data, report, rcpt)
+                bounces.append(Bounce(endpoint.receiver, rcpts[0], received, summary, action))
     return bounces
 
 
-def dsn_summary(data: bytes) -> str:
-    """Return a bounce's gist: its DSN fields (RFC 3464) when present, else its Subject."""
+def dsn_summary(data: bytes, rcpt: str = "") -> str:
+    """Return a bounce's gist: its DSN fields (RFC 3464) when well-formed, else its Subject."""
+    return _summary(data, parse_dsn(data), rcpt)
+
+
+def _summary(data: bytes, report: DeliveryStatus | None, rcpt: str) -> str:
+    """Return the DSN fields about `rcpt`, or the Subject of a message that is no valid DSN."""
+    if report is not None:
+        return printable(report.describe(rcpt))[:SUMMARY_LIMIT]
     message = email.message_from_bytes(data, policy=email.policy.default)
-    fields: list[str] = []
-    for part in message.walk():
-        if part.get_content_type() != "message/delivery-status":
-            continue
-        for block in _status_blocks(part):
-            fields += [f"{name}: {block[name]}" for name in DSN_FIELDS if block.get(name)]
-    if not fields and isinstance(message, EmailMessage):
-        fields.append(f"Subject: {message.get('Subject', '(none)')}")
-    return " ".join("; ".join(fields).split())[:SUMMARY_LIMIT]
-
-
-def _status_blocks(part: Any) -> list[Any]:
-    """Return the header blocks of a message/delivery-status part (parsed or raw)."""
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        return payload
-    text = payload if isinstance(payload, str) else ""
-    return [email.message_from_string(block + "\n") for block in text.split("\n\n") if block]
+    subject = message.get("Subject", "(none)") if isinstance(message, EmailMessage) else "(none)"
+    return printable(" ".join(f"Subject: {subject}".split()))[:SUMMARY_LIMIT]
 
 
 def cell_sessions(directory: Path, since: float, arrivals: list[Arrival]) -> list[dict[str, Any]]:
@@ -118,19 +121,29 @@ def watch(
     since: float,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    grace: float = FAILED_DSN_GRACE_SECONDS,
 ) -> Observation:
-    """Poll (bounded by `seconds`) until the message arrives at `receiver` or a bounce names it."""
+    """Poll (bounded by `seconds`) until the message arrives, or a failed DSN ends the watch.
+
+    A failed DSN ends it only `grace` seconds later without a copy (a copy still wins); a delay
+    or success DSN ends nothing.
+    """
     endpoint = lab.endpoint(receiver)
     zone = zone_of(endpoint)
+    rcpt = f"{RECIPIENT_LOCAL_PART}@{endpoint.domain}"
     start = clock()
+    deadline = start + seconds
     while True:
         arrivals = find_arrivals(endpoint.evidence_dir, message_id, zone)
-        bounces = [] if arrivals else find_bounces(lab.endpoints, message_id)
-        elapsed = clock() - start
-        if arrivals or bounces or elapsed >= seconds:
+        bounces = find_bounces(lab.endpoints, message_id, rcpt)
+        now = clock()
+        if any(b.refuses for b in bounces) and deadline > now + grace:
+            deadline = now + grace  # an arrival after a bounce still wins
+        elapsed = now - start
+        if arrivals or now >= deadline:
             break
         interval = POLL_SECONDS if elapsed < FAST_POLL_FOR else SLOW_POLL_SECONDS
-        sleep(min(interval, seconds - elapsed))
+        sleep(min(interval, deadline - now))
     watched = Watched(tuple(bounces), seconds, round(elapsed, 3))
     return Observation(arrivals, watched, cell_sessions(endpoint.evidence_dir, since, arrivals))
 

@@ -10,7 +10,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from harness.model import CredentialsEnv
-from harness.senders.ses import credentials_from_env, redact, sesv2_client
+from harness.senders.redaction import redact
+from harness.senders.ses import credentials_from_env, sesv2_client
 from lab.backends.base import BackendError
 
 POLICIES = (("optional", "OPTIONAL"), ("require", "REQUIRE"))

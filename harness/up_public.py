@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from harness.printable import printable
 from lab.backends.base import BackendError
 from lab.pki import LabPki
 from lab.real_certs import check_real_cert, with_real_certs
@@ -295,7 +296,7 @@ def write_lab_file(
 
 
 def session_line(record: dict[str, Any]) -> str:
-    """Return one live-log line for a finished session: who, TLS or not, what was accepted."""
+    """Return one live-log line for a finished session, printable ASCII (client text escaped)."""
     when = datetime.fromtimestamp(float(record.get("ended") or record.get("started") or 0))
     peer = f"{record.get('peer_ip')}:{record.get('peer_port')}"
     if record.get("handshake") == "failed":
@@ -313,7 +314,8 @@ def session_line(record: dict[str, Any]) -> str:
     what += f" for {', '.join(rcpts)}" if rcpts else ""
     what += f", {refused} recipient{'s' if refused != 1 else ''} refused" if refused else ""
     helo = record.get("ehlo") or "-"
-    return f"{when:%H:%M:%S} {record.get('receiver')} {peer} ({helo}): {tls}; {what}"
+    # EHLO, recipients and error texts come from the client: escape them for the terminal
+    return printable(f"{when:%H:%M:%S} {record.get('receiver')} {peer} ({helo}): {tls}; {what}")
 
 
 def print_session(record: dict[str, Any]) -> None:

@@ -212,7 +212,7 @@ def test_driver_sends_exactly_these_parameters() -> None:
     }
     with Stubber(client) as stub, mock_aws():
         stub.add_response("send_email", {"MessageId": "0102-abc"}, expected)
-        sender = SesSender(profile(), {"LAB_SES_KEY": "k", "LAB_SES_SECRET": "s"}, client)
+        sender = SesSender(profile(), {"LAB_SES_KEY": KEY_ID, "LAB_SES_SECRET": SECRET}, client)
         report = sender.send(message, None, Path("unused"))  # type: ignore[arg-type]
         stub.assert_no_pending_responses()
     assert report.action is SendAction.SUBMITTED

@@ -27,7 +27,7 @@ from cryptography.x509.oid import NameOID
 from harness.model import RelaySecurity, RelaySenderProfile
 from harness.senders.base import SendAction, SendReport, TestMessage
 from harness.senders.postfix import CONTAINER_CA, CTL, POSTFIX_CAPS, POSTFIX_DIR, READY_SECONDS
-from harness.senders.ses import redact
+from harness.senders.redaction import Redactor
 from lab.backends.base import BackendError, RunningLab, SenderHost
 from lab.spec import LAB_ZONE
 
@@ -134,7 +134,8 @@ class RelaySender:
         self.profile, self.id = profile, profile.id
         self.observe_seconds = profile.observe_timeout_seconds
         self._login = credentials(profile, environ)
-        self._secrets = {"password": self._login[1]} if self._login else {}
+        secrets = [self._login[1]] if self._login else []
+        self._redact = Redactor.of(secrets, self._login)
         self.address = self.server_name = profile.host
         self.port = profile.port
         self.ca_file = profile.relay_ca_file
@@ -206,6 +207,10 @@ class RelaySender:
         return ssl.create_default_context(cafile=self.ca_file)
 
     def send(self, message: TestMessage, lab: RunningLab, outbox: Path) -> SendReport:
+        """Submit the message and return what happened, every form of the password redacted."""
+        return self._redact.report(self._submit(message))
+
+    def _submit(self, message: TestMessage) -> SendReport:
         """Submit the message; accepted is `submitted`, a 5xx `refused`, a 4xx `deferred`."""
         where = f"{self.server_name}:{self.port} ({self.profile.security.value})"
         try:
@@ -262,5 +267,5 @@ class RelaySender:
         return SendReport(SendAction.REFUSED, reason)
 
     def _clean(self, text: str) -> str:
-        """Return one line of text with the password redacted."""
-        return " ".join(redact(text, self._secrets).split())
+        """Return one line of text with every form of the password redacted."""
+        return self._redact.line(text)

@@ -15,6 +15,7 @@ from typing import Any
 
 from harness.model import CredentialsEnv, SesSenderProfile
 from harness.senders.base import SendAction, SendReport, TestMessage
+from harness.senders.redaction import Redactor, redact
 from lab.backends.base import BackendError, RunningLab
 
 # API errors that mean SES itself declined the message (the sender refused it). Anything else
@@ -29,7 +30,6 @@ REFUSING_CODES = frozenset(
 )
 TOKEN_HEADER = b"X-TLSLab-Message-ID"
 INSTALL_HINT = "install the SES extra: .venv/bin/pip install -e '.[ses]'"
-REDACTED = "[redacted]"
 
 
 def _boto3() -> Any:
@@ -77,15 +77,8 @@ def sesv2_client(region: str, credentials: Mapping[str, str]) -> Any:
         session = boto3.session.Session(region_name=region, **credentials)
         return session.client("sesv2")
     except BotoCoreError as error:
-        raise BackendError(f"cannot create an SES client for {region}: {error}") from None
-
-
-def redact(text: str, secrets: Mapping[str, str]) -> str:
-    """Return `text` with every credential value replaced by `[redacted]`."""
-    for value in secrets.values():
-        if value:
-            text = text.replace(value, REDACTED)
-    return text
+        reason = redact(str(error), credentials)
+        raise BackendError(f"cannot create an SES client for {region}: {reason}") from None
 
 
 def with_headers(data: bytes, from_address: str, message_id: str) -> bytes:
@@ -128,9 +121,14 @@ class SesSender:
         self.observe_seconds = profile.observe_timeout_seconds
         where = f"sender profile '{profile.id}'"
         self._secrets = credentials_from_env(profile.credentials_env, where, environ)
+        self._redact = Redactor.of(self._secrets.values())
         self.client = client if client is not None else sesv2_client(profile.region, self._secrets)
 
     def send(self, message: TestMessage, lab: RunningLab, outbox: Path) -> SendReport:
+        """Call SendEmail and return what happened, every credential form redacted."""
+        return self._redact.report(self._submit(message))
+
+    def _submit(self, message: TestMessage) -> SendReport:
         """Call SendEmail; accepted is `submitted`, an SES rejection `refused`, the rest a fault."""
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -155,4 +153,4 @@ class SesSender:
 
     def _clean(self, text: str) -> str:
         """Return one line of text with credential values redacted."""
-        return " ".join(redact(text, self._secrets).split())
+        return self._redact.line(text)
