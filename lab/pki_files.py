@@ -14,12 +14,16 @@ from lab.cert_error import FIX, CertificateError
 
 LOCK_NAME = ".lock"
 _UNLOCKABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT)
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def writable_fix(root: Path) -> str:
+def writable_fix(root: Path, error: OSError | None = None) -> str:
     """Return the fix for a certs folder the lab cannot write, naming its nearest existing part."""
     existing = next((p for p in (root, *root.parents) if p.exists()), root)
-    return f"make {existing} writable, or point --certs (or TLSLAB_CERTS) at a writable folder"
+    elsewhere = "point --certs (or TLSLAB_CERTS) at a writable folder"
+    if error is not None and error.errno in _FULL:
+        return f"free space on the filesystem holding {existing}, or {elsewhere}"
+    return f"make {existing} writable, or {elsewhere}"
 
 
 def not_a_file(path: Path, field: str) -> CertificateError:
@@ -49,7 +53,7 @@ def make_dir(path: Path, root: Path, field: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         problem = f"cannot create the folder ({error.strerror or error})"
-        raise CertificateError(path, field, problem, writable_fix(root)) from None
+        raise CertificateError(path, field, problem, writable_fix(root, error)) from None
 
 
 @contextlib.contextmanager
@@ -69,7 +73,7 @@ def locked(root: Path, *, exclusive: bool) -> Iterator[None]:
     except OSError as error:
         if error.errno not in _UNLOCKABLE:
             problem = f"cannot open the lock file ({error.strerror or error})"
-            raise CertificateError(path, "lock", problem, writable_fix(root)) from None
+            raise CertificateError(path, "lock", problem, writable_fix(root, error)) from None
     if fd is None:
         yield
         return
@@ -109,5 +113,5 @@ def _cannot_write(root: Path, path: Path, field: str, error: OSError) -> Certifi
     if path.is_dir():
         return not_a_file(path, field)
     return CertificateError(
-        path, field, f"cannot write ({error.strerror or error})", writable_fix(root)
+        path, field, f"cannot write ({error.strerror or error})", writable_fix(root, error)
     )

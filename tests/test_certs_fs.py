@@ -166,17 +166,17 @@ def assert_up_serves(scenarios: Path, certs: Path, work: Path) -> None:
             proc.wait()
 
 
-# --- read-only filesystems --------------------------------------------------------------
+# --- read-only and full filesystems -----------------------------------------------------
 
 
 @contextlib.contextmanager
-def mounted_read_only(target: Path, source: Path | None) -> Iterator[Path]:
-    """Mount an empty read-only tmpfs (source None) or a read-only bind of source at target."""
+def mounted(target: Path, source: Path | None, options: str = "ro,size=1m") -> Iterator[Path]:
+    """Mount a tmpfs (source None; read-only by default) or a read-only bind of source at target."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a read-only filesystem needs root")
+        pytest.skip("mounting a filesystem for this test needs root")
     target.mkdir()
     if source is None:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", target], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", target], check=True)
     else:
         subprocess.run(["mount", "--bind", source, target], check=True)
         subprocess.run(["mount", "-o", "remount,bind,ro", target], check=True)
@@ -187,7 +187,7 @@ def mounted_read_only(target: Path, source: Path | None) -> Iterator[Path]:
 
 
 def test_certs_on_an_empty_read_only_filesystem_is_exit_2(tmp_path: Path, scenarios: Path) -> None:
-    with mounted_read_only(tmp_path / "ro", None) as certs:
+    with mounted(tmp_path / "ro", None) as certs:
         for command in COMMANDS:
             ran = invoke(command, scenarios, certs, tmp_path)
             assert_one_line_exit_2(ran, str(certs), "Read-only file system")
@@ -199,7 +199,7 @@ def test_stale_certs_on_a_read_only_filesystem_are_exit_2(
     stale = tmp_path / "stale"
     shutil.copytree(good_certs, stale)
     (stale / "tls13" / "cert.pem").unlink()  # must be reissued, which needs a write
-    with mounted_read_only(tmp_path / "ro", stale) as certs:
+    with mounted(tmp_path / "ro", stale) as certs:
         for command in COMMANDS:
             ran = invoke(command, scenarios, certs, tmp_path)
             assert_one_line_exit_2(ran, str(certs / "tls13"), "Read-only file system")
@@ -208,8 +208,19 @@ def test_stale_certs_on_a_read_only_filesystem_are_exit_2(
 def test_control_current_certs_on_a_read_only_filesystem_are_used(
     tmp_path: Path, scenarios: Path, good_certs: Path
 ) -> None:
-    with mounted_read_only(tmp_path / "ro", good_certs) as certs:
+    with mounted(tmp_path / "ro", good_certs) as certs:
         assert (certs / "manifest.json").is_file()
         for command in ("certs", "run"):
             ran = invoke(command, scenarios, certs, tmp_path)
             assert ran.status == 0, ran.out + ran.err
+
+
+def test_a_full_certs_filesystem_is_exit_2_and_recovers_once_freed(
+    tmp_path: Path, scenarios: Path
+) -> None:
+    with mounted(tmp_path / "full", None, options="size=16k") as certs:
+        ran = invoke("certs", scenarios, certs, tmp_path)
+        assert_one_line_exit_2(ran, str(certs), "No space left on device", "free space")
+        subprocess.run(["mount", "-o", "remount,size=1m", certs], check=True)
+        ran = invoke("certs", scenarios, certs, tmp_path)
+        assert ran.status == 0, ran.out + ran.err
