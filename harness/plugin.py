@@ -127,14 +127,18 @@ def _lab_run(config: pytest.Config, loaded: LoadedSuite) -> LabRun:
     if loaded.path not in runs:
         stack = contextlib.ExitStack()
         backend = backend_named(config.getoption("--lab-backend"))
-        run = stack.enter_context(
-            open_run(
-                loaded,
-                backend,
-                certs_dir(config.getoption("--lab-certs")),
-                reports_dir(config.getoption("--lab-reports")),
+        try:
+            run = stack.enter_context(
+                open_run(
+                    loaded,
+                    backend,
+                    certs_dir(config.getoption("--lab-certs")),
+                    reports_dir(config.getoption("--lab-reports")),
+                )
             )
-        )
+        except CertificateError as error:  # no cell can run: stop as `tlslab` does, status 2
+            stack.close()
+            pytest.exit(f"tlslab: error: {error}", returncode=2)
         runs[loaded.path] = (stack, run)
     return runs[loaded.path][1]
 

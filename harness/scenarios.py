@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import re
 from pathlib import Path
@@ -184,12 +185,25 @@ def _load_named(
             raise ScenarioError(suite_path, f"{field}[{index}]", f"'{item}' is listed twice",
                                 "list each id once")  # fmt: skip
         file = folder / f"{item}.yaml"
+        if file.is_symlink() and not file.exists():
+            raise _unreachable_link(file, f"{field}[{index}] of {suite_path.name}")
         if not file.exists():
-            known = sorted(p.stem for p in folder.glob("*.yaml"))
+            known = sorted(p.stem for p in folder.glob("*.yaml") if p.exists())
             raise ScenarioError(suite_path, f"{field}[{index}]", f"unknown id '{item}'",
                                 f"use one of {known} or add {file}")  # fmt: skip
         loaded[item] = loader(file)
     return loaded
+
+
+def _unreachable_link(file: Path, listed_as: str) -> ScenarioError:
+    """Return the error for a symbolic link that loops or whose target is missing."""
+    try:
+        file.stat()
+        why = "cannot be followed"
+    except OSError as error:
+        why = "loops" if error.errno == errno.ELOOP else "points at a file that does not exist"
+    problem = f"a symbolic link that {why} (listed as {listed_as})"
+    return ScenarioError(file, "(file)", problem, "point the link at a real file or replace it")
 
 
 def _check_cells(path: Path, suite: Suite) -> None:

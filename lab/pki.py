@@ -1,61 +1,54 @@
-"""Lab PKI: a trusted lab CA, an untrusted CA, and one leaf per receiver pinned to its CertState."""
+"""Lab PKI: a trusted lab CA, an untrusted CA, and one leaf per receiver pinned to its CertState.
+
+Runs and `tlslab up` processes may share one certs folder: writers hold its lock exclusively and
+readers hold it shared; the manifest only ever gains or refreshes entries, never drops another
+run's; a CA is replaced only when it is missing, unreadable or expiring, and then every leaf is
+reissued under the same lock.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import trustme
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from lab.cert_error import FIX, CertificateError
+from lab.pki_files import check_root, locked, make_dir, not_a_file, write_atomic
+from lab.pki_issue import (
+    CA_ORGANIZATIONS,
+    MISMATCHED_NAME,
+    VALID_FOR,
+    Issuer,
+    issue_leaf,
+    issuer_from_pem,
+    new_ca,
+)
 from lab.spec import CertState, ReceiverSpec
 
 MANIFEST_NAME = "manifest.json"
-FIX = "run `tlslab certs` (or `make certs`) to regenerate the lab certificates"
 RENEW_MARGIN = timedelta(days=2)
-VALID_FOR = timedelta(days=825)
-MISMATCHED_NAME = "wrong-host.invalid-name.lab.test"
-_DAY = timedelta(days=1)
-_RSA = trustme.KeyType.RSA  # trustme's RSA keys are 2048-bit
-_SERVER_KEY_USAGE = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=True,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=False,
-    crl_sign=False,
-    encipher_only=False,
-    decipher_only=False,
-)
+Wanted = tuple[CertState, str]  # the state and MX host a receiver's leaf must have
 
-
-class CertificateError(Exception):
-    """A lab certificate file is missing, stale or unreadable; str() names path, field and fix."""
-
-    def __init__(self, path: Path, field: str, problem: str, fix: str = FIX) -> None:
-        """Record which file and field are wrong, what is wrong, and how to fix it."""
-        self.path = path
-        self.field = field
-        self.problem = problem
-        self.fix = fix
-        super().__init__(f"{path} [{field}]: {problem}; fix: {fix}")
-
-    def __reduce__(self) -> tuple[type[CertificateError], tuple[Path, str, str, str]]:
-        """Pickle with all four constructor arguments so the error survives process boundaries."""
-        return (type(self), (self.path, self.field, self.problem, self.fix))
+__all__ = [
+    "FIX",
+    "MANIFEST_NAME",
+    "MISMATCHED_NAME",
+    "RENEW_MARGIN",
+    "VALID_FOR",
+    "CertBundle",
+    "CertificateError",
+    "LabPki",
+    "ensure_certs",
+    "load_certs",
+]
 
 
 @dataclass(frozen=True)
@@ -96,24 +89,28 @@ class LabPki:
 def ensure_certs(
     specs: Iterable[ReceiverSpec], root: Path, *, now: datetime | None = None
 ) -> LabPki:
-    """Return the PKI under root, regenerating everything (new CAs) unless all of it is current."""
+    """Return the PKI under root, issuing only what is missing or stale; other entries stay."""
     spec_list = list(specs)
     ids = [spec.id for spec in spec_list]
     if len(set(ids)) != len(ids):
         raise ValueError(f"duplicate receiver ids in {sorted(ids)}")
     when = _utc(now)
-    root.mkdir(parents=True, exist_ok=True)
-    with _locked(root):
-        try:
-            return _check(spec_list, root, when, RENEW_MARGIN)
-        except CertificateError:
-            _generate(spec_list, root, when)
+    check_root(root)
+    make_dir(root, root, "certs")
+    with locked(root, exclusive=True):
+        manifest = _manifest_to_update(root)
+        if _refresh(manifest, {s.id: (s.certificate, s.mx_host) for s in spec_list}, root, when):
+            manifest["generated"] = when.isoformat()
+            text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+            write_atomic(root, root / MANIFEST_NAME, text.encode("utf-8"), 0o644, "manifest")
         return _check(spec_list, root, when, RENEW_MARGIN)
 
 
 def load_certs(specs: Iterable[ReceiverSpec], root: Path) -> LabPki:
     """Return the PKI under root without generating; raise CertificateError if anything is off."""
-    return _check(list(specs), root, _utc(None), timedelta(0))
+    check_root(root)
+    with locked(root, exclusive=False):
+        return _check(list(specs), root, _utc(None), timedelta(0))
 
 
 def _utc(now: datetime | None) -> datetime:
@@ -123,17 +120,93 @@ def _utc(now: datetime | None) -> datetime:
     return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
 
 
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    """Hold an exclusive lock on root/.lock so concurrent callers do not generate twice."""
-    with open(root / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+def _manifest_to_update(root: Path) -> dict[str, Any]:
+    """Return the manifest as a dict to extend; a missing or unreadable one starts empty."""
+    path = root / MANIFEST_NAME
+    if path.exists() and not path.is_file():
+        raise not_a_file(path, "manifest")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _refresh(
+    manifest: dict[str, Any], wanted: dict[str, Wanted], root: Path, now: datetime
+) -> bool:
+    """Bring the manifest's CAs and wanted leaves up to date in place; return whether it changed."""
+    issuers: dict[str, Issuer] = {}
+    renewed = False
+    for field in CA_ORGANIZATIONS:
+        try:
+            issuers[field] = _current_ca(root, manifest, field, now)
+        except CertificateError:
+            cert_pem, key_pem = new_ca(field)
+            pair = (f"ca/{field}.pem", f"ca/{field}-key.pem")
+            manifest[field] = _write_pair(root, field, pair, cert_pem, key_pem)
+            issuers[field] = issuer_from_pem(cert_pem, key_pem)
+            renewed = True
+    changed = renewed
+    receivers = manifest.get("receivers")
+    if not isinstance(receivers, dict):
+        receivers = manifest["receivers"] = {}
+        changed = True
+    if renewed:  # a new CA: reissue every leaf, other runs' too, so none is left unverifiable
+        wanted = {**_recorded(receivers), **wanted}
+    cas = {field: cert for field, (cert, _) in issuers.items()}
+    for receiver, (state, mx_host) in wanted.items():
+        if not renewed:
+            try:
+                _check_leaf(root, receivers, receiver, (state, mx_host), cas, now, RENEW_MARGIN)
+                continue
+            except CertificateError:
+                pass
+        issuer = None if state is CertState.SELF_SIGNED else issuers[_issuing_ca(state)]
+        cert_pem, key_pem = issue_leaf(state, mx_host, issuer, now)
+        pair = (f"{receiver}/cert.pem", f"{receiver}/key.pem")
+        entry = _write_pair(root, receiver, pair, cert_pem, key_pem)
+        receivers[receiver] = {"state": state.value, "mx_host": mx_host, **entry}
+        changed = True
+    return changed
+
+
+def _recorded(receivers: dict[str, Any]) -> dict[str, Wanted]:
+    """Return the state and MX host of every well-formed receiver entry in the manifest."""
+    found: dict[str, Wanted] = {}
+    for receiver, entry in receivers.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("mx_host"), str):
+            continue
+        try:
+            ReceiverSpec(id=receiver)  # only a valid receiver id may name a folder
+            found[receiver] = (CertState(str(entry.get("state"))), entry["mx_host"])
+        except ValueError:
+            continue
+    return found
+
+
+def _issuing_ca(state: CertState) -> str:
+    """Return the manifest field of the CA that signs a leaf in this state."""
+    return "untrusted-ca" if state is CertState.UNTRUSTED_CA else "lab-ca"
+
+
+def _current_ca(root: Path, manifest: dict[str, Any], field: str, now: datetime) -> Issuer:
+    """Return the manifest's CA if its files are intact and current, else raise CertificateError."""
+    manifest_path = root / MANIFEST_NAME
+    cert_path, key_path, _ = _check_entry(
+        root, manifest_path, field, manifest, None, now, RENEW_MARGIN
+    )
+    try:
+        return issuer_from_pem(cert_path.read_bytes(), key_path.read_bytes())
+    except (OSError, ValueError) as error:
+        raise CertificateError(key_path, field, f"unusable CA key ({error})") from None
 
 
 def _check(specs: list[ReceiverSpec], root: Path, now: datetime, margin: timedelta) -> LabPki:
     """Return the PKI described by the manifest, or raise CertificateError at the first problem."""
     manifest_path = root / MANIFEST_NAME
+    if manifest_path.exists() and not manifest_path.is_file():
+        raise not_a_file(manifest_path, "manifest")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -141,23 +214,18 @@ def _check(specs: list[ReceiverSpec], root: Path, now: datetime, margin: timedel
     except (OSError, ValueError) as exc:
         raise CertificateError(manifest_path, "manifest", f"unreadable ({exc})") from None
     receivers = _section(manifest, "receivers", manifest_path, "manifest")
-    ca_cert, _ = _check_entry(root, manifest_path, "lab-ca", manifest, None, now, margin)
-    untrusted_cert, _ = _check_entry(
-        root, manifest_path, "untrusted-ca", manifest, None, now, margin
-    )
+    cas: dict[str, x509.Certificate] = {}
+    paths: dict[str, Path] = {}
+    for field in CA_ORGANIZATIONS:
+        paths[field], _, cas[field] = _check_entry(
+            root, manifest_path, field, manifest, None, now, margin
+        )
     bundles: dict[str, CertBundle] = {}
     for spec in specs:
-        entry = _section(receivers, spec.id, manifest_path, spec.id)
-        want = {"state": spec.certificate.value, "mx_host": spec.mx_host}
-        have = {key: entry.get(key) for key in want}
-        if have != want:
-            problem = f"manifest has {have}, spec wants {want}"
-            raise CertificateError(manifest_path, spec.id, problem)
-        cert_path, key_path = _check_entry(
-            root, manifest_path, spec.id, receivers, spec.certificate, now, margin
-        )
+        wanted = (spec.certificate, spec.mx_host)
+        cert_path, key_path = _check_leaf(root, receivers, spec.id, wanted, cas, now, margin)
         bundles[spec.id] = CertBundle(spec.id, spec.certificate, spec.mx_host, cert_path, key_path)
-    return LabPki(root, ca_cert, untrusted_cert, MappingProxyType(bundles))
+    return LabPki(root, paths["lab-ca"], paths["untrusted-ca"], MappingProxyType(bundles))
 
 
 def _section(parent: Any, key: str, manifest_path: Path, field: str) -> dict[str, Any]:
@@ -168,6 +236,41 @@ def _section(parent: Any, key: str, manifest_path: Path, field: str) -> dict[str
     return value
 
 
+def _check_leaf(
+    root: Path,
+    receivers: dict[str, Any],
+    receiver: str,
+    wanted: Wanted,
+    cas: Mapping[str, x509.Certificate],
+    now: datetime,
+    margin: timedelta,
+) -> tuple[Path, Path]:
+    """Return a receiver's (cert, key) paths after checking its entry, files, key and issuer."""
+    manifest_path = root / MANIFEST_NAME
+    state, mx_host = wanted
+    entry = _section(receivers, receiver, manifest_path, receiver)
+    want = {"state": state.value, "mx_host": mx_host}
+    have = {key: entry.get(key) for key in want}
+    if have != want:
+        raise CertificateError(manifest_path, receiver, f"manifest has {have}, spec wants {want}")
+    cert_path, key_path, cert = _check_entry(
+        root, manifest_path, receiver, receivers, state, now, margin
+    )
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError):
+        raise CertificateError(key_path, receiver, "not a PEM private key") from None
+    if key.public_key() != cert.public_key():
+        raise CertificateError(key_path, receiver, f"does not match the certificate {cert_path}")
+    if state is not CertState.SELF_SIGNED:
+        ca = _issuing_ca(state)
+        try:
+            cert.verify_directly_issued_by(cas[ca])
+        except (ValueError, TypeError, InvalidSignature):
+            raise CertificateError(cert_path, receiver, f"not issued by the current {ca}") from None
+    return cert_path, key_path
+
+
 def _check_entry(
     root: Path,
     manifest_path: Path,
@@ -176,8 +279,8 @@ def _check_entry(
     state: CertState | None,
     now: datetime,
     margin: timedelta,
-) -> tuple[Path, Path]:
-    """Return (cert, key) paths of parent[field] after checking files, fingerprint and dates."""
+) -> tuple[Path, Path, x509.Certificate]:
+    """Return (cert path, key path, cert) of parent[field] after checking fingerprint and dates."""
     entry = _section(parent, field, manifest_path, field)
     paths = []
     for key in ("cert", "key"):
@@ -185,13 +288,15 @@ def _check_entry(
         if not isinstance(rel, str):
             raise CertificateError(manifest_path, field, f"manifest entry lacks {key!r}")
         path = root / rel
+        if path.exists() and not path.is_file():
+            raise not_a_file(path, field)
         if not path.is_file():
             raise CertificateError(path, field, "file is missing")
         paths.append(path)
     cert_path, key_path = paths
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    except ValueError:
+    except (OSError, ValueError):
         raise CertificateError(cert_path, field, "not a PEM certificate") from None
     if cert.fingerprint(hashes.SHA256()).hex() != entry.get("sha256"):
         raise CertificateError(cert_path, field, "sha256 fingerprint differs from the manifest")
@@ -204,97 +309,19 @@ def _check_entry(
     elif not_after - margin <= now:
         problem = f"expires {not_after}, within {margin} of {now}"
         raise CertificateError(cert_path, field, problem)
-    return cert_path, key_path
-
-
-def _generate(specs: list[ReceiverSpec], root: Path, now: datetime) -> None:
-    """Write fresh CAs, one leaf per spec, and then the manifest, all atomically per file."""
-    cas = {
-        "lab-ca": trustme.CA(key_type=_RSA, organization_name="Sender TLS Lab"),
-        "untrusted-ca": trustme.CA(key_type=_RSA, organization_name="Untrusted (no sender)"),
-    }
-    receivers: dict[str, Any] = {}
-    manifest: dict[str, Any] = {"generated": now.isoformat(), "receivers": receivers}
-    for field, ca in cas.items():
-        pems = ca.cert_pem.bytes(), ca.private_key_pem.bytes()
-        manifest[field] = _write_pair(root, f"ca/{field}.pem", f"ca/{field}-key.pem", *pems)
-    lab_ca, untrusted_ca = (_issuer(ca) for ca in cas.values())
-    for spec in specs:
-        state = spec.certificate
-        issuer = untrusted_ca if state is CertState.UNTRUSTED_CA else lab_ca
-        pems = _leaf(spec, None if state is CertState.SELF_SIGNED else issuer, now)
-        entry = _write_pair(root, f"{spec.id}/cert.pem", f"{spec.id}/key.pem", *pems)
-        receivers[spec.id] = {"state": state.value, "mx_host": spec.mx_host, **entry}
-    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-    _write_atomic(root / MANIFEST_NAME, text.encode("utf-8"), 0o644)
-
-
-def _issuer(ca: trustme.CA) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
-    """Return the trustme CA's certificate and RSA private key as cryptography objects."""
-    key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), password=None)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise TypeError(f"lab CAs must use RSA keys, got {type(key).__name__}")
-    return x509.load_pem_x509_certificate(ca.cert_pem.bytes()), key
-
-
-def _leaf(
-    spec: ReceiverSpec, issuer: tuple[x509.Certificate, rsa.RSAPrivateKey] | None, now: datetime
-) -> tuple[bytes, bytes]:
-    """Return (cert PEM, key PEM) for the spec's state; issuer None means self-signed."""
-    state = spec.certificate
-    name = MISMATCHED_NAME if state is CertState.MISMATCHED else spec.mx_host
-    if state is CertState.EXPIRED:
-        not_before, not_after = now - 400 * _DAY, now - 30 * _DAY
-    else:
-        not_before, not_after = now - _DAY, now + VALID_FOR
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, f"Sender TLS Lab ({state.value})"),
-            x509.NameAttribute(NameOID.COMMON_NAME, name),
-        ]
-    )
-    # Built here rather than by trustme, whose leaves mark the SAN critical next to a
-    # non-empty subject, which RFC 5280 forbids and strict (WebPKI) verifiers reject.
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    )
-    if issuer is None:
-        # Issuer == subject and signed by its own key, yet still CA=false (no KeyUsage/AKI).
-        cert = builder.issuer_name(subject).sign(key, hashes.SHA256())
-    else:
-        ca_cert, ca_key = issuer
-        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-        cert = (
-            builder.issuer_name(ca_cert.subject)
-            .add_extension(_SERVER_KEY_USAGE, critical=True)
-            .add_extension(aki, critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    return cert_path, key_path, cert
 
 
 def _write_pair(
-    root: Path, cert_rel: str, key_rel: str, cert_pem: bytes, key_pem: bytes
+    root: Path, field: str, pair: tuple[str, str], cert_pem: bytes, key_pem: bytes
 ) -> dict[str, str]:
-    """Write the cert (0644) and key (0600) under root and return their manifest entry."""
-    _write_atomic(root / key_rel, key_pem, 0o600)
-    _write_atomic(root / cert_rel, cert_pem, 0o644)
+    """Write the (cert, key) pair of relative paths (0644, 0600) and return their manifest entry."""
+    cert_rel, key_rel = pair
+    for rel in pair:  # refuse before writing either, so a pair is never left half replaced
+        if (root / rel).exists() and not (root / rel).is_file():
+            raise not_a_file(root / rel, field)
+    write_atomic(root, root / key_rel, key_pem, 0o600, field)
+    write_atomic(root, root / cert_rel, cert_pem, 0o644, field)
     cert = x509.load_pem_x509_certificate(cert_pem)
     return {
         "cert": cert_rel,
@@ -303,20 +330,3 @@ def _write_pair(
         "not_after": cert.not_valid_after_utc.isoformat(),
         "sha256": cert.fingerprint(hashes.SHA256()).hex(),
     }
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write data to path via a temp file in the same directory and a rename, with mode set."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

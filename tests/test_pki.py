@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+from pki_helpers import SPECS, bundle_for, cert, leaf
 
-import lab.pki
 from lab.pki import (
     MISMATCHED_NAME,
     CertBundle,
@@ -27,7 +27,6 @@ from lab.pki import (
 )
 from lab.spec import CertState, ReceiverSpec
 
-SPECS = [ReceiverSpec(id=f"r-{state.value}", certificate=state) for state in CertState]
 DEFECTS = {
     CertState.SELF_SIGNED: "self-signed certificate",
     CertState.EXPIRED: "certificate has expired",
@@ -39,18 +38,6 @@ DEFECTS = {
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> LabPki:
     return ensure_certs(SPECS, tmp_path_factory.mktemp("pki"))
-
-
-def bundle_for(pki: LabPki, state: CertState) -> CertBundle:
-    return pki.bundle(f"r-{state.value}")
-
-
-def cert(path: Path) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(path.read_bytes())
-
-
-def leaf(pki: LabPki, state: CertState) -> x509.Certificate:
-    return cert(bundle_for(pki, state).cert_path)
 
 
 def signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
@@ -256,78 +243,6 @@ def test_key_pairs_differ_control(pki: LabPki) -> None:
     assert isinstance(valid, rsa.RSAPublicKey)
     assert isinstance(other, rsa.RSAPrivateKey)
     assert valid.public_numbers() != other.public_key().public_numbers()
-
-
-# --- reuse and regeneration -------------------------------------------------------------
-
-
-def fingerprints(pki: LabPki) -> dict[str, str]:
-    paths = {name: b.cert_path for name, b in pki.bundles.items()}
-    paths |= {"lab-ca": pki.ca_cert_path, "untrusted-ca": pki.untrusted_ca_cert_path}
-    return {name: cert(p).fingerprint(hashes.SHA256()).hex() for name, p in paths.items()}
-
-
-def assert_all_new(before: dict[str, str], after: dict[str, str]) -> None:
-    assert before.keys() == after.keys()
-    assert all(before[name] != after[name] for name in before)
-
-
-def test_second_call_reuses_without_generating(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    first = ensure_certs(SPECS, tmp_path)
-
-    def no_generation(*args: object) -> None:
-        raise AssertionError("should have reused the files")
-
-    monkeypatch.setattr(lab.pki, "_generate", no_generation)
-    second = ensure_certs(SPECS, tmp_path)
-    assert second == first
-    assert fingerprints(second) == fingerprints(first)
-    assert load_certs(SPECS, tmp_path) == first
-
-
-@pytest.mark.parametrize(
-    "victim",
-    ["manifest.json", "ca/lab-ca.pem", "ca/untrusted-ca-key.pem", "r-valid/key.pem"],
-)
-def test_missing_file_regenerates_everything(tmp_path: Path, victim: str) -> None:
-    before = fingerprints(ensure_certs(SPECS, tmp_path))
-    (tmp_path / victim).unlink()
-    after = ensure_certs(SPECS, tmp_path)
-    assert (tmp_path / victim).is_file()
-    assert_all_new(before, fingerprints(after))
-
-
-def test_corrupt_manifest_or_changed_state_regenerates(tmp_path: Path) -> None:
-    before = fingerprints(ensure_certs(SPECS, tmp_path))
-    (tmp_path / "manifest.json").write_text("{not json")
-    middle = fingerprints(ensure_certs(SPECS, tmp_path))
-    assert_all_new(before, middle)
-    changed = [s.model_copy(update={"certificate": CertState.VALID}) for s in SPECS]
-    after = ensure_certs(changed, tmp_path)
-    assert_all_new(middle, fingerprints(after))
-    assert all(b.state is CertState.VALID for b in after.bundles.values())
-
-
-def test_renews_within_two_days_of_expiry_only(tmp_path: Path) -> None:
-    first = ensure_certs(SPECS, tmp_path)
-    before = fingerprints(first)  # read now: regeneration rewrites the same paths
-    not_after = leaf(first, CertState.VALID).not_valid_after_utc
-    early = ensure_certs(SPECS, tmp_path, now=not_after - timedelta(days=3))  # control
-    assert fingerprints(early) == before
-    late_now = not_after - timedelta(days=1)
-    late = ensure_certs(SPECS, tmp_path, now=late_now)
-    assert_all_new(before, fingerprints(late))
-    assert leaf(late, CertState.VALID).not_valid_after_utc > late_now + timedelta(days=2)
-    assert leaf(late, CertState.EXPIRED).not_valid_after_utc < late_now
-
-
-def test_new_receiver_regenerates(tmp_path: Path) -> None:
-    before = fingerprints(ensure_certs(SPECS[:2], tmp_path))
-    after = fingerprints(ensure_certs(SPECS, tmp_path))
-    assert set(after) == {s.id for s in SPECS} | {"lab-ca", "untrusted-ca"}
-    assert all(before[name] != after[name] for name in before)
 
 
 # --- errors -----------------------------------------------------------------------------
