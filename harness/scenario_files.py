@@ -171,14 +171,23 @@ class ScenarioLoader(yaml.SafeLoader):
         self.depth += 1
         try:
             if self.depth > MAX_DEPTH:
-                line = self.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]
-                raise ScenarioError(
-                    self.path, f"line {line}", f"nested deeper than {MAX_DEPTH} levels",
-                    "flatten it: scenario files need at most 5 levels",
-                )  # fmt: skip
+                raise self._too_deep(self.peek_event().start_mark.line)  # type: ignore[no-untyped-call]
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
+
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        """Refuse a `[` or `{` nested too deep while scanning (long before parsing gets there)."""
+        if self.flow_level >= MAX_DEPTH:  # else the scanner looks ahead over every open level
+            raise self._too_deep(self.line)
+        super().fetch_flow_collection_start(token_class)
+
+    def _too_deep(self, line_index: int) -> ScenarioError:
+        """Return the error for nesting deeper than MAX_DEPTH at a 0-based line."""
+        return ScenarioError(
+            self.path, f"line {line_index + 1}", f"nested deeper than {MAX_DEPTH} levels",
+            "flatten it: scenario files need at most 5 levels",
+        )  # fmt: skip
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         """Construct a mapping, refusing a key that appears twice (merge keys `<<` may override)."""

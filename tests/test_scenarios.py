@@ -487,10 +487,20 @@ def test_free_text_longer_than_its_bound_is_refused(
     assert load_suite("small", root)  # control: exactly at the bound
 
 
-def test_deep_nesting_is_one_error_naming_the_line(root: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("description:\n  " + "[" * 5000 + "]" * 5000 + "\n", "line 2"),
+        ("description: " + "{a: " * 5000 + "\n", "line 1"),
+        ("- " * 5000 + "x\n", "line 1"),
+        ("".join(" " * i + f"k{i}:\n" for i in range(300)), f"line {MAX_DEPTH}"),
+    ],
+    ids=["flow-sequences", "flow-mappings", "block-sequences", "block-mappings"],
+)
+def test_deep_nesting_is_one_error_naming_the_line(root: Path, text: str, line: str) -> None:
     path = root / "receivers" / "tls12.yaml"
-    path.write_text("description:\n  " + "[" * 5000 + "]" * 5000 + "\n")
-    expect_error(lambda: load_receiver(path), path, "line 2", "flatten", f"{MAX_DEPTH} levels")
+    path.write_text(text)
+    expect_error(lambda: load_receiver(path), path, line, "flatten", f"{MAX_DEPTH} levels")
     path.write_text("a: " + "[" * (MAX_DEPTH - 2) + "]" * (MAX_DEPTH - 2) + "\n")
     expect_error(lambda: load_receiver(path), path, "a", "remove the field")  # within the bound
 
