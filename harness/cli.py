@@ -181,7 +181,7 @@ def _receiver_specs(root: Path, wanted: str | None) -> list[ReceiverSpec]:
                 folder / f"{item}.yaml", "--receivers", f"unknown receiver '{item}'",
                 f"use some of {sorted(known)}",
             )  # fmt: skip
-    return [load_receiver(known[item]) for item in ids]
+    return [load_receiver(known[item], root) for item in ids]
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -12,16 +12,21 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from lab.bounds import TEXT_MAX_LENGTH, TITLE_MAX_LENGTH, within
 from lab.spec import TlsVersion
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 ID_MAX_LENGTH = 64
 Id = Annotated[str, Field(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH)]
+Text = Annotated[str, Field(max_length=TEXT_MAX_LENGTH)]
 
 
 class Outcome(enum.StrEnum):
@@ -78,11 +83,13 @@ class ReferenceSenderProfile(Frozen):
 
     id: Id
     driver: Literal["reference"] = "reference"
-    description: str = ""
-    models: str = Field(default="", description="the real sender this profile is a policy model of")
+    description: Text = ""
+    models: Text = Field(
+        default="", description="the real sender this profile is a policy model of"
+    )
     tls: TlsMode = TlsMode.OPPORTUNISTIC
     min_version: TlsVersion = TlsVersion.TLS10
-    verify: bool = False
+    verify: StrictBool = False
     on_policy_unmet: PolicyAction = PolicyAction.PLAINTEXT
 
 
@@ -103,9 +110,7 @@ def _postfix_protocols(value: str) -> str:
     """Accept a Postfix protocol list such as '>=TLSv1.2' or '!SSLv2, !SSLv3'; reject the rest."""
     words = [w for w in re.split(r"[ ,:]+", value) if w]
     if not words or not all(POSTFIX_PROTOCOL.fullmatch(w) for w in words):
-        raise ValueError(
-            f"{value!r} is not a Postfix protocol list; write e.g. '>=TLSv1.2' or '!SSLv2, !SSLv3'"
-        )
+        raise ValueError("not a Postfix protocol list; write e.g. '>=TLSv1.2' or '!SSLv2, !SSLv3'")
     return value
 
 
@@ -117,8 +122,8 @@ class PostfixSenderProfile(Frozen):
 
     id: Id
     driver: Literal["postfix"]
-    description: str = ""
-    models: str = Field(default="", description="the real sender configuration this profile is")
+    description: Text = ""
+    models: Text = Field(default="", description="the real sender configuration this profile is")
     security_level: PostfixTlsLevel
     mandatory_protocols: PostfixProtocols | None = Field(
         default=None, description="smtp_tls_mandatory_protocols, e.g. '>=TLSv1.2'; unset: stock"
@@ -146,16 +151,16 @@ class SesSenderProfile(Frozen):
 
     id: Id
     driver: Literal["ses"]
-    description: str = ""
-    models: str = Field(default="", description="the real sender configuration this profile is")
+    description: Text = ""
+    models: Text = Field(default="", description="the real sender configuration this profile is")
     region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$", max_length=30)
     configuration_set: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     from_address: str = Field(pattern=r"^[^@\s<>]+@[^@\s<>]+$", max_length=320)
-    feedback_to_lab: bool = Field(
+    feedback_to_lab: StrictBool = Field(
         default=True, description="ask SES to forward bounces to the lab's bounce mailbox"
     )
     credentials_env: CredentialsEnv = CredentialsEnv()
-    observe_timeout_seconds: float = Field(default=120.0, gt=0, le=86400)
+    observe_timeout_seconds: Annotated[StrictFloat, within(0.01, 86_400)] = 120.0
 
 
 class RelaySecurity(enum.StrEnum):
@@ -176,18 +181,18 @@ class RelaySenderProfile(Frozen):
 
     id: Id
     driver: Literal["relay"]
-    description: str = ""
-    models: str = Field(default="", description="the real sender configuration this profile is")
+    description: Text = ""
+    models: Text = Field(default="", description="the real sender configuration this profile is")
     host: str = Field(default="", max_length=253)
-    port: int = Field(default=587, ge=1, le=65535)
+    port: Annotated[StrictInt, within(1, 65_535)] = 587
     security: RelaySecurity = RelaySecurity.STARTTLS
-    verify_relay_certificate: bool = True
+    verify_relay_certificate: StrictBool = True
     relay_ca_file: str | None = Field(default=None, max_length=1000)
     username_env: EnvName | None = None
     password_env: EnvName | None = None
     auth_mechanism: Literal["plain", "login"] = "plain"
-    observe_timeout_seconds: float = Field(default=120.0, gt=0, le=86400)
-    lab_relay: bool = False
+    observe_timeout_seconds: Annotated[StrictFloat, within(0.01, 86_400)] = 120.0
+    lab_relay: StrictBool = False
     relay_security_level: PostfixTlsLevel = PostfixTlsLevel.MAY
 
     @model_validator(mode="after")
@@ -252,8 +257,8 @@ class CellExpectation(Frozen):
 
     outcome: ExpectedOutcome
     tls: TlsExpectation | None = None
-    study: bool = False
-    note: str = ""
+    study: StrictBool = False
+    note: Text = ""
 
     @field_validator("outcome", mode="before")
     @classmethod
@@ -269,8 +274,8 @@ class Suite(Frozen):
     """A matrix of receivers x senders: per-cell expectations, a `policy` for the rest, or both."""
 
     id: Id
-    title: str = ""
-    description: str = ""
+    title: Annotated[str, Field(max_length=TITLE_MAX_LENGTH)] = ""
+    description: Text = ""
     receivers: tuple[Id, ...]
     senders: tuple[Id, ...]
     policy: SuitePolicy | None = None
@@ -333,7 +338,7 @@ class SenderInfo(Frozen):
 
     id: str
     driver: str
-    description: str = ""
+    description: Text = ""
     models: str = ""
 
 

@@ -9,30 +9,18 @@ import re
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from harness.expectations import policy_expectation
 from harness.model import ID_MAX_LENGTH, ID_PATTERN, CellExpectation, SenderProfile, Suite
+from harness.scenario_files import ScenarioError as ScenarioError
+from harness.scenario_files import escaped
+from harness.scenario_files import read_yaml as read_yaml
 from lab.spec import ReceiverSpec
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "scenarios"
 SENDER_ADAPTER: TypeAdapter[SenderProfile] = TypeAdapter(SenderProfile)
-
-
-class ScenarioError(Exception):
-    """A scenario file is wrong; names the file, the field and the fix."""
-
-    def __init__(self, path: Path, field: str, problem: str, fix: str) -> None:
-        """Keep the parts so tools can show them separately."""
-        self.path, self.field, self.problem, self.fix = path, field, problem, fix
-        super().__init__(_one_line(f"{path}: field '{field}': {problem}; fix: {fix}"))
-
-
-def _one_line(text: str) -> str:
-    """Collapse every run of whitespace (including newlines) to one space."""
-    return " ".join(text.split())
 
 
 def scenarios_root(explicit: Path | None = None) -> Path:
@@ -43,41 +31,12 @@ def scenarios_root(explicit: Path | None = None) -> Path:
     return Path(env) if env else DEFAULT_ROOT
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Parse a YAML file that must hold a mapping; raise ScenarioError otherwise."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError(path, "(file)", "file not found", "check the path or id") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ScenarioError(path, "(file)", f"cannot read: {error}", "make it UTF-8") from None
-    try:
-        data = yaml.safe_load(text)
-    except (ValueError, OverflowError) as error:  # e.g. an impossible date like 2020-13-45
-        raise ScenarioError(
-            path, "(document)", f"invalid YAML value: {error}", "quote the value as a string"
-        ) from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(document)"
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ScenarioError(
-            path, where, f"invalid YAML: {problem}", "fix the YAML syntax"
-        ) from None
-    if not isinstance(data, dict):
-        raise ScenarioError(
-            path, "(document)", f"expected a mapping, got {type(data).__name__}",
-            "write `key: value` pairs at the top level",
-        )  # fmt: skip
-    return data
-
-
 def _with_id(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     """Inject the file stem as `id`; reject an `id` field that disagrees with it."""
     if "id" in data and data["id"] != path.stem:
         raise ScenarioError(
-            path, "id", f"'{data['id']}' differs from the file name '{path.stem}'",
-            f"remove the field or rename the file to {data['id']}.yaml",
+            path, "id", "differs from the file name (the file name is the id)",
+            "remove the field, or rename the file to the id it states",
         )  # fmt: skip
     return {**data, "id": path.stem}
 
@@ -107,18 +66,27 @@ def _fix_for(error_type: str) -> str:
         return "add the field"
     if error_type in ("enum", "literal_error"):
         return "use one of the allowed values listed"
+    if error_type == "bool_type":
+        return "correct the value's type: write true or false, unquoted (yes/no/on/off are text)"
+    if error_type in ("int_type", "float_type"):
+        return "correct the value's type: write a number, unquoted"
+    if error_type == "out_of_range":
+        return "use a value in the range stated"
+    if error_type == "string_too_long":
+        return "shorten the text"
     return "correct the value's type or format"
 
 
-def load_receiver(path: Path) -> ReceiverSpec:
-    """Load one receiver state; its id is the file name."""
-    spec: ReceiverSpec = _validate(path, TypeAdapter(ReceiverSpec), _with_id(path, read_yaml(path)))
+def load_receiver(path: Path, root: Path | None = None) -> ReceiverSpec:
+    """Load one receiver state (a file inside `root` when given); its id is the file name."""
+    data = _with_id(path, read_yaml(path, root))
+    spec: ReceiverSpec = _validate(path, TypeAdapter(ReceiverSpec), data)
     return spec
 
 
-def load_sender(path: Path) -> SenderProfile:
-    """Load one sender profile; its id is the file name."""
-    data = _with_id(path, read_yaml(path))
+def load_sender(path: Path, root: Path | None = None) -> SenderProfile:
+    """Load one sender profile (a file inside `root` when given); its id is the file name."""
+    data = _with_id(path, read_yaml(path, root))
     data.setdefault("driver", "reference")
     profile: SenderProfile = _validate(path, SENDER_ADAPTER, data)
     return profile
@@ -141,44 +109,55 @@ class LoadedSuite:
         return policy_expectation(self.suite.policy, self.receivers[receiver])
 
 
+def _is_suite_path(name: str) -> bool:
+    """Return True when a suite argument is a file path rather than an id."""
+    return Path(name).suffix in (".yaml", ".yml") or os.sep in name
+
+
 def resolve_suite_path(name: str, root: Path) -> Path:
     """Return the file for a suite given as an id or a path."""
-    candidate = Path(name)
-    if candidate.suffix in (".yaml", ".yml") or os.sep in name:
-        return candidate
+    if _is_suite_path(name):
+        return Path(name)
     if not re.fullmatch(ID_PATTERN, name) or len(name) > ID_MAX_LENGTH:
         raise ScenarioError(
             Path(name[:80]), "suite", "not a suite id or a .yaml path",
             f"give an id matching {ID_PATTERN} (at most {ID_MAX_LENGTH} characters) or a path",
         )  # fmt: skip
     path = root / "suites" / f"{name}.yaml"
-    if not path.exists():
-        known = sorted(p.stem for p in (root / "suites").glob("*.yaml"))
+    if not os.path.lexists(path):  # a broken link is not unknown: reading it says what is wrong
+        known = sorted(escaped(p.stem) for p in (root / "suites").glob("*.yaml"))
         raise ScenarioError(path, "suite", f"unknown suite '{name}'", f"use one of {known}")
     return path
 
 
 def load_suite(name_or_path: str | Path, root: Path | None = None) -> LoadedSuite:
-    """Load a suite and every receiver and sender it names, cross-checking ids and cells."""
+    """Load a suite and every receiver and sender it names, cross-checking ids and cells.
+
+    A suite named by id, and every receiver and sender a suite names, must be a regular file
+    inside the scenarios root (after following links); a suite given as a path may be anywhere.
+    """
+    named = isinstance(name_or_path, str) and not _is_suite_path(name_or_path)
+    base: Path | None = root
     if isinstance(name_or_path, Path):
         path = name_or_path
-        base = root or path.resolve().parent.parent
     else:
         base = scenarios_root(root)
         path = resolve_suite_path(name_or_path, base)
-        if root is None and path.parent.name == "suites" and path.exists():
-            base = path.resolve().parent.parent
-    suite: Suite = _validate(path, TypeAdapter(Suite), _with_id(path, read_yaml(path)))
-    receivers = _load_named(path, "receivers", suite.receivers, base / "receivers", load_receiver)
-    senders = _load_named(path, "senders", suite.senders, base / "senders", load_sender)
+        if root is None and not named and path.parent.name == "suites":
+            base = None  # a suite file inside a scenarios tree: that tree holds its receivers
+    data = read_yaml(path, base if named else None)
+    if base is None:
+        base = Path(os.path.realpath(path)).parent.parent
+    suite: Suite = _validate(path, TypeAdapter(Suite), _with_id(path, data))
+    receivers = _load_named(path, "receivers", suite.receivers, base, load_receiver)
+    senders = _load_named(path, "senders", suite.senders, base, load_sender)
     _check_cells(path, suite)
     return LoadedSuite(suite, path, receivers, senders)
 
 
-def _load_named(
-    suite_path: Path, field: str, ids: tuple[str, ...], folder: Path, loader: Any
-) -> Any:
-    """Load each named definition from `folder/<id>.yaml`, rejecting unknown and repeated ids."""
+def _load_named(suite_path: Path, field: str, ids: tuple[str, ...], root: Path, loader: Any) -> Any:
+    """Load each named definition from `root/field/<id>.yaml`, rejecting unknown, repeated ids."""
+    folder = root / field
     loaded: dict[str, Any] = {}
     for index, item in enumerate(ids):
         if item in loaded:
@@ -187,11 +166,11 @@ def _load_named(
         file = folder / f"{item}.yaml"
         if file.is_symlink() and not file.exists():
             raise _unreachable_link(file, f"{field}[{index}] of {suite_path.name}")
-        if not file.exists():
-            known = sorted(p.stem for p in folder.glob("*.yaml") if p.exists())
+        if not os.path.lexists(file):
+            known = sorted(escaped(p.stem) for p in folder.glob("*.yaml") if p.exists())
             raise ScenarioError(suite_path, f"{field}[{index}]", f"unknown id '{item}'",
                                 f"use one of {known} or add {file}")  # fmt: skip
-        loaded[item] = loader(file)
+        loaded[item] = loader(file, root)
     return loaded
 
 
@@ -199,10 +178,11 @@ def _unreachable_link(file: Path, listed_as: str) -> ScenarioError:
     """Return the error for a symbolic link that loops or whose target is missing."""
     try:
         file.stat()
-        why = "cannot be followed"
+        what = "a symbolic link that cannot be followed"
     except OSError as error:
-        why = "loops" if error.errno == errno.ELOOP else "points at a file that does not exist"
-    problem = f"a symbolic link that {why} (listed as {listed_as})"
+        loops = error.errno == errno.ELOOP
+        what = "a symbolic link loop" if loops else "a symbolic link to a missing file"
+    problem = f"{what} (listed as {listed_as})"
     return ScenarioError(file, "(file)", problem, "point the link at a real file or replace it")
 
 

@@ -8,8 +8,10 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -19,6 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from lab.evidence_store import EvidenceStore
 from lab.limits import SessionRegistry
+from lab.parent_watch import exit_with_parent
 from lab.pki import CertificateError, LabPki, load_certs
 from lab.receiver import LabSMTP, build_tls_context
 from lab.spec import ReceiverSpec
@@ -183,19 +186,34 @@ def print_endpoints_json(endpoints: list[ReceiverEndpoint]) -> None:
     print(json.dumps({"ready": True}), flush=True)
 
 
+def write_specs_file(specs: Sequence[ReceiverSpec], folder: Path) -> Path:
+    """Write specs as JSON to a new world-readable file in `folder` (for `--specs-file`)."""
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".receiver-specs-", suffix=".json")
+    with os.fdopen(fd, "wb") as file:
+        os.fchmod(file.fileno(), 0o644)  # a lab container may run as another user
+        file.write(SPECS.dump_json(list(specs)))
+    return Path(name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Serve receivers given as JSON specs; used by the local and Docker backends."""
+    """Serve receivers given as a JSON specs file; used by the local and Docker backends."""
     parser = argparse.ArgumentParser(prog="python -m lab.serve", description=__doc__)
-    parser.add_argument("--specs-json", required=True, help="JSON list of receiver specs")
+    parser.add_argument("--specs-file", type=Path, required=True, help="JSON list of specs")
     parser.add_argument("--certs-dir", type=Path, required=True)
     parser.add_argument("--evidence-dir", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--exit-with-parent", action="store_true",
+        help="stop when the parent dies or closes this process's standard input",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.exit_with_parent:
+        exit_with_parent(sys.stdin.fileno())
     try:
-        specs = SPECS.validate_json(args.specs_json)
+        specs = SPECS.validate_json(args.specs_file.read_bytes())
         pki = load_certs(specs, args.certs_dir)
-    except (ValidationError, CertificateError) as error:
+    except (ValidationError, CertificateError, OSError) as error:
         print(f"lab.serve: {error}", file=sys.stderr)
         return 2
     try:

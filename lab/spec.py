@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import enum
 import ssl
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
+
+from lab.bounds import TEXT_MAX_LENGTH, within
 
 LAB_ZONE = "lab.test"
 BOUNCE_LOCAL_PART = "bounce"
@@ -72,16 +85,16 @@ class ReceiverSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
-    description: str = ""
-    starttls: bool = True
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=63)  # a DNS label
+    description: str = Field(default="", max_length=TEXT_MAX_LENGTH)
+    starttls: StrictBool = True
     tls_min: TlsVersion = TlsVersion.TLS12
     tls_max: TlsVersion = TlsVersion.TLS13
     certificate: CertState = CertState.VALID
-    max_message_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
-    max_sessions: int = Field(default=100, gt=0)
-    idle_timeout_seconds: float = Field(default=30.0, gt=0)
-    command_timeout_seconds: float = Field(default=60.0, gt=0)
+    max_message_bytes: Annotated[StrictInt, within(1, 256 * 1024 * 1024)] = 10 * 1024 * 1024
+    max_sessions: Annotated[StrictInt, within(1, 10_000)] = 100
+    idle_timeout_seconds: Annotated[StrictFloat, within(0.01, 86_400)] = 30.0
+    command_timeout_seconds: Annotated[StrictFloat, within(0.01, 86_400)] = 60.0
     zone: str = Field(default=LAB_ZONE, pattern=ZONE_PATTERN, max_length=200)
     # Per-session limits with Postfix's defaults (lab.limits says how each is enforced).
     max_sessions_per_client: int = 50  # smtpd_client_connection_count_limit

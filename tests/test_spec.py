@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from lab.bounds import TEXT_MAX_LENGTH
 from lab.spec import LAB_ZONE, CertState, ReceiverSpec, TlsVersion
 
 V10, V11, V12, V13 = TlsVersion.TLS10, TlsVersion.TLS11, TlsVersion.TLS12, TlsVersion.TLS13
@@ -155,3 +156,57 @@ def test_cert_state_vocabulary() -> None:
     ]
     with pytest.raises(ValueError, match="revoked"):
         CertState("revoked")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("starttls", "off"),
+        ("starttls", "true"),
+        ("starttls", 0),
+        ("max_sessions", "100"),
+        ("max_sessions", True),
+        ("max_sessions", 0),
+        ("max_sessions", 10_001),
+        ("max_message_bytes", 10**30),
+        ("idle_timeout_seconds", float("inf")),
+        ("idle_timeout_seconds", float("nan")),
+        ("idle_timeout_seconds", "30"),
+        ("command_timeout_seconds", -1.0),
+        ("command_timeout_seconds", 86_400.5),
+        ("description", "x" * (TEXT_MAX_LENGTH + 1)),
+        ("id", "a" * 64),  # longer than a DNS label
+    ],
+)
+def test_strict_types_and_bounds_reject(field: str, value: Any) -> None:
+    with pytest.raises(ValidationError) as excinfo:
+        ReceiverSpec.model_validate({"id": "x", field: value})
+    assert excinfo.value.errors()[0]["loc"] == (field,)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("starttls", False),
+        ("max_sessions", 1),
+        ("max_sessions", 10_000),
+        ("max_message_bytes", 256 * 1024 * 1024),
+        ("idle_timeout_seconds", 0.01),
+        ("command_timeout_seconds", 86_400),  # an int is a fine float
+        ("description", "x" * TEXT_MAX_LENGTH),
+        ("id", "a" * 63),
+    ],
+)
+def test_values_at_their_bounds_are_accepted(field: str, value: Any) -> None:
+    assert getattr(ReceiverSpec.model_validate({"id": "x", field: value}), field) == value
+
+
+def test_range_error_states_the_whole_allowed_range() -> None:
+    with pytest.raises(ValidationError) as excinfo:
+        ReceiverSpec(id="x", idle_timeout_seconds=float("inf"))
+    assert excinfo.value.errors()[0]["msg"] == "must be a finite number from 0.01 to 86400"
+
+
+def test_specs_survive_the_json_the_receiver_child_reads() -> None:
+    spec = ReceiverSpec(id="x", starttls=False, max_sessions=7, idle_timeout_seconds=2)
+    assert ReceiverSpec.model_validate_json(spec.model_dump_json()) == spec

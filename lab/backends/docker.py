@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -19,7 +18,7 @@ from typing import Any
 from lab.backends.base import BackendError, RunningLab, SenderHost
 from lab.backends.docker_images import ensure_images
 from lab.pki import LabPki
-from lab.serve import ReceiverEndpoint
+from lab.serve import ReceiverEndpoint, write_specs_file
 from lab.spec import LAB_ZONE, ReceiverSpec
 
 RUN_LABEL = "sender-tls-lab.run"
@@ -88,6 +87,7 @@ class _LabContainers:
         self.pki, self.evidence_root = pki, evidence_root
         self.labels = {RUN_LABEL: run}
         self.containers: list[Any] = []
+        self.specs_files: list[Path] = []
         self.dns_address = ""
         self.user, self.certs_dir = _container_user(), pki.root.resolve()
         if os.getuid() == 0:
@@ -125,8 +125,10 @@ class _LabContainers:
         """Start one receiver container per spec and wait until each answers its banner."""
 
         def start(spec: ReceiverSpec) -> Any:
+            specs_file = write_specs_file([spec], self.evidence_root)  # read via /evidence
+            self.specs_files.append(specs_file)
             command = [
-                "python", "-m", "lab.serve", "--specs-json", json.dumps([spec.model_dump()]),
+                "python", "-m", "lab.serve", "--specs-file", f"/evidence/{specs_file.name}",
                 "--certs-dir", "/certs", "--evidence-dir", "/evidence",
                 "--host", "0.0.0.0", "--port", str(SMTP_PORT),
             ]  # fmt: skip
@@ -207,6 +209,8 @@ class _LabContainers:
     def remove_all(self) -> None:
         """Remove every container and the network of this run, ignoring what is already gone."""
         remove_run(self.client, self.run)
+        for specs_file in self.specs_files:
+            specs_file.unlink(missing_ok=True)
         if self.certs_dir != self.pki.root.resolve():
             shutil.rmtree(self.certs_dir, ignore_errors=True)
 

@@ -8,20 +8,21 @@ import os
 import selectors
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-from pydantic import TypeAdapter
+from typing import IO
 
 from lab.backends.base import BackendError, RunningLab
 from lab.pki import LabPki
-from lab.serve import ReceiverEndpoint
+from lab.serve import ReceiverEndpoint, write_specs_file
 from lab.spec import ReceiverSpec
 
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
-SPECS = TypeAdapter(list[ReceiverSpec])
+_SPAWNERS: dict[int, ThreadPoolExecutor] = {}  # per process id: one long-lived spawner thread
 
 
 class LocalBackend:
@@ -39,23 +40,44 @@ class LocalBackend:
     ) -> Iterator[RunningLab]:
         """Start the receivers, wait until each has bound, yield the lab, always stop it."""
         evidence_root.mkdir(parents=True, exist_ok=True)
+        specs_file = write_specs_file(specs, evidence_root)  # argv has a size limit; files don't
         command = [
             sys.executable, "-m", "lab.serve",
-            "--specs-json", SPECS.dump_json(list(specs)).decode(),
+            "--specs-file", str(specs_file),
             "--certs-dir", str(pki.root),
             "--evidence-dir", str(evidence_root),
             "--host", self.host,
+            "--exit-with-parent",
         ]  # fmt: skip
         log_path = evidence_root / "receivers.log"
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=log, env=_child_env()
-            )
-            try:
-                endpoints = _read_endpoints(process, log_path)
-                yield RunningLab(self.name, endpoints, pki, evidence_root)
-            finally:
-                _stop(process)
+        try:
+            with log_path.open("ab") as log:
+                process = spawn(command, log)
+                try:
+                    endpoints = _read_endpoints(process, log_path)
+                    yield RunningLab(self.name, endpoints, pki, evidence_root)
+                finally:
+                    _stop(process)
+        finally:
+            specs_file.unlink(missing_ok=True)
+
+
+def spawn(command: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Start a child (stdin and stdout piped) from a thread that lives as long as this process."""
+    # Linux sends PR_SET_PDEATHSIG when the forking *thread* exits: a lab started from a worker
+    # thread that ends must keep its receivers, so only the main or the spawner thread forks
+
+    def launch() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=_child_env()
+        )
+
+    if threading.current_thread() is threading.main_thread():
+        return launch()
+    spawner = _SPAWNERS.get(os.getpid())  # an executor inherited through fork has no thread
+    if spawner is None:
+        spawner = _SPAWNERS[os.getpid()] = ThreadPoolExecutor(1, "lab-spawner")
+    return spawner.submit(launch).result()
 
 
 def _child_env() -> dict[str, str]:
@@ -111,8 +133,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
+    for pipe in (process.stdin, process.stdout):
+        if pipe is not None:
+            pipe.close()
 
 
 def _tail(path: Path, lines: int = 5) -> str:
