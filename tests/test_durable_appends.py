@@ -44,11 +44,13 @@ FULL_DISK_ROUNDS = 24  # pages freed one at a time while the disk is full
 REAL_WRITE = os.write
 
 
-def failing_write(short_after: int) -> Callable[[int, Any], int]:
-    """Return an os.write that, from call `short_after` on, writes half once, then hits ENOSPC."""
+def failing_write(folder: Path, short_after: int) -> Callable[[int, Any], int]:
+    """Return an os.write that, under `folder` from write `short_after`, writes half then ENOSPC."""
     calls = {"n": 0}
 
     def write(fd: int, data: Any) -> int:
+        if not os.readlink(f"/proc/self/fd/{fd}").startswith(str(folder)):
+            return REAL_WRITE(fd, data)
         calls["n"] += 1
         if calls["n"] < short_after:
             return REAL_WRITE(fd, data)
@@ -72,10 +74,10 @@ def test_an_append_cut_short_by_enospc_leaves_nothing_and_the_next_one_reads(
 ) -> None:
     lines = JsonLines(tmp_path / MESSAGES_FILE)
     lines.append(record(1))
-    monkeypatch.setattr(evidence_store.os, "write", failing_write(short_after=1))
+    monkeypatch.setattr(os, "write", failing_write(tmp_path, short_after=1))
     with pytest.raises(OSError, match="No space left"):
         lines.append(record(2))
-    monkeypatch.setattr(evidence_store.os, "write", REAL_WRITE)  # the disk is freed
+    monkeypatch.setattr(os, "write", REAL_WRITE)  # the disk is freed
     lines.append(record(3))
     assert [r["n"] for r in evidence_store.read_messages(tmp_path)] == [1, 3]
     data = lines.path.read_bytes()
@@ -148,9 +150,9 @@ def test_a_failed_store_is_answered_451_and_leaves_no_trace(
     store = EvidenceStore(tmp_path, spec.id)
     handler = receiver.LabHandler(spec, store)
     assert deliver(handler, spec, b"before\r\n")[0].startswith("250 ")
-    monkeypatch.setattr(evidence_store.os, "write", failing_write(short_after))
+    monkeypatch.setattr(os, "write", failing_write(tmp_path, short_after))
     reply, session = deliver(handler, spec, b"during\r\n")
-    monkeypatch.setattr(evidence_store.os, "write", REAL_WRITE)
+    monkeypatch.setattr(os, "write", REAL_WRITE)
     assert reply.startswith(STORE_FAILED), reply
     assert reply.endswith("(ENOSPC)"), reply
     assert session.store_error == "ENOSPC: No space left on device"
