@@ -227,7 +227,11 @@ def read_faults(directory: Path) -> Iterator[dict[str, Any]]:
 
 
 def _read_json_lines(path: Path) -> Iterator[dict[str, Any]]:
-    """Yield each complete JSON object line of `path`, skipping torn ones; none if it is absent."""
+    """Yield each complete JSON object line of `path`; none if it is absent.
+
+    JsonLines ends a torn tail before it appends, so every complete record has a line of its
+    own; a torn or still-being-written line is skipped, never parsed in part.
+    """
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -239,18 +243,9 @@ def _read_json_lines(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _parse_line(line: bytes) -> dict[str, Any] | None:
-    """Return the JSON object a line holds, or the complete one after a torn fragment, or None.
-
-    Records are written whole, so when a fragment precedes one on the same line (a crash
-    mid-write by an older writer), the complete record is the first suffix that parses.
-    """
-    text = line.decode("utf-8", "replace")
-    start = 0
-    while start >= 0:
-        try:
-            record = json.loads(text[start:])
-        except json.JSONDecodeError:
-            start = text.find('{"', start + 1)
-            continue
-        return record if isinstance(record, dict) else None
-    return None
+    """Return the JSON object a whole line holds, or None (torn, not an object, not text)."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None

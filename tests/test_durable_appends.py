@@ -28,10 +28,12 @@ from lab.backends.local import LocalBackend
 from lab.evidence_store import (
     FAULTS_FILE,
     MESSAGES_FILE,
+    SESSIONS_FILE,
     EvidenceStore,
     JsonLines,
     read_faults,
     read_messages,
+    read_sessions,
 )
 from lab.pki import LabPki
 from lab.serve import ReceiverEndpoint
@@ -102,13 +104,17 @@ def test_a_torn_tail_left_by_a_crash_is_ended_before_the_next_append(tmp_path: P
     assert [r["n"] for r in read_messages(tmp_path)] == [1, 3]
 
 
-@pytest.mark.parametrize("cut", [1, 9, 30, 60, -2])
-def test_a_reader_keeps_a_complete_record_glued_after_a_fragment(tmp_path: Path, cut: int) -> None:
-    session = {"messages": [record(7)], "ehlo": 'x {"n": 99}', "transcript": ['C: {"n": 98}']}
-    fragment = json.dumps(session, sort_keys=True).encode()[:cut]  # an older writer's torn tail
-    complete = json.dumps(record(3), sort_keys=True).encode()
-    (tmp_path / MESSAGES_FILE).write_bytes(fragment + complete + b"\n")
-    assert [r["n"] for r in read_messages(tmp_path)] == [3]
+def test_a_line_still_being_written_yields_no_record_not_even_a_nested_one(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / SESSIONS_FILE
+    whole = json.dumps(record(1), sort_keys=True).encode() + b"\n"
+    session = json.dumps({"messages": [record(7)], "peer_ip": "127.0.0.1"}, sort_keys=True)
+    cut = session.index("}") + 1  # right after the nested object: it parses on its own
+    path.write_bytes(whole + session[:cut].encode())
+    assert [r["n"] for r in read_sessions(tmp_path)] == [1]
+    path.write_bytes(whole + session.encode() + b"\n")  # the control: the write completes
+    assert [r.get("n") for r in read_sessions(tmp_path)] == [1, None]
 
 
 @pytest.mark.parametrize("junk", [b'{"n": 1, "kind": "mess', b"[1, 2]", b'"text"', b"\xff\xfe{"])
