@@ -19,7 +19,7 @@ from harness.scenarios import LoadedSuite, ScenarioError, load_suite
 from lab.backends import BackendError
 from lab.pki import CertificateError
 
-REPORT_WRITE_FAILED = 2  # the exit status every tlslab command gives an unwritable reports folder
+REPORT_WRITE_FAILED = 2  # the exit status tlslab gives an unwritable reports folder, too
 RUNS_KEY = pytest.StashKey[dict[Path, tuple[contextlib.ExitStack, LabRun]]]()
 
 
@@ -129,14 +129,17 @@ def _lab_run(config: pytest.Config, loaded: LoadedSuite) -> LabRun:
     if loaded.path not in runs:
         stack = contextlib.ExitStack()
         backend = backend_named(config.getoption("--lab-backend"))
-        run = stack.enter_context(
-            open_run(
-                loaded,
-                backend,
-                certs_dir(config.getoption("--lab-certs")),
-                reports_dir(config.getoption("--lab-reports")),
+        try:
+            run = stack.enter_context(
+                open_run(
+                    loaded,
+                    backend,
+                    certs_dir(config.getoption("--lab-certs")),
+                    reports_dir(config.getoption("--lab-reports")),
+                )
             )
-        )
+        except ReportError as error:  # no cell can run without a writable reports folder
+            pytest.exit(f"tlslab: error: {error}", returncode=REPORT_WRITE_FAILED)
         runs[loaded.path] = (stack, run)
     return runs[loaded.path][1]
 

@@ -110,8 +110,8 @@ def test_a_full_reports_disk_is_a_lab_error_and_exit_2_with_the_evidence_kept(
     for cell in ("no-starttls-paubox", "tls12-ses-default", "tls12-paubox"):
         assert cells[cell].split()[2:4] == ["error", "ERROR"], ran.out  # never deferred (FAIL)
     portal = ran.out.split("no-starttls-paubox", 1)[1].split("[3/4]", 1)[0]
-    assert "lab failure: " in portal
-    assert "No space left on device" in portal  # the portal copy hit the full disk
+    assert "lab failure: receiver does not offer STARTTLS; cannot write the portal copy" in portal
+    assert "No space left on device" in portal  # the lab's outbox is on the full disk too
     store = ran.out.split("[3/4]", 1)[1]
     assert store.count("lab failure: the receiver's evidence store failed") == 2, store
     assert STORE_FAILED_REPLY.split(",")[0][4:] in store  # the lab's own 451 reached the sender
@@ -342,3 +342,23 @@ def test_report_into_a_read_only_run_folder_is_exit_2_and_keeps_the_results(
     again = tlslab("report", run)  # the negative control: writable again, re-rendered
     assert again.status == 0, again.err
     assert again.out.splitlines()[-1] == f"Re-rendered {run}"
+
+
+def test_under_pytest_an_unwritable_reports_folder_is_exit_2_naming_it(
+    pytester: pytest.Pytester, certs: Path
+) -> None:
+    make_root(pytester.path, {"disk": ONE_ROW})
+    blocker = pytester.path / "not-a-folder"
+    blocker.write_text("a file where the reports folder should go\n")
+    result = pytester.runpytest(
+        "scenarios/suites/disk.yaml", *QUIET, "--lab-reports", str(blocker / "reports"),
+        "--lab-certs", str(certs),
+    )  # fmt: skip
+    assert result.ret == 2
+    output = result.outlines + result.errlines
+    errors = [line for line in output if "tlslab: error: " in line]
+    assert len(errors) == 1, output  # pytest's own stop line: "! ...Exit: tlslab: error: ... !"
+    assert str(blocker) in errors[0]
+    assert "Not a directory" in errors[0]
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert blocker.read_text() == "a file where the reports folder should go\n"
