@@ -171,7 +171,8 @@ class LabRun:
         portal = report.portal_path is not None and report.portal_path.exists()
         seen = classify(report, arrivals, portal, watched)
         if not arrivals:
-            seen = _blame_the_store(seen, directory, sessions, since)
+            complete = watched is None and len(sessions) >= len(report.attempts)
+            seen = _blame_the_store(seen, directory, sessions, None if complete else since)
         verdict = judge(expected, seen.outcome, seen.tls)
         detail = seen.detail + note
         detail += failure_note(expected, verdict)
@@ -248,19 +249,22 @@ def _tls_expectation(expected: CellExpectation) -> str | None:
 
 
 def _blame_the_store(
-    seen: Classified, directory: Path, sessions: list[dict[str, Any]], since: float
+    seen: Classified, directory: Path, sessions: list[dict[str, Any]], since: float | None
 ) -> Classified:
-    """Return a lab `error` when the receiver's evidence store failed during the cell.
+    """Return a lab `error` when the receiver's evidence store failed this cell.
 
-    Decided from the lab's own records only: a session record naming the store failure, or the
-    store's fault ledger (written in place, so it works on a full disk); never the sender's text.
+    Decided from the lab's own records only, never the sender's text: a session record naming
+    the store failure; or, when the cell's sessions are not all recorded (`since` is then the
+    cell's start), a fault in the store's ledger since then (written in place: a full disk
+    cannot stop it).
     """
     failures = [str(r["store_error"]) for r in sessions if r.get("store_error")]
-    failures += [
-        f"{f.get('file')}: {f.get('error')}"
-        for f in read_faults(directory)
-        if isinstance(f.get("at"), int | float) and f["at"] >= since
-    ]
+    if since is not None:
+        failures += [
+            f"{f.get('file')}: {f.get('error')}"
+            for f in read_faults(directory)
+            if isinstance(f.get("at"), int | float) and f["at"] >= since
+        ]
     if not failures:
         return seen
     return Classified(

@@ -9,6 +9,7 @@ Receivers are real (the local backend on 127.0.0.1); the full-disk tests mount a
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -29,7 +30,7 @@ from harness.senders.base import SendAction, SenderDriver, SendReport, TestMessa
 from harness.senders.reference import RoutedSMTP
 from lab.backends.base import RunningLab
 from lab.backends.local import LocalBackend
-from lab.evidence_store import read_messages
+from lab.evidence_store import EvidenceStore, read_messages
 from lab.receiver import STORE_FAILED_REPLY
 
 pytestmark = pytest.mark.integration
@@ -223,14 +224,30 @@ class LyingSender:
 
     id = "ses-default"
 
+    def __init__(self, phantom: bool = False) -> None:
+        """With `phantom`, also claim a connection the receiver never saw."""
+        self.phantom = phantom
+
     def send(self, message: TestMessage, lab: RunningLab, outbox: Path) -> SendReport:
         endpoint = lab.endpoint("tls12")
         with RoutedSMTP((endpoint.host, endpoint.port), "liar.lab.test") as smtp:
             smtp.connect(endpoint.mx_host, endpoint.port)
-            attempt = smtp.local_endpoint()
+            attempts = (smtp.local_endpoint(),) + ((("127.0.0.1", 1),) if self.phantom else ())
             smtp.ehlo()
         reply = f"{STORE_FAILED_REPLY} (ENOSPC); 421 4.3.0 Lab receiver error: OSError"
-        return SendReport(SendAction.DEFERRED, f"receiver answered {reply}", (attempt,))
+        return SendReport(SendAction.DEFERRED, f"receiver answered {reply}", attempts)
+
+
+class FaultDuringSend:
+    """Wraps a driver: while it sends, the receiver's store notes a fault (another cell's)."""
+
+    def __init__(self, inner: SenderDriver, store: EvidenceStore) -> None:
+        """Send through `inner`; note the fault in `store`'s ledger first."""
+        self.inner, self.store, self.id = inner, store, inner.id
+
+    def send(self, message: TestMessage, lab: RunningLab, outbox: Path) -> SendReport:
+        self.store.faults.record("0123456789AB.eml", OSError(errno.ENOSPC, "No space left"))
+        return self.inner.send(message, lab, outbox)
 
 
 @contextlib.contextmanager
@@ -273,6 +290,27 @@ def test_a_sender_claiming_a_lab_fault_still_gets_its_own_verdict(
     assert (lied.outcome, lied.verdict) == (Outcome.DEFERRED, Verdict.FAIL), lied.detail
     assert len(lied.sessions) == 1, "the receiver recorded the session the sender opened"
     assert honest.verdict is Verdict.PASS
+
+
+def test_a_store_fault_blames_only_the_cells_whose_evidence_is_incomplete(
+    tmp_path: Path, certs: Path
+) -> None:
+    with lab_run(tmp_path, certs) as run:
+        tls12 = EvidenceStore(run.lab.evidence_root, "tls12")
+        no_tls = EvidenceStore(run.lab.evidence_root, "no-starttls")
+        run.drivers["paubox"] = FaultDuringSend(run._driver("paubox"), no_tls)
+        recorded = run.run_cell("no-starttls", "paubox")  # its one session is recorded
+        run.drivers["ses-default"] = LyingSender(phantom=True)
+        unfaulted = run.run_cell("tls12", "ses-default")  # the control: no fault
+        run.drivers["ses-default"] = FaultDuringSend(LyingSender(phantom=True), tls12)
+        faulted = run.run_cell("tls12", "ses-default")
+    assert (recorded.outcome, recorded.verdict) == (Outcome.FALLBACK, Verdict.PASS)
+    assert (unfaulted.outcome, unfaulted.verdict) == (Outcome.DEFERRED, Verdict.FAIL)
+    assert unfaulted.detail.endswith("receiver recorded 1 of 2 sessions"), unfaulted.detail
+    assert (faulted.outcome, faulted.verdict) == (Outcome.ERROR, Verdict.ERROR)
+    assert faulted.detail.startswith(
+        "lab failure: the receiver's evidence store failed (0123456789AB.eml: ENOSPC: "
+    ), faulted.detail
 
 
 # ---------------------------------------------------------------- unwritable reports folders
