@@ -121,7 +121,7 @@ def _cut_back(fd: int, size: int) -> None:
 
 
 class FaultLedger:
-    """A fixed-size file, filled when the store opens, recording the store's write failures.
+    """A fixed-size file, allocated when the store opens, recording the store's write failures.
 
     It is overwritten in place, which needs no new disk space, so it still works on a full disk.
     """
@@ -136,8 +136,11 @@ class FaultLedger:
 
     def record(self, where: str, error: OSError) -> None:
         """Note that writing `where` failed with `error`; the newest faults fill the last slot."""
-        entry = {"at": time.time(), "file": where, "error": error_name(error)}
-        data = (json.dumps(entry, sort_keys=True) + "\n").encode()[: FAULT_SLOT_BYTES - 1]
+        entry = {"at": time.time(), "file": where[:80], "error": error_name(error)[:120]}
+        data = (json.dumps(entry, sort_keys=True) + "\n").encode()
+        if len(data) > FAULT_SLOT_BYTES:  # escapes made it longer than a slot: keep the facts
+            entry.update(file=where.encode("ascii", "ignore").decode()[:20], error=str(error.errno))
+            data = (json.dumps(entry, sort_keys=True) + "\n").encode()
         with self._lock, contextlib.suppress(OSError):
             slot = min(self._next, FAULT_SLOTS - 1)
             fd = os.open(self.path, os.O_WRONLY)

@@ -188,6 +188,15 @@ def test_the_fault_ledger_takes_no_new_space_and_keeps_the_newest_fault(tmp_path
     assert len(list(read_faults(store.directory))) == evidence_store.FAULT_SLOTS
 
 
+def test_a_fault_with_a_long_escaped_name_stays_in_its_own_slot(tmp_path: Path) -> None:
+    store = EvidenceStore(tmp_path, "tls12")
+    store.faults.record("\x01" * 200 + ".eml", OSError(errno.ENOSPC, "\x02" * 200))
+    store.faults.record("next.eml", OSError(errno.EIO, "Input/output error"))
+    faults = list(read_faults(store.directory))
+    assert [f["error"] for f in faults] == [str(errno.ENOSPC), "EIO: Input/output error"]
+    assert faults[1]["file"] == "next.eml"
+
+
 # ---------------------------------------------------------------- a real full disk (root)
 
 
