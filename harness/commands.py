@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
+import os
 import re
+import stat
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from harness.diff import cells_compared, diff_document, diff_runs, render_table, summary_line
 from harness.evidence import MAX_HEADER_CHARS, UNKNOWN_CIPHER, hops
@@ -16,6 +19,7 @@ from harness.model import RunReport, TlsFacts, Verdict
 from harness.report import load_results
 
 STDIN = "-"
+MAX_MESSAGE_FILE_BYTES = 64 * 2**20  # far above any receiver's message size limit
 UNKNOWN_HOST = "(unknown)"
 EVIDENCE_FIX = "pass a saved message (.eml file), or - to read one from stdin"
 _COMMENT = re.compile(r"\([^()]*\)")
@@ -86,15 +90,39 @@ def report_drift(baseline: RunReport, path: Path, report: RunReport) -> bool:
 def _read(name: str) -> bytes:
     """Return the bytes of a message file, or of stdin for `-`; raise EvidenceFileError."""
     if name == STDIN:
-        return sys.stdin.buffer.read()
+        return _bounded(name, sys.stdin.buffer)
     try:
-        return Path(name).read_bytes()
+        with open(name, "rb", opener=_open_regular) as handle:
+            return _bounded(name, handle)
     except FileNotFoundError:
         raise EvidenceFileError(name, "file not found") from None
     except IsADirectoryError:
         raise EvidenceFileError(name, "is a folder, not a message file") from None
     except OSError as error:
         raise EvidenceFileError(name, f"cannot read it ({error.strerror or error})") from None
+
+
+def _open_regular(path: str, flags: int) -> int:
+    """Open `path` without blocking on a FIFO; raise IsADirectoryError or OSError if not a file."""
+    fd = os.open(path, flags | os.O_NONBLOCK)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a folder", path)
+        raise OSError(errno.EINVAL, "not a regular file (a device, FIFO or socket)", path)
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _bounded(name: str, handle: BinaryIO) -> bytes:
+    """Read at most MAX_MESSAGE_FILE_BYTES from `handle`; raise EvidenceFileError past that."""
+    data = handle.read(MAX_MESSAGE_FILE_BYTES + 1)
+    if len(data) > MAX_MESSAGE_FILE_BYTES:
+        raise EvidenceFileError(
+            name, f"larger than {MAX_MESSAGE_FILE_BYTES // 2**20} MiB, not a saved message"
+        )
+    return data
 
 
 def by_host(received: str) -> str | None:

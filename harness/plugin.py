@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,13 @@ import pytest
 from harness.baseline import BaselineCheck
 from harness.model import CellResult, Verdict
 from harness.paths import certs_dir, reports_dir
-from harness.report import expected_label, outcome_label, write_report
+from harness.report import ReportError, expected_label, outcome_label, write_report
 from harness.runner import LabRun, backend_named, open_run
 from harness.scenarios import LoadedSuite, ScenarioError, load_suite
 from lab.backends import BackendError
 from lab.pki import CertificateError
 
+REPORT_WRITE_FAILED = 2  # the exit status tlslab gives an unwritable reports folder, too
 RUNS_KEY = pytest.StashKey[dict[Path, tuple[contextlib.ExitStack, LabRun]]]()
 
 
@@ -97,7 +99,7 @@ class CellItem(pytest.Item):
         """Show expected vs actual and the nearest evidence instead of a traceback."""
         if isinstance(excinfo.value, CellFailed):
             return failure_text(excinfo.value.result)
-        if isinstance(excinfo.value, BackendError | CertificateError):
+        if isinstance(excinfo.value, BackendError | CertificateError | ReportError):
             return f"lab error (not the sender's fault): {excinfo.value}"
         return super().repr_failure(excinfo)
 
@@ -139,6 +141,9 @@ def _lab_run(config: pytest.Config, loaded: LoadedSuite) -> LabRun:
         except CertificateError as error:  # no cell can run: stop as `tlslab` does, status 2
             stack.close()
             pytest.exit(f"tlslab: error: {error}", returncode=2)
+        except ReportError as error:  # no cell can run without a writable reports folder
+            stack.close()
+            pytest.exit(f"tlslab: error: {error}", returncode=REPORT_WRITE_FAILED)
         runs[loaded.path] = (stack, run)
     return runs[loaded.path][1]
 
@@ -149,7 +154,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     for stack, run in runs.values():
         with stack:
             if run.results and not session.config.getoption("--lab-no-report"):
-                folder = write_report(run.report(), run.run_dir.parent)
+                try:
+                    folder = write_report(run.report(), run.run_dir.parent)
+                except ReportError as error:  # e.g. a full or read-only reports folder
+                    print(f"tlslab: error: {error}", file=sys.stderr)
+                    session.exitstatus = REPORT_WRITE_FAILED
+                    continue
                 session.config.stash.setdefault(REPORTS_KEY, []).append(folder)
     runs.clear()
 

@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -367,17 +368,33 @@ def _json(data: dict[str, Any]) -> str:
 
 
 def render_all(report: RunReport, run_dir: Path) -> list[Path]:
-    """(Re)write results.json, summary.md, report.html and tlsrpt.json into run_dir."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """(Re)write results.json, summary.md, report.html, tlsrpt.json; ReportError if unwritable."""
     files = {
         RESULTS: _json(results_document(report)),
         SUMMARY: render_summary(report),
         HTML: render_html(report),
         TLSRPT: _json(build_tlsrpt(report)),
     }
-    for name, text in files.items():
-        _atomic_write(run_dir / name, text)
+    with unwritable_as_report_error(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            _atomic_write(run_dir / name, text)
     return [run_dir / name for name in files]
+
+
+@contextlib.contextmanager
+def unwritable_as_report_error(folder: Path) -> Iterator[None]:
+    """Turn an OSError while writing under `folder` into a one-line ReportError naming the path."""
+    try:
+        yield
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise ReportError(
+            folder,
+            "(folder)",
+            f"cannot write the report there ({why}); free space or pass a writable reports "
+            "folder (evidence recorded so far stays on disk)",
+        ) from None
 
 
 def _point_latest(reports_dir: Path, run_dir: Path) -> None:
@@ -403,5 +420,6 @@ def write_report(report: RunReport, reports_dir: Path) -> Path:
         )
     run_dir = reports_dir / run_id
     render_all(report, run_dir)
-    _point_latest(reports_dir, run_dir)
+    with unwritable_as_report_error(reports_dir):
+        _point_latest(reports_dir, run_dir)
     return run_dir

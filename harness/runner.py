@@ -7,6 +7,7 @@ import datetime as dt
 import secrets
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from email.utils import formatdate
@@ -14,22 +15,25 @@ from pathlib import Path
 from typing import Any
 
 from harness.arrivals import find_arrivals
-from harness.classify import classify, judge
+from harness.classify import Classified, classify, judge
 from harness.expectations import failure_note
 from harness.model import (
     CellExpectation,
     CellResult,
+    Outcome,
     RunReport,
     SenderInfo,
     SessionSummary,
+    Verdict,
     cell_id,
 )
 from harness.observe import bounce_address, describe_attempts, watch, zone_of
+from harness.report import unwritable_as_report_error
 from harness.scenarios import LoadedSuite
 from harness.senders import SenderDriver, SendReport, TestMessage, make_driver
 from harness.senders.base import ExternalSender, SendAction
 from lab.backends import BACKENDS, Backend, BackendError, RunningLab
-from lab.evidence_store import read_sessions
+from lab.evidence_store import read_faults, read_sessions
 from lab.pki import ensure_certs
 from lab.spec import TlsVersion
 
@@ -102,8 +106,33 @@ class LabRun:
         self._drivers_lock = threading.Lock()
 
     def run_cell(self, receiver: str, sender: str) -> CellResult:
-        """Send one message through `sender` to `receiver`, then classify and judge it."""
+        """Run one cell; a crash anywhere in it makes an `error` cell with its traceback."""
         began = time.perf_counter()
+        try:
+            result = self._run_cell(receiver, sender, began)
+        except Exception:
+            result = self._crashed_cell(receiver, sender, began, traceback.format_exc())
+        self.results.append(result)
+        return result
+
+    def _crashed_cell(self, receiver: str, sender: str, began: float, trace: str) -> CellResult:
+        """Return the `error` result of a cell whose run raised, its traceback in `detail`."""
+        expected = self.loaded.expectation(receiver, sender)
+        return CellResult(
+            receiver=receiver,
+            sender=sender,
+            outcome=Outcome.ERROR,
+            expected=expected.outcome,
+            expected_tls=_tls_expectation(expected),
+            verdict=Verdict.ERROR,
+            detail=f"lab failure: the harness crashed in this cell:\n{trace.rstrip()}",
+            study=expected.study,
+            sender_report="not run to the end: the harness crashed",
+            seconds=round(time.perf_counter() - began, 4),
+        )
+
+    def _run_cell(self, receiver: str, sender: str, began: float) -> CellResult:
+        """Send one message through `sender` to `receiver`, then classify and judge it."""
         expected = self.loaded.expectation(receiver, sender)
         driver, endpoint = self._driver(sender), self.lab.endpoint(receiver)
         # a sender we cannot look inside bounces to the lab zone and is watched from outside
@@ -123,10 +152,13 @@ class LabRun:
             note = _missing_sessions_note(report, sessions)
         portal = report.portal_path is not None and report.portal_path.exists()
         seen = classify(report, arrivals, portal, watched)
+        if not arrivals:
+            complete = watched is None and len(sessions) >= len(report.attempts)
+            seen = _blame_the_store(seen, directory, sessions, None if complete else since)
         verdict = judge(expected, seen.outcome, seen.tls)
         detail = seen.detail + note
         detail += failure_note(expected, verdict)
-        result = CellResult(
+        return CellResult(
             receiver=receiver,
             sender=sender,
             outcome=seen.outcome,
@@ -142,8 +174,6 @@ class LabRun:
             sessions=tuple(summarise(r) for r in sessions),
             seconds=round(time.perf_counter() - began, 4),
         )
-        self.results.append(result)
-        return result
 
     def _driver(self, sender: str) -> SenderDriver:
         """Return the sender's driver, creating it (and any sender container) on first use."""
@@ -200,6 +230,32 @@ def _tls_expectation(expected: CellExpectation) -> str | None:
     return tls.value if isinstance(tls, TlsVersion) else tls
 
 
+def _blame_the_store(
+    seen: Classified, directory: Path, sessions: list[dict[str, Any]], since: float | None
+) -> Classified:
+    """Return a lab `error` when the receiver's evidence store failed this cell.
+
+    Decided from the lab's own records only, never the sender's text: a session record naming
+    the store failure; or, when the cell's sessions are not all recorded (`since` is then the
+    cell's start), a fault in the store's ledger since then (written in place: a full disk
+    cannot stop it).
+    """
+    failures = [str(r["store_error"]) for r in sessions if r.get("store_error")]
+    if since is not None:
+        failures += [
+            f"{f.get('file')}: {f.get('error')}"
+            for f in read_faults(directory)
+            if isinstance(f.get("at"), int | float) and f["at"] >= since
+        ]
+    if not failures:
+        return seen
+    return Classified(
+        Outcome.ERROR,
+        None,
+        f"lab failure: the receiver's evidence store failed ({failures[0]}); sender: {seen.detail}",
+    )
+
+
 def _missing_sessions_note(report: SendReport, sessions: list[dict[str, Any]]) -> str:
     """Return a note when the receiver recorded fewer sessions than the sender opened."""
     if len(sessions) < len(report.attempts):
@@ -221,7 +277,8 @@ def open_run(
     """Make certificates, start the suite's receivers and yield a LabRun; always stop them."""
     run_id = run_id or new_run_id(loaded.suite.id, backend.name)
     run_dir = reports / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with unwritable_as_report_error(reports):
+        run_dir.mkdir(parents=True, exist_ok=True)
     specs = list(loaded.receivers.values())
     pki = ensure_certs(specs, certs)
     with backend.start(specs, pki, run_dir / "evidence") as lab:

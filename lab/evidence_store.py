@@ -2,31 +2,46 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 SESSIONS_FILE = "sessions.jsonl"
 MESSAGES_FILE = "messages.jsonl"
+FAULTS_FILE = "store-faults.bin"
+FAULT_SLOTS = 16  # 16 x 256 bytes: one page
+FAULT_SLOT_BYTES = 256
 _NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
 
 
 def write_durably(path: Path, data: bytes) -> None:
     """Write `data` to `path` via a temporary file, fsync and rename, so readers never see half."""
     tmp = path.with_name(f".{path.name}.tmp")
-    _write_synced(tmp, data, os.O_TRUNC)
-    os.replace(tmp, path)
+    try:
+        _write_synced(tmp, data, os.O_TRUNC)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a failed write leaves nothing behind (frees its space)
+        raise
     _fsync_dir(path.parent)
 
 
 def write_new_durably(path: Path, data: bytes) -> None:
     """Like write_durably, but raise FileExistsError instead of replacing an existing `path`."""
     tmp = path.with_name(f".{path.name}.tmp")
-    _write_synced(tmp, data, os.O_EXCL)
+    try:
+        _write_synced(tmp, data, os.O_EXCL)
+    except FileExistsError:
+        raise  # another writer's temporary file: not ours to remove
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     try:
         try:
             os.link(tmp, path)  # unlike rename, never replaces an existing file
@@ -76,15 +91,71 @@ class JsonLines:
         self._lock = threading.Lock()
 
     def append(self, record: dict[str, Any]) -> None:
-        """Durably append `record` as one line; appends from many threads never interleave."""
+        """Durably append `record` as one line, or raise and leave the file as it was before.
+
+        A torn tail (a crash mid-write) is first ended with a newline, so a record is never
+        glued to a fragment; appends from many threads never interleave.
+        """
         line = (json.dumps(record, sort_keys=True) + "\n").encode()
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
             try:
-                _write_all(fd, line)
+                start = os.fstat(fd).st_size
+                if start and os.pread(fd, 1, start - 1) != b"\n":
+                    line = b"\n" + line
+                try:
+                    _write_all(fd, line)
+                    os.fsync(fd)
+                except BaseException:
+                    _cut_back(fd, start)
+                    raise
+            finally:
+                os.close(fd)
+
+
+def _cut_back(fd: int, size: int) -> None:
+    """Truncate a failed append away (freeing its space); best effort, the write error wins."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+
+
+class FaultLedger:
+    """A fixed-size file, allocated when the store opens, recording the store's write failures.
+
+    It is overwritten in place, which needs no new disk space, so it still works on a full disk.
+    """
+
+    def __init__(self, path: Path) -> None:
+        """Create (or reuse) the ledger at `path`, its slots allocated now."""
+        self.path = path
+        self._lock = threading.Lock()
+        self._next = sum(1 for _ in read_faults(path.parent))
+        if not path.exists() or path.stat().st_size != FAULT_SLOTS * FAULT_SLOT_BYTES:
+            write_durably(path, bytes(FAULT_SLOTS * FAULT_SLOT_BYTES))
+
+    def record(self, where: str, error: OSError) -> None:
+        """Note that writing `where` failed with `error`; the newest faults fill the last slot."""
+        entry = {"at": time.time(), "file": where[:80], "error": error_name(error)[:120]}
+        data = (json.dumps(entry, sort_keys=True) + "\n").encode()
+        if len(data) > FAULT_SLOT_BYTES:  # escapes made it longer than a slot: keep the facts
+            entry.update(file=where.encode("ascii", "ignore").decode()[:20], error=str(error.errno))
+            data = (json.dumps(entry, sort_keys=True) + "\n").encode()
+        with self._lock, contextlib.suppress(OSError):
+            slot = min(self._next, FAULT_SLOTS - 1)
+            fd = os.open(self.path, os.O_WRONLY)
+            try:
+                os.pwrite(fd, data.ljust(FAULT_SLOT_BYTES, b"\0"), slot * FAULT_SLOT_BYTES)
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            self._next += 1
+
+
+def error_name(error: OSError) -> str:
+    """Return `ENOSPC: No space left on device`, or the exception's text."""
+    name = errno.errorcode.get(error.errno or 0)
+    return f"{name}: {error.strerror}" if name else f"{type(error).__name__}: {error}"
 
 
 class EvidenceStore:
@@ -96,6 +167,7 @@ class EvidenceStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._sessions = JsonLines(self.directory / SESSIONS_FILE)
         self._messages = JsonLines(self.directory / MESSAGES_FILE)
+        self.faults = FaultLedger(self.directory / FAULTS_FILE)
 
     def store_message(self, queue_id: str, data: bytes) -> Path:
         """Durably store a message as `<queue_id>.eml`; FileExistsError if that name is taken."""
@@ -104,14 +176,34 @@ class EvidenceStore:
         return path
 
     def commit_message(self, queue_id: str, data: bytes, record: dict[str, Any]) -> Path:
-        """Durably store the `.eml`, then its record in messages.jsonl; return the `.eml` path."""
-        path = self.store_message(queue_id, data)
-        self._messages.append(record)
+        """Durably store the `.eml`, then its record in messages.jsonl; return the `.eml` path.
+
+        On a write failure nothing of the message stays, the fault is in the ledger, and the
+        OSError is raised (the message must not be acknowledged).
+        """
+        path = self.directory / f"{queue_id}.eml"
+        try:
+            write_new_durably(path, data)
+        except FileExistsError:
+            raise
+        except OSError as error:
+            self.faults.record(path.name, error)
+            raise
+        try:
+            self._messages.append(record)
+        except OSError as error:
+            path.unlink(missing_ok=True)
+            self.faults.record(MESSAGES_FILE, error)
+            raise
         return path
 
     def append_session(self, record: dict[str, Any]) -> None:
-        """Durably append one session record as a JSON line."""
-        self._sessions.append(record)
+        """Durably append one session record as a JSON line; a failure is noted in the ledger."""
+        try:
+            self._sessions.append(record)
+        except OSError as error:
+            self.faults.record(SESSIONS_FILE, error)
+            raise
 
 
 def read_sessions(directory: Path) -> Iterator[dict[str, Any]]:
@@ -124,18 +216,39 @@ def read_messages(directory: Path) -> Iterator[dict[str, Any]]:
     return _read_json_lines(directory / MESSAGES_FILE)
 
 
-def _read_json_lines(path: Path) -> Iterator[dict[str, Any]]:
-    """Yield each complete JSON object line of `path`; nothing when it does not exist."""
+def read_faults(directory: Path) -> Iterator[dict[str, Any]]:
+    """Yield the store's recorded write failures (`at`, `file`, `error`), oldest first."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = (directory / FAULTS_FILE).read_bytes()[: FAULT_SLOTS * FAULT_SLOT_BYTES]
     except FileNotFoundError:
         return
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line still being written by another process
-        if isinstance(record, dict):
+    for start in range(0, len(data), FAULT_SLOT_BYTES):
+        slot = data[start : start + FAULT_SLOT_BYTES].split(b"\0", 1)[0]
+        record = _parse_line(slot)
+        if record is not None:
             yield record
+
+
+def _read_json_lines(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield each complete JSON object line of `path`; none if it is absent.
+
+    JsonLines ends a torn tail before it appends, so every complete record has a line of its
+    own; a torn or still-being-written line is skipped, never parsed in part.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    for line in data.split(b"\n"):
+        record = _parse_line(line) if line.strip() else None
+        if record is not None:
+            yield record
+
+
+def _parse_line(line: bytes) -> dict[str, Any] | None:
+    """Return the JSON object a whole line holds, or None (torn, not an object, not text)."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import ssl
 import time
@@ -13,7 +14,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
-from lab.evidence_store import EvidenceStore
+from lab.evidence_store import EvidenceStore, error_name
 from lab.header_text import helo_text, recipient_text, stored_message
 from lab.limits import (
     COMMAND_TIMEOUT,
@@ -34,6 +35,7 @@ from lab.spec import ReceiverSpec
 SERVER_SOFTWARE = "Sender TLS Lab"
 LEGACY_CIPHERS = "DEFAULT:@SECLEVEL=0"
 QUEUE_ID_ATTEMPTS = 5
+STORE_FAILED_REPLY = "451 4.3.0 Lab evidence store failed, message not accepted; try again later"
 TIMEOUT_REPLIES = {"idle-timeout": IDLE_TIMEOUT, "command-timeout": COMMAND_TIMEOUT}
 
 
@@ -132,11 +134,20 @@ class LabHandler:
                     await asyncio.to_thread(self.store.commit_message, queue_id, data, record)
                 except FileExistsError:
                     continue  # queue id already used in this evidence folder: draw another
+                except OSError as error:
+                    return self._store_failed(server, error)
                 server.record.add_message(entry)
                 return f"250 2.0.0 Ok: queued as {queue_id}"
         finally:
             server.deadlines.busy = False
         return "451 4.3.0 Lab receiver error: no free queue id, try again"
+
+    def _store_failed(self, server: LabSMTP, error: OSError) -> str:
+        """Note on the session that the evidence store failed; answer the lab's own 451."""
+        reason = error_name(error)
+        server.record.store_error = reason
+        log.error("%s: evidence store failed: %s", self.spec.id, reason)
+        return f"{STORE_FAILED_REPLY} ({reason.split(':')[0]})"
 
     async def handle_exception(self, error: Exception) -> str:
         """Answer an unexpected server-side error with a temporary failure."""
@@ -352,7 +363,8 @@ class LabSMTP(SMTP):
             pending = self._write_record()
             if pending is not None:
                 # a client that closes right after QUIT cancels this task; the write must not be
-                await asyncio.shield(pending)
+                with contextlib.suppress(OSError):  # logged and in the store's fault ledger
+                    await asyncio.shield(pending)
         await super().smtp_QUIT(arg)
 
     def _write_record(self) -> asyncio.Future[None] | None:

@@ -58,6 +58,7 @@ class SessionRecord:
     # quit, connection-closed, handshake-failed, idle-timeout, command-timeout, session-cap,
     # receiver-error or shutdown
     ended_by: str | None = None
+    store_error: str | None = None  # the evidence store failed to keep a message (errno: text)
     in_data: bool = False
     messages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     transcript: list[str] = dataclasses.field(default_factory=list)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
 from cli_helpers import assert_usage_error, tlslab
 
-from harness.commands import by_host, facts_text
+from harness.commands import MAX_MESSAGE_FILE_BYTES, by_host, facts_text
 from harness.evidence import parse_received
 
 # A message as the recipient's Gmail mailbox shows it: newest hop first. Hop 4 is the sending
@@ -109,6 +111,33 @@ def test_missing_file_exits_2_with_one_line(eml: Path, tmp_path: Path) -> None:
 
 def test_a_folder_is_not_a_message(tmp_path: Path) -> None:
     assert_usage_error(tlslab("evidence", tmp_path), str(tmp_path), "is a folder")
+
+
+def test_an_endless_device_is_refused_at_once(eml: Path) -> None:
+    began = time.monotonic()
+    ran = tlslab("evidence", eml, "/dev/zero")
+    assert_usage_error(ran, "/dev/zero", "not a regular file")
+    assert time.monotonic() - began < 30, "it read the device instead of refusing it"
+
+
+def test_a_fifo_nobody_writes_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.eml"
+    os.mkfifo(fifo)
+    assert_usage_error(tlslab("evidence", fifo), str(fifo), "not a regular file")
+
+
+def test_an_oversized_file_or_stdin_is_refused_by_its_size(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.eml"
+    with huge.open("wb") as handle:
+        handle.truncate(MAX_MESSAGE_FILE_BYTES + 1)  # sparse: no disk used
+    assert_usage_error(tlslab("evidence", huge), str(huge), "larger than 64 MiB")
+    exact = tmp_path / "exact.eml"
+    with exact.open("wb") as handle:
+        handle.truncate(MAX_MESSAGE_FILE_BYTES)  # the limit itself is read
+    ran = tlslab("evidence", exact)
+    assert (ran.status, ran.out) == (0, f"{exact}: no Received headers\n"), ran.err
+    piped = tlslab("evidence", "-", stdin=b"x" * (MAX_MESSAGE_FILE_BYTES + 1))
+    assert_usage_error(piped, "-: field '(file)'", "larger than 64 MiB")
 
 
 # --- the helpers, pure ---------------------------------------------------------------------

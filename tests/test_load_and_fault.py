@@ -39,7 +39,13 @@ from harness.senders.reference import RoutedSMTP
 from lab import receiver
 from lab.backends.base import RunningLab
 from lab.backends.local import LocalBackend
-from lab.evidence_store import MESSAGES_FILE, SESSIONS_FILE, EvidenceStore, read_messages
+from lab.evidence_store import (
+    FAULTS_FILE,
+    MESSAGES_FILE,
+    SESSIONS_FILE,
+    EvidenceStore,
+    read_messages,
+)
 from lab.pki import LabPki
 from lab.serve import ReceiverEndpoint
 from lab.session_record import SessionRecord
@@ -316,7 +322,8 @@ def test_a_stored_message_is_never_overwritten(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         store.store_message("0123456789AB", b"second\r\n")
     assert first.read_bytes() == b"first\r\n"
-    assert [p.name for p in store.directory.iterdir()] == ["0123456789AB.eml"], "no temp left"
+    names = sorted(p.name for p in store.directory.iterdir())
+    assert names == ["0123456789AB.eml", FAULTS_FILE], "no temp left"
 
 
 def test_a_queue_id_already_on_disk_is_drawn_again(

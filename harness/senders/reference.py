@@ -198,8 +198,15 @@ class ReferenceSender:
                 SendAction.DEFERRED, f"{reason}; message kept queued", tuple(attempts)
             )
         portal = outbox / "portal" / self.id / f"{_safe_name(message.message_id)}.eml"
-        portal.parent.mkdir(parents=True, exist_ok=True)
-        write_durably(portal, message.data)
+        try:
+            portal.parent.mkdir(parents=True, exist_ok=True)
+            write_durably(portal, message.data)
+        except OSError as error:  # the lab's outbox, not the receiver: say so
+            why = error.strerror or error
+            return SendReport(
+                SendAction.FAILED, f"{reason}; cannot write the portal copy {portal}: {why}",
+                tuple(attempts), lab_fault=True,
+            )  # fmt: skip
         return SendReport(
             SendAction.FALLBACK,
             f"{reason}; routed to the secure portal outbox",
