@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tools import missing
 
 from harness.scenarios import load_receiver
 from lab.backends import BackendError
@@ -33,10 +33,8 @@ def lab_pki(
 
 @pytest.fixture(scope="session")
 def docker_engine() -> Any:
-    """Return a docker client; skip without an engine, or fail when LAB_REQUIRE_DOCKER=1."""
+    """Return a docker client; without an engine skip, or fail when Docker is required."""
     try:
         return docker_client()
     except BackendError as error:
-        if os.environ.get("LAB_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"LAB_REQUIRE_DOCKER=1 but {error}")
-        pytest.skip(f"no Docker engine: {error}")
+        missing(f"no Docker engine: {error}", "make docker-ready", docker=True)

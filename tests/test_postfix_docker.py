@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tools import missing
 
 from harness.model import CellResult, Outcome, PostfixSenderProfile, PostfixTlsLevel, Verdict
 from harness.runner import open_run
@@ -129,11 +129,8 @@ def engine(request: pytest.FixtureRequest) -> Any:
     try:
         return docker_client()
     except BackendError as error:
-        if os.environ.get("LAB_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"LAB_REQUIRE_DOCKER=1 but no Docker engine answers: {error}")
-        reason = f"no Docker engine answers ({error.hint}); LAB_REQUIRE_DOCKER=1 fails instead"
-        request.node.add_marker(pytest.mark.skip(reason=reason))  # one summary line for all
-        pytest.skip(reason)
+        # `node`: one summary line for all the module's tests
+        missing("no Docker engine answers", error.hint, docker=True, node=request.node)
 
 
 @dataclasses.dataclass(frozen=True)
