@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tools import missing
 
+from harness import evidence
 from harness.scenarios import load_receiver
 from lab.backends import BackendError
 from lab.backends.docker import docker_client
@@ -38,3 +40,12 @@ def docker_engine() -> Any:
         return docker_client()
     except BackendError as error:
         missing(f"no Docker engine: {error}", "make docker-ready", docker=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_evidence_parser_crash() -> Iterator[None]:
+    """Fail any test during which a guarded evidence parser crashed (it returns None, logged)."""
+    before = evidence.parser_crashes()
+    yield
+    after = evidence.parser_crashes()
+    assert after == before, f"an evidence parser crashed (see the log): {before} -> {after}"

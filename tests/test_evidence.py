@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import email
 import email.policy
+import logging
 import random
 import time
+from collections import Counter
 from typing import Any, cast
 
 import pytest
@@ -13,7 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness import evidence
-from harness.evidence import TlsFacts, hops, parse_received, received_headers
+from harness.evidence import (
+    TlsFacts,
+    hops,
+    parse_received,
+    parse_received_unguarded,
+    received_headers,
+    received_headers_unguarded,
+)
 from lab.spec import TlsVersion
 
 V10, V11, V12, V13 = TlsVersion.TLS10, TlsVersion.TLS11, TlsVersion.TLS12, TlsVersion.TLS13
@@ -583,10 +592,11 @@ def test_infer_version_never_overstates(cipher: str, expected: TlsVersion) -> No
     assert evidence.infer_version(cipher) is expected
 
 
+# The property tests run the parsers without their guard: a crash on any input fails them.
 @settings(max_examples=500, deadline=None)
 @given(st.text(max_size=3000))
 def test_property_never_raises_on_text(text: str) -> None:
-    result = parse_received(text)
+    result = parse_received_unguarded(text)
     assert result is None or (
         isinstance(result, TlsFacts) and isinstance(result.version, TlsVersion)
     )
@@ -632,7 +642,7 @@ def test_property_never_raises_on_text(text: str) -> None:
     ).map("".join)
 )
 def test_property_never_raises_on_near_misses(text: str) -> None:
-    result = parse_received(text)
+    result = parse_received_unguarded(text)
     assert result is None or isinstance(result.version, TlsVersion)
 
 
@@ -739,9 +749,54 @@ def test_received_headers_odd_types(value: Any) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=4000))
 def test_property_received_headers_never_raise(data: bytes) -> None:
-    for value, facts in hops(data):
+    for value in received_headers_unguarded(data):
         assert isinstance(value, str)
+        facts = parse_received_unguarded(value)
         assert facts is None or isinstance(facts.version, TlsVersion)
+
+
+def crash(*_args: object) -> None:
+    raise RuntimeError("a parser bug")
+
+
+def test_a_parser_crash_is_logged_and_counted_not_silently_plaintext(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(evidence, "_CRASHES", Counter())
+    monkeypatch.setattr(evidence, "_PARSERS", (crash,))
+    header = "from a (using TLSv1.2 with cipher X) by mx"
+    with pytest.raises(RuntimeError, match="a parser bug"):
+        parse_received_unguarded(header)
+    assert evidence.parser_crashes() == {}
+    with caplog.at_level(logging.ERROR, logger="harness.evidence"):
+        assert parse_received(header) is None
+    assert evidence.parser_crashes() == {"parse_received": 1}
+    (logged,) = caplog.records
+    assert logged.levelno == logging.ERROR
+    assert "parse_received crashed" in logged.getMessage()
+    assert "using TLSv1.2" in logged.getMessage()
+    assert logged.exc_info is not None
+
+
+def test_a_reader_crash_keeps_what_was_read_and_is_counted(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(evidence, "_CRASHES", Counter())
+    top = received_headers(MESSAGE)[0]
+    decode = evidence._decode_value
+    calls: list[int] = []
+
+    def decode_once(parts: list[bytes]) -> str:
+        calls.append(1)
+        if len(calls) > 1:
+            crash()
+        return decode(parts)
+
+    monkeypatch.setattr(evidence, "_decode_value", decode_once)
+    with caplog.at_level(logging.ERROR, logger="harness.evidence"):
+        assert received_headers(MESSAGE) == [top]
+    assert evidence.parser_crashes() == {"received_headers": 1}
+    assert "received_headers crashed" in caplog.text
 
 
 def test_reexports() -> None:
