@@ -253,7 +253,12 @@ class TestRealPostfix:
             assert version(result) == "TLSv1.0", result.detail
         refused = cell("tls10-postfix-verify")
         assert (refused.outcome, stored(refused)) == (Outcome.DEFERRED, [])
-        assert all(s.handshake == "failed" for s in refused.sessions)
+        assert len(refused.sessions) >= 2, refused.sessions  # the first attempt and the retry
+        assert all(s.starttls and s.handshake == "failed" for s in refused.sessions)
+        # Postfix's own reason, and the receiver's: no protocol version in common
+        assert "Cannot start TLS: handshake failure" in refused.sender_report
+        assert "still in the deferred queue" in refused.sender_report
+        assert {s.alert for s in refused.sessions} == {"unsupported_protocol"}
 
     def test_may_falls_back_to_plaintext_only_on_the_retry(
         self, cell: Callable[[str], CellResult]
