@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import harness.model
 from harness import evidence
 from harness.evidence import (
     TlsFacts,
@@ -474,9 +475,17 @@ def test_tls_headers_with_name_and_lf_folding(
     assert parse_received(folded) == _facts(version, cipher, bits)
 
 
+def first_parser(header: str) -> int:
+    """Return the index in evidence._PARSERS of the first parser that reads the header."""
+    text = evidence._prepare(header)
+    return next(i for i, parse in enumerate(evidence._PARSERS) if parse(text) is not None)
+
+
 def test_all_versions_covered_across_formats() -> None:
-    seen = {case[2] for case in TLS_CASES}
-    assert seen == set(TlsVersion)
+    parsed = [parse_received(case[1]) for case in TLS_CASES]
+    assert {facts.version for facts in parsed if facts is not None} == set(TlsVersion)
+    # every format is the first to read some case: none is dead, shadowed by an earlier one
+    assert {first_parser(case[1]) for case in TLS_CASES} == set(range(len(evidence._PARSERS)))
 
 
 @pytest.mark.parametrize("header", [pytest.param(c[1], id=c[0]) for c in PLAINTEXT_CASES])
@@ -800,5 +809,9 @@ def test_a_reader_crash_keeps_what_was_read_and_is_counted(
 
 
 def test_reexports() -> None:
-    assert evidence.TlsFacts is TlsFacts
-    assert "TlsFacts" in evidence.__all__
+    # the model's own class, not a copy: facts from the parser compare equal to the runner's
+    assert evidence.TlsFacts is harness.model.TlsFacts
+    assert all(hasattr(evidence, name) for name in evidence.__all__)
+    public = {n for n, v in vars(evidence).items() if callable(v) and not n.startswith("_")}
+    own = {n for n in public if getattr(vars(evidence)[n], "__module__", "") == evidence.__name__}
+    assert own <= set(evidence.__all__)  # every function this module defines is exported
