@@ -31,9 +31,8 @@ from waiting import eventually as wait_until
 from harness.senders.reference import RoutedSMTP
 from lab import limits
 from lab.backends.local import LocalBackend
-from lab.evidence_store import EvidenceStore, read_messages, read_sessions
+from lab.evidence_store import read_messages, read_sessions
 from lab.pki import LabPki
-from lab.receiver import LabSMTP
 from lab.serve import ReceiverEndpoint
 from lab.spec import ReceiverSpec
 
@@ -406,56 +405,6 @@ def test_a_client_that_pipelines_without_reading_replies_cannot_hold_its_session
     assert record["messages"] == []
     assert data.startswith(b"220 ")
     assert all(REPLY_LINE.match(line) for line in data.split(b"\r\n")[:-1])
-
-
-class StalledTransport(asyncio.Transport):
-    """A transport whose peer never reads: `close()` never completes, only `abort()` ends it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = b""
-        self.calls: list[str] = []
-        self.aborted = asyncio.Event()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": (LOOPBACK, 40000)}.get(name, default)
-
-    def write(self, data: Any) -> None:
-        self.written += bytes(data)
-
-    def is_closing(self) -> bool:
-        return bool(self.calls)
-
-    def close(self) -> None:
-        self.calls.append("close")
-
-    def abort(self) -> None:
-        self.calls.append("abort")
-        self.aborted.set()
-
-
-def test_a_close_the_peer_never_lets_finish_is_aborted(
-    receiver_specs: dict[str, ReceiverSpec], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(limits, "ABORT_GRACE", 0.05)
-    spec = receiver_specs["no-starttls"].model_copy(update={"idle_timeout_seconds": 0.05})
-
-    async def scenario() -> StalledTransport:
-        transport = StalledTransport()
-        loop = asyncio.get_running_loop()
-        protocol = LabSMTP(spec, EvidenceStore(tmp_path, spec.id), loop=loop)
-        protocol.connection_made(transport)
-        await asyncio.wait_for(transport.aborted.wait(), WAIT)
-        protocol.connection_lost(None)  # what the transport reports once aborted
-        return transport
-
-    transport = asyncio.run(scenario())
-    assert transport.calls[:2] == ["close", "abort"]
-    greeting, goodbye = transport.written.decode().splitlines()
-    assert greeting.startswith("220 mx.no-starttls.lab.test ")
-    assert goodbye.startswith("421 4.4.2 mx.no-starttls.lab.test Error: idle timeout exceeded")
-    [record] = read_sessions(tmp_path / spec.id)
-    assert record["ended_by"] == "idle-timeout"
 
 
 # ---------------------------------------------------------------- STARTTLS abuse

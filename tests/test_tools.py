@@ -1,4 +1,5 @@
-"""The "tool missing" switch: a skip without LAB_REQUIRE_TOOLS=1, a failure with it, everywhere."""
+"""Suite hygiene: the "tool missing" switch (a skip, or a failure under LAB_REQUIRE_TOOLS=1)
+reaches every skip, and `integration` modules patch none of the project's parts."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ NO_TLS_SUPPORT = "=== Basic AUTH supported\n*** TLS not available: requires Net:
 TLS_SUPPORT = "=== Basic AUTH supported\n=== TLS supported\n"
 # a skip or a tool probe written anywhere but tests/tools.py would bypass the switch
 BYPASS = re.compile(r"pytest\.skip\(|mark\.skip|skipif|importorskip|shutil\.which\(")
+INTEGRATION = "pytestmark = pytest.mark.integration"
+PATCHING = re.compile(r"monkeypatch\.set(?:attr|item)\(|unittest\.mock|mock\.patch")
 
 
 @pytest.fixture
@@ -110,3 +113,14 @@ def test_system_deps_checks_swaks_tls_support_not_only_the_binary(tmp_path: Path
     with_tls = system_deps_check(f"{tmp_path / 'tls'}:/usr/bin:/bin")
     assert "libnet-ssleay-perl" not in with_tls.stdout + with_tls.stderr
     assert "swaks" not in with_tls.stdout + with_tls.stderr
+
+
+def test_integration_modules_patch_none_of_the_projects_parts() -> None:
+    patched = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in sorted(TESTS.glob("test_*.py"))
+        if INTEGRATION in (text := path.read_text(encoding="utf-8"))
+        for number, line in enumerate(text.splitlines(), 1)
+        if PATCHING.search(line)
+    ]
+    assert patched == [], "move stand-in tests to a unit module (e.g. test_receiver_units.py)"
