@@ -6,7 +6,6 @@ import email
 import email.policy
 import logging
 import random
-import time
 from collections import Counter
 from typing import Any, cast
 
@@ -523,10 +522,12 @@ def test_random_bytes_never_raise() -> None:
         pytest.param("ESMTP/TLS/" + "A" * 1_000_000, id="ironport-huge-cipher"),
     ],
 )
-def test_giant_inputs_are_fast(header: str) -> None:
-    start = time.perf_counter()
-    result = parse_received(header)
-    assert time.perf_counter() - start < 1.0
+def test_giant_inputs_are_cut_at_the_cap(header: str) -> None:
+    # no timing here: what bounds the work is that only the first MAX_HEADER_CHARS are read
+    assert len(header) > evidence.MAX_HEADER_CHARS
+    assert len(evidence._prepare(header)) <= evidence.MAX_HEADER_CHARS
+    result = parse_received_unguarded(header)
+    assert result == parse_received_unguarded(header[: evidence.MAX_HEADER_CHARS])
     assert result is None or isinstance(result.version, TlsVersion)
 
 

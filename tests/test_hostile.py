@@ -47,6 +47,7 @@ COMMAND = 2.5
 MAX_BYTES = 64 * 1024
 CAP = 3
 WAIT = 10.0  # upper bound of any wait for the receiver in this module
+SLACK = 5.0  # how late, on the receiver's own clock, a timeout may fire on a loaded machine
 POLL = 0.01
 REPLY_LINE = re.compile(rb"^(\d{3})([ -])")
 QUEUED_AS = re.compile(r"queued as (?P<qid>[0-9A-F]{12})\b")
@@ -538,9 +539,11 @@ def test_a_silent_client_gets_421_after_the_idle_timeout(receiver: Receiver) -> 
     waited = time.monotonic() - began
     assert data.startswith(b"421 4.4.2 mx.tls12.lab.test Error: idle timeout"), data
     assert how == "eof"
-    assert IDLE <= waited < IDLE + 2.0, f"closed after {waited:.2f} s, idle timeout is {IDLE} s"
+    assert waited >= IDLE, f"closed after {waited:.2f} s, idle timeout is {IDLE} s"
     record = assert_nothing_stored(receiver, peer)
     assert record["ended_by"] == "idle-timeout"
+    # the receiver's own clock, not the loaded client's: it gave up at the timeout, not long after
+    assert IDLE <= record["ended"] - record["started"] < IDLE + SLACK, record
     assert record["transcript"][-1].startswith("S: 421 4.4.2")
 
 
@@ -572,8 +575,10 @@ def test_a_client_trickling_one_command_gets_421_after_the_command_timeout(
                 break
     waited = time.monotonic() - began
     assert data.startswith(b"421 4.4.2 mx.tls12.lab.test Error: command timeout"), data
-    assert COMMAND <= waited < COMMAND + 2.0, f"closed after {waited:.2f} s"
-    assert assert_nothing_stored(receiver, peer)["ended_by"] == "command-timeout"
+    assert waited >= COMMAND, f"closed after {waited:.2f} s"
+    record = assert_nothing_stored(receiver, peer)
+    assert record["ended_by"] == "command-timeout"
+    assert COMMAND <= record["ended"] - record["started"] < COMMAND + SLACK, record
 
 
 def test_a_receiver_behind_on_its_input_does_not_call_the_client_idle() -> None:

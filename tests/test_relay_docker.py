@@ -24,7 +24,7 @@ SENDER = "relay-lab"
 SUBSET = ["tls12", "no-starttls", "tls10"]
 USER, PASSWORD = "relay-tester", "planted-relay-Pw/9xQ+do-not-leak"
 NAMES = {"LAB_RELAY_USER": USER, "LAB_RELAY_PASSWORD": PASSWORD}
-CELL_SECONDS = 25.0
+CELL_SECONDS = 90.0  # a hang guard: cells take 2-12 s, more on a loaded runner
 
 
 # --- profiles and credentials (no Docker) -----------------------------------------------------
