@@ -417,14 +417,16 @@ def test_commands_pipelined_after_starttls_are_not_executed(receiver: Receiver) 
     with raw_session(receiver) as (sock, peer):
         sock.sendall(b"STARTTLS\r\n" + injected.encode())  # one packet
         assert read_replies(sock, 1)[0].startswith(b"220 ")
-        tls = client_tls(receiver).wrap_socket(sock, server_hostname=receiver.endpoint.mx_host)
-        tls.sendall(b"DATA\r\n")
-        [reply] = read_replies(tls, 1)
-        assert reply.startswith(b"503 "), f"injected MAIL/RCPT ran: DATA answered {reply!r}"
-        tls.sendall(f"EHLO {CLIENT}\r\n".encode())
-        assert read_replies(tls, 1)[0].startswith(b"250-mx.tls12.lab.test\r\n")
-        tls.sendall(f"MAIL FROM:<probe@{CLIENT}>\r\nQUIT\r\n".encode())
-        assert codes(read_replies(tls, 2)) == [250, 221]
+        with client_tls(receiver).wrap_socket(
+            sock, server_hostname=receiver.endpoint.mx_host
+        ) as tls:
+            tls.sendall(b"DATA\r\n")
+            [reply] = read_replies(tls, 1)
+            assert reply.startswith(b"503 "), f"injected MAIL/RCPT ran: DATA answered {reply!r}"
+            tls.sendall(f"EHLO {CLIENT}\r\n".encode())
+            assert read_replies(tls, 1)[0].startswith(b"250-mx.tls12.lab.test\r\n")
+            tls.sendall(f"MAIL FROM:<probe@{CLIENT}>\r\nQUIT\r\n".encode())
+            assert codes(read_replies(tls, 2)) == [250, 221]
     record = assert_nothing_stored(receiver, peer)
     assert record["handshake"] == "ok"
     assert not [line for line in record["transcript"] if "injected" in line], record["transcript"]
@@ -438,16 +440,18 @@ def test_a_transaction_begun_before_starttls_is_forgotten(receiver: Receiver) ->
         assert codes(read_replies(sock, 2)) == [250, 250]
         sock.sendall(b"STARTTLS\r\n")
         assert codes(read_replies(sock, 1)) == [220]
-        tls = client_tls(receiver).wrap_socket(sock, server_hostname=receiver.endpoint.mx_host)
-        tls.sendall(f"EHLO {CLIENT}\r\nDATA\r\n".encode())
-        assert codes(read_replies(tls, 2)) == [250, 503], "RFC 3207: state before TLS is reset"
-        tls.sendall(b"STARTTLS\r\n")
-        assert read_replies(tls, 1) == [b"554 5.5.1 Error: TLS already active\r\n"]
-        tls.sendall(
-            f"MAIL FROM:<probe@{CLIENT}>\r\nRCPT TO:<{receiver.rcpt}>\r\nDATA\r\n"
-            "inside TLS\r\n.\r\nQUIT\r\n".encode()
-        )
-        assert codes(read_replies(tls, 5)) == [250, 250, 354, 250, 221]
+        with client_tls(receiver).wrap_socket(
+            sock, server_hostname=receiver.endpoint.mx_host
+        ) as tls:
+            tls.sendall(f"EHLO {CLIENT}\r\nDATA\r\n".encode())
+            assert codes(read_replies(tls, 2)) == [250, 503], "RFC 3207: state before TLS is reset"
+            tls.sendall(b"STARTTLS\r\n")
+            assert read_replies(tls, 1) == [b"554 5.5.1 Error: TLS already active\r\n"]
+            tls.sendall(
+                f"MAIL FROM:<probe@{CLIENT}>\r\nRCPT TO:<{receiver.rcpt}>\r\nDATA\r\n"
+                "inside TLS\r\n.\r\nQUIT\r\n".encode()
+            )
+            assert codes(read_replies(tls, 5)) == [250, 250, 354, 250, 221]
     [stored] = messages_of(receiver, peer)
     assert (stored["version"], eml_body(receiver, stored)) == ("TLSv1.2", b"inside TLS\r\n")
 

@@ -72,6 +72,8 @@ class RelayRun:
     run_dir: Path
     container_text: str
     output: str
+    key_dir: Path  # the lab relay's throwaway key folder on the host
+    key_dir_was_there: bool  # while the lab ran
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +129,10 @@ def _run(engine: Any, lab_pki: LabPki, factory: pytest.TempPathFactory) -> Relay
         _, maillog = lab_relay.host.exec(["cat", "/var/log/postfix.log"])
         logs = engine.containers.get(lab_relay.host.name).logs().decode("utf-8", "replace")
         output = "\n".join(r.detail + r.sender_report for r in results.values())
-        return RelayRun(results, login_report, wrong_report, run.run_dir, maillog + logs, output)
+        key_dir = Path(str(lab_relay.ca_file)).parent
+        key_dir_was_there = (key_dir / "relay.key").is_file()
+    return RelayRun(results, login_report, wrong_report, run.run_dir, maillog + logs, output,
+                    key_dir, key_dir_was_there)  # fmt: skip
 
 
 def run_message(domain: str) -> Any:
@@ -168,6 +173,11 @@ class TestLabRelay:
         assert relay_run.wrong.action is SendAction.REFUSED, relay_run.wrong.reason
         assert "535" in relay_run.wrong.reason
         assert "authentication failed" in relay_run.wrong.reason.lower()
+
+    def test_the_relay_key_folder_is_removed_with_the_run(self, relay_run: RelayRun) -> None:
+        assert relay_run.key_dir_was_there, relay_run.key_dir
+        assert relay_run.key_dir.name.startswith("tlslab-relay-")
+        assert not relay_run.key_dir.exists()
 
     def test_the_password_appears_nowhere(self, relay_run: RelayRun) -> None:
         texts = [relay_run.container_text, relay_run.output, relay_run.wrong.reason,
