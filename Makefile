@@ -56,9 +56,8 @@ docker-ready: docker-engine ## Engine up plus a base image (LAB_BASE_IMAGE, a lo
 down: venv ## Remove Docker containers and networks any lab run left behind
 	$(BIN)/tlslab down
 
-system-deps: ## Install the Debian tools the integration tests drive (openssl, swaks) if missing
-	@command -v swaks >/dev/null && command -v openssl >/dev/null || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl swaks libnet-ssleay-perl; }
+system-deps: ## Install what the tests drive unless it works: openssl, swaks with TLS, Postfix
+	@.ci/system-deps
 
 clean: ## Remove generated certificates, reports and caches (keeps their READMEs)
 	find certs reports -mindepth 1 -not -name README.md -exec rm -rf {} +

@@ -1,5 +1,8 @@
 """Recipient-side TLS evidence: parse Received headers into TlsFacts, never raising on junk.
 
+The guarded parsers never raise; a crash inside one is logged and counted (`parser_crashes()`),
+never silently read as plaintext. The `*_unguarded` variants raise, for property tests.
+
 Supported clause formats (first match wins, in this order):
 
 - Postfix / Stalwart / the lab receiver: `(using TLSv1.2 with cipher C (256/256 bits))`
@@ -19,7 +22,10 @@ receiver's record, never from parsing a header (harness/arrivals.py).
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
+from collections import Counter
 from collections.abc import Callable
 
 from harness.model import TlsFacts
@@ -33,11 +39,18 @@ __all__ = [
     "infer_version",
     "normalise_version",
     "parse_received",
+    "parse_received_unguarded",
+    "parser_crashes",
     "received_headers",
+    "received_headers_unguarded",
 ]
 
 MAX_HEADER_CHARS = 16 * 1024
 UNKNOWN_CIPHER = "unknown"
+
+_LOG = logging.getLogger(__name__)
+_CRASH_LOCK = threading.Lock()
+_CRASHES: Counter[str] = Counter()
 
 # Every quantifier below is bounded or sits next to a literal it cannot overlap with, so each
 # search is linear in the (capped) input; there are no nested or adjacent unbounded repeats.
@@ -187,19 +200,42 @@ def parse_received(header: str) -> TlsFacts | None:
     `SSLv3`) yields None. Evidence of TLS without a stated version never overstates security: a
     cipher-only header reports the lowest version its cipher allows (TLS 1.3 suites -> TLSv1.3,
     GCM/CCM/ChaCha20-Poly1305/SHA-256/SHA-384 suites -> TLSv1.2, anything else -> TLSv1.0), and a
-    bare marker (`(TLS)`, `with ESMTPS`) reports TLSv1.0 with cipher `unknown`.
+    bare marker (`(TLS)`, `with ESMTPS`) reports TLSv1.0 with cipher `unknown`. A crash of the
+    parser itself also yields None, but is logged and counted (`parser_crashes()`).
     """
-    try:
-        if not isinstance(header, str):
-            return None
-        text = _prepare(header)
-        for parser in _PARSERS:
-            facts = parser(text)
-            if facts is not None:
-                return facts
-    except Exception:
+    if not isinstance(header, str):
         return None
+    try:
+        return parse_received_unguarded(header)
+    except Exception:
+        _crashed("parse_received", header)
+        return None
+
+
+def parse_received_unguarded(header: str) -> TlsFacts | None:
+    """Do parse_received()'s work without its guard: a bug in a parser raises here."""
+    text = _prepare(header)
+    for parser in _PARSERS:
+        try:
+            facts = parser(text)
+        except _UnknownVersion:
+            return None  # the first clause names a version we do not know: not evidence of TLS
+        if facts is not None:
+            return facts
     return None
+
+
+def parser_crashes() -> dict[str, int]:
+    """Return how often each guarded parser has crashed in this process (each crash is logged)."""
+    with _CRASH_LOCK:
+        return dict(_CRASHES)
+
+
+def _crashed(parser: str, sample: object) -> None:
+    """Count a crash of `parser` and log it with its traceback and the start of the input."""
+    with _CRASH_LOCK:
+        _CRASHES[parser] += 1
+    _LOG.exception("%s crashed; its input (first 200 chars): %.200r", parser, sample)
 
 
 def _as_bytes(message_bytes: object) -> bytes:
@@ -229,29 +265,42 @@ def received_headers(message_bytes: bytes) -> list[str]:
 
     Like `email.policy.compat32`: the value starts after the colon with leading whitespace
     removed, continuation lines keep their line endings and indentation, and the final line
-    ending is dropped. Undecodable bytes become U+FFFD; any failure yields what was read so far.
+    ending is dropped. Undecodable bytes become U+FFFD. A crash of the reader itself yields what
+    was read so far, and is logged and counted (`parser_crashes()`).
     """
     values: list[str] = []
     try:
-        current: list[bytes] | None = None
-        for line in _header_lines(_as_bytes(message_bytes)):
-            if line[:1] in (b" ", b"\t"):
-                if current is not None:
-                    current.append(line)
-                continue
+        _read_received(message_bytes, values)
+    except Exception:
+        _crashed("received_headers", message_bytes)
+    return values
+
+
+def received_headers_unguarded(message_bytes: bytes) -> list[str]:
+    """Do received_headers()'s work without its guard: a bug in the reader raises here."""
+    values: list[str] = []
+    _read_received(message_bytes, values)
+    return values
+
+
+def _read_received(message_bytes: bytes, values: list[str]) -> None:
+    """Append every Received value of the message to `values`, top first, as it is read."""
+    current: list[bytes] | None = None
+    for line in _header_lines(_as_bytes(message_bytes)):
+        if line[:1] in (b" ", b"\t"):
             if current is not None:
-                values.append(_decode_value(current))
-                current = None
-            name, colon, rest = line.partition(b":")
-            if not colon:
-                break
-            if name.strip().lower() == b"received":
-                current = [rest.lstrip(b" \t")]
+                current.append(line)
+            continue
         if current is not None:
             values.append(_decode_value(current))
-    except Exception:
-        return values
-    return values
+            current = None
+        name, colon, rest = line.partition(b":")
+        if not colon:
+            break
+        if name.strip().lower() == b"received":
+            current = [rest.lstrip(b" \t")]
+    if current is not None:
+        values.append(_decode_value(current))
 
 
 def _decode_value(parts: list[bytes]) -> str:

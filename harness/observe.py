@@ -24,6 +24,7 @@ from lab.spec import BOUNCE_LOCAL_PART
 POLL_SECONDS = 0.05
 SLOW_POLL_SECONDS = 0.5  # after the first seconds: a real service takes its time
 FAST_POLL_FOR = 2.0
+SESSION_RECORD_WAIT = 5.0  # seconds a delivering session's record may take to be written
 # after a failed DSN, keep watching this long (within the window) for a copy that still arrives
 FAILED_DSN_GRACE_SECONDS = 5.0
 RECIPIENT_LOCAL_PART = "inbox"  # the test message's recipient (harness.runner.build_message)
@@ -145,7 +146,29 @@ def watch(
         interval = POLL_SECONDS if elapsed < FAST_POLL_FOR else SLOW_POLL_SECONDS
         sleep(min(interval, deadline - now))
     watched = Watched(tuple(bounces), seconds, round(elapsed, 3))
-    return Observation(arrivals, watched, cell_sessions(endpoint.evidence_dir, since, arrivals))
+    sessions = _sessions_once_written(endpoint.evidence_dir, since, arrivals, clock, sleep)
+    return Observation(arrivals, watched, sessions)
+
+
+def _sessions_once_written(
+    directory: Path,
+    since: float,
+    arrivals: list[Arrival],
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> list[dict[str, Any]]:
+    """Return the cell's sessions, waiting (bounded) for the records of sessions that delivered.
+
+    A session's record is written when it ends, which may be just after its message was stored.
+    """
+    wanted = {copy.session_id for copy in arrivals if copy.session_id}
+    deadline = clock() + SESSION_RECORD_WAIT
+    while True:
+        sessions = cell_sessions(directory, since, arrivals)
+        written = {str(record.get("session_id")) for record in sessions}
+        if wanted <= written or clock() >= deadline:
+            return sessions
+        sleep(POLL_SECONDS)
 
 
 def describe_attempts(sessions: list[dict[str, Any]]) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from harness.arrivals import find_arrivals
 from harness.classify import Classified, classify, judge
@@ -94,6 +94,15 @@ def summarise(record: dict[str, Any]) -> SessionSummary:
     )
 
 
+@runtime_checkable
+class ClosingSender(Protocol):
+    """A driver holding host resources beyond the lab's life, released by `close()`."""
+
+    def close(self) -> None:
+        """Release the driver's host resources."""
+        ...
+
+
 class LabRun:
     """One run of a suite on a running lab: runs cells and assembles the RunReport."""
 
@@ -104,6 +113,12 @@ class LabRun:
         self.results: list[CellResult] = []
         self.drivers: dict[str, SenderDriver] = {}
         self._drivers_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Let each driver that holds host resources (a relay's temporary key) release them."""
+        for driver in self.drivers.values():
+            if isinstance(driver, ClosingSender):
+                driver.close()
 
     def run_cell(self, receiver: str, sender: str) -> CellResult:
         """Run one cell; a crash anywhere in it makes an `error` cell with its traceback."""
@@ -281,5 +296,10 @@ def open_run(
         run_dir.mkdir(parents=True, exist_ok=True)
     specs = list(loaded.receivers.values())
     pki = ensure_certs(specs, certs)
-    with backend.start(specs, pki, run_dir / "evidence") as lab:
-        yield LabRun(loaded, lab, run_dir, run_id)
+    with (
+        contextlib.ExitStack() as after_the_lab,
+        backend.start(specs, pki, run_dir / "evidence") as lab,
+    ):
+        run = LabRun(loaded, lab, run_dir, run_id)
+        after_the_lab.callback(run.close)  # the drivers' host resources go once the lab stopped
+        yield run

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tools import missing
 
+from harness import evidence
 from harness.scenarios import load_receiver
 from lab.backends import BackendError
 from lab.backends.docker import docker_client
@@ -33,10 +35,17 @@ def lab_pki(
 
 @pytest.fixture(scope="session")
 def docker_engine() -> Any:
-    """Return a docker client; skip without an engine, or fail when LAB_REQUIRE_DOCKER=1."""
+    """Return a docker client; without an engine skip, or fail when Docker is required."""
     try:
         return docker_client()
     except BackendError as error:
-        if os.environ.get("LAB_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"LAB_REQUIRE_DOCKER=1 but {error}")
-        pytest.skip(f"no Docker engine: {error}")
+        missing(f"no Docker engine: {error}", "make docker-ready", docker=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_evidence_parser_crash() -> Iterator[None]:
+    """Fail any test during which a guarded evidence parser crashed (it returns None, logged)."""
+    before = evidence.parser_crashes()
+    yield
+    after = evidence.parser_crashes()
+    assert after == before, f"an evidence parser crashed (see the log): {before} -> {after}"

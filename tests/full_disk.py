@@ -9,7 +9,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from tools import missing
 
 PAGE = 4096  # tmpfs allocates whole pages: a file takes at least one
 FILLER = ".filler"
@@ -19,7 +19,9 @@ FILLER = ".filler"
 def small_tmpfs(base: Path, size: str = "1m", options: str = "") -> Iterator[Path]:
     """Mount a tmpfs of `size` at `base/mnt` for the test, and always unmount it."""
     if os.geteuid() != 0:
-        pytest.skip("needs root to mount a tmpfs")
+        missing(
+            "root (to mount a filesystem for this test)", "run the tests as root, as .ci/run does"
+        )
     mount = base / "mnt"
     mount.mkdir()
     opts = f"size={size}" + (f",{options}" if options else "")

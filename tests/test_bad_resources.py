@@ -48,21 +48,21 @@ def test_free_port_control_starts(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "up", "--json", "--public", "--domain",
          "lab.example.org", "--bind-all", f"127.0.0.1:{port}", "--receivers", "tls12",
          "--certs", str(tmp_path / "certs"), "--evidence-dir", str(tmp_path / "evidence")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=PROJECT, text=True,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        lines = [process.stdout.readline() for _ in range(2)]
-        assert '"ready": true' in lines[-1], lines
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
-            assert client.recv(100).startswith(b"220 mx.tls12.lab.example.org")
-    finally:
-        process.terminate()
-        process.wait(10)
+    ) as process:  # fmt: skip
+        try:
+            assert process.stdout is not None
+            lines = [process.stdout.readline() for _ in range(2)]
+            assert '"ready": true' in lines[-1], lines
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+                assert client.recv(100).startswith(b"220 mx.tls12.lab.example.org")
+        finally:
+            process.terminate()
+            process.wait(10)
 
 
 def test_docker_missing_names_the_engine_and_the_fix(tmp_path: Path) -> None:

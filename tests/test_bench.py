@@ -16,10 +16,15 @@ PROJECT = Path(__file__).resolve().parents[1]
 if str(PROJECT) not in sys.path:  # bench/ is a top-level folder, not an installed package
     sys.path.insert(0, str(PROJECT))
 
+from tools import missing, required  # noqa: E402
+
+from bench.postfix_receiver import unavailable_reason  # noqa: E402
 from bench.scaling import expected, profiles, write_scenarios  # noqa: E402
 from bench.suite_bench import shipped_receivers, union_seconds  # noqa: E402
 from harness.model import ReferenceSenderProfile  # noqa: E402
 from harness.scenarios import load_suite  # noqa: E402
+
+POSTFIX_FIX = "make system-deps as root: Debian's postfix, smtpd and smtp-source"
 
 
 def test_policy_semantics_reproduce_the_shipped_study_suite() -> None:
@@ -53,6 +58,9 @@ def test_union_of_session_intervals_is_clipped_and_merged() -> None:
 
 @pytest.mark.integration
 def test_quick_run_writes_json_and_markdown_of_the_documented_shape(tmp_path: Path) -> None:
+    reason = unavailable_reason()
+    if reason is not None and required():  # fail before minutes of benchmark, not after
+        missing(f"no Postfix comparison: {reason}", POSTFIX_FIX)
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
         cwd=PROJECT,
@@ -99,8 +107,11 @@ def test_quick_run_writes_json_and_markdown_of_the_documented_shape(tmp_path: Pa
     assert set(throughput["modes"]) == {"plaintext", "TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3"}
     for mode in throughput["modes"].values():
         assert mode["ours"]["failed"] == 0
-        if throughput["postfix"]["status"] == "ok":
-            assert mode["postfix"]["failed"] == 0
-            assert "ratio_per_s" in mode
     for heading in ("## 1.", "## 2.", "## 3.", "## 4."):
         assert heading in markdown
+    # the comparison with Postfix: asserted, or a visible skip (a failure under LAB_REQUIRE_TOOLS=1)
+    if throughput["postfix"]["status"] != "ok":
+        missing(f"no Postfix comparison: {throughput['postfix']['reason']}", POSTFIX_FIX)
+    for mode in throughput["modes"].values():
+        assert mode["postfix"]["failed"] == 0
+        assert "ratio_per_s" in mode

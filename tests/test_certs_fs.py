@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import PROJECT, Ran, tlslab
+from tools import missing
 
 from harness.scenarios import DEFAULT_ROOT
 
@@ -173,7 +174,9 @@ def assert_up_serves(scenarios: Path, certs: Path, work: Path) -> None:
 def mounted(target: Path, source: Path | None, options: str = "ro,size=1m") -> Iterator[Path]:
     """Mount a tmpfs (source None; read-only by default) or a read-only bind of source at target."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a filesystem for this test needs root")
+        missing(
+            "root (to mount a filesystem for this test)", "run the tests as root, as .ci/run does"
+        )
     target.mkdir()
     if source is None:
         subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", target], check=True)

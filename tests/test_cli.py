@@ -19,6 +19,18 @@ SHIPPED_SUITE = (DEFAULT_ROOT / "suites" / "ses-2025.yaml").read_text(encoding="
 WRONG_LINE = (
     '    ses-require-tls: {outcome: refused, study: true, note: "deliberately wrong expectation"}'
 )
+# tls10 delivers over TLS 1.0 where TLS 1.2 is expected; tls12, driven the same way, is the control
+WRONG_VERSION_SUITE = """\
+title: A delivery over the wrong TLS version fails its cell
+description: tls10 expected at TLSv1.2 (it delivers TLSv1.0); tls12 the passing control.
+receivers: [tls10, tls12]
+senders: [ses-default]
+cells:
+  tls10:
+    ses-default: {outcome: delivered, tls: TLSv1.2}
+  tls12:
+    ses-default: {outcome: delivered, tls: TLSv1.2}
+"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,3 +266,26 @@ def test_a_wrong_expectation_fails_that_cell_only(tmp_path: Path, certs: Path) -
     assert verdicts.pop(("tls10", "ses-require-tls")) == "fail"
     assert len(verdicts) == 26
     assert set(verdicts.values()) == {"pass"}
+
+
+def test_a_delivery_over_the_wrong_tls_version_fails_that_cell(tmp_path: Path, certs: Path) -> None:
+    root = make_root(tmp_path, {"wrong-version": WRONG_VERSION_SUITE})
+    reports = tmp_path / "r"
+    ran = tlslab(
+        "run", "--suite", "wrong-version", "--scenarios", root,
+        "--reports", reports, "--certs", certs,
+    )  # fmt: skip
+    assert "Traceback" not in ran.err
+    assert ran.status == 1, ran.out + ran.err
+    (progress,) = [line for line in ran.out.splitlines() if "tls10-ses-default" in line]
+    assert "FAIL" in progress
+    assert "delivered TLSv1.0" in progress
+    assert "expected delivered TLSv1.2; arrived over TLSv1.0" in ran.out
+    assert "2 cells: 1 pass, 1 fail, 0 error" in ran.out
+    data = json.loads((reports / "latest" / "results.json").read_text())
+    cells = {c["receiver"]: c for c in data["results"]}
+    assert cells["tls10"]["verdict"] == "fail"
+    assert cells["tls10"]["outcome"] == "delivered"
+    assert cells["tls10"]["tls"]["version"] == "TLSv1.0"
+    assert cells["tls12"]["verdict"] == "pass"
+    assert cells["tls12"]["tls"]["version"] == "TLSv1.2"

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import re
+import secrets
 import selectors
+import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -14,17 +21,71 @@ from typing import Any
 
 import pytest
 import yaml
+from waiting import eventually as wait_until
 
+from harness.evidence import parse_received, received_headers
+from harness.model import Outcome, Verdict
+from harness.report import load_results
 from harness.runner import backend_named, open_run
 from harness.scenarios import LoadedSuite, load_suite
 from lab.backends.docker import RUN_LABEL, DockerBackend, remove_run
 from lab.backends.docker_images import ensure_images
 from lab.pki import LabPki
-from lab.spec import ReceiverSpec
+from lab.serve import ReceiverEndpoint
+from lab.spec import ReceiverSpec, TlsVersion
 
 pytestmark = pytest.mark.integration
 PROJECT = Path(__file__).resolve().parents[1]
 SUBSET = ["tls13", "tls10", "no-starttls", "self-signed", "mismatched"]
+WAIT = 20.0
+SIOCGIFADDR = 0x8915
+NOT_LAB = "203.0.113.1"  # TEST-NET-3: never routed; the probe's SYN never leaves this host
+# run in a sender container: try to connect to each host:port (nothing is sent), say what happened
+REACH_PROBE = """\
+import socket, sys
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+        print(target, "connected")
+    except OSError as error:
+        print(target, "failed", type(error).__name__)
+"""
+# run in a sender container: one message over STARTTLS to a receiver (by container address)
+SEND_PROBE = """\
+import smtplib, ssl, sys
+address, domain, message_id = sys.argv[1:]
+context = ssl.create_default_context()
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+with smtplib.SMTP(address, 25, local_hostname="probe.sender.lab.test", timeout=10) as smtp:
+    smtp.starttls(context=context)
+    body = f"Message-ID: {message_id}\\r\\nSubject: probe\\r\\n\\r\\nevidence on the host\\r\\n"
+    smtp.sendmail("probe@sender.lab.test", [f"inbox@{domain}"], body)
+print("sent")
+"""
+
+
+def other_host_addresses(client: Any) -> set[str]:
+    """Return the host's docker0 address and its default-route source address, where it has them."""
+    found = set()
+    for network in client.networks.list(names=["bridge"]):
+        bridge = (network.attrs.get("Options") or {}).get("com.docker.network.bridge.name")
+        with contextlib.suppress(OSError):  # no such interface, or it has no IPv4 address
+            found.add(interface_address(bridge or "docker0"))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        try:
+            udp.connect((NOT_LAB, 9))  # UDP connect only picks a route: nothing is sent
+            found.add(udp.getsockname()[0])
+        except OSError:
+            pass  # no default route: nothing more to listen on
+    return found
+
+
+def interface_address(name: str) -> str:
+    """Return the IPv4 address of a network interface (SIOCGIFADDR); OSError when it has none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        request = struct.pack("256s", name.encode()[:15])
+        return socket.inet_ntoa(fcntl.ioctl(udp.fileno(), SIOCGIFADDR, request)[20:24])
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +112,7 @@ def mini_suite(tmp_path_factory: pytest.TempPathFactory) -> LoadedSuite:
     """A copy of ses-2025 restricted to a representative subset of receivers."""
     root = tmp_path_factory.mktemp("scenarios")
     for folder in ("receivers", "senders"):
-        (root / folder).symlink_to(PROJECT / "scenarios" / folder)
+        shutil.copytree(PROJECT / "scenarios" / folder, root / folder)
     full = yaml.safe_load((PROJECT / "scenarios/suites/ses-2025.yaml").read_text())
     full["receivers"] = SUBSET
     full["cells"] = {r: full["cells"][r] for r in SUBSET}
@@ -122,12 +183,33 @@ class TestRunningDockerLab:
     def test_the_lab_network_is_internal(self, client: Any, docker_lab: Any) -> None:
         networks = client.networks.list(filters={"label": RUN_LABEL})
         assert len(networks) == 1
-        # internal: Docker gives it no route off the host, so lab containers reach only each other
         assert networks[0].attrs["Internal"] is True
-        host = docker_lab.sender_host("reach-probe")
-        script = "import socket; socket.create_connection(('%s', 25), timeout=3); print('ok')"
-        status, output = host.exec(["python", "-c", script % docker_lab.endpoints["tls13"].host])
-        assert (status, output.strip()) == (0, "ok")
+        # proof, not the flag: listeners on the host's own addresses, and an address off the lab
+        host_addresses = {
+            networks[0].attrs["IPAM"]["Config"][0]["Gateway"],
+            *other_host_addresses(client),
+        }
+        with contextlib.ExitStack() as stack:
+            listeners = [stack.enter_context(socket.create_server((a, 0))) for a in host_addresses]
+            for listener in listeners:  # control: the host itself reaches each listener
+                socket.create_connection(listener.getsockname()[:2], timeout=3).close()
+                listener.accept()[0].close()
+                listener.setblocking(False)
+            blocked = [
+                f"{a}:{p}" for listener in listeners for a, p in [listener.getsockname()[:2]]
+            ]
+            blocked.append(f"{NOT_LAB}:25")
+            receiver = f"{docker_lab.endpoints['tls13'].host}:25"
+            host = docker_lab.sender_host("reach-probe")
+            status, output = host.exec(["python", "-c", REACH_PROBE, *blocked, receiver])
+            assert status == 0, output
+            reached = dict(line.split(" ", 1) for line in output.strip().splitlines())
+            # negative control, driven the same way: the lab's own receiver is reachable
+            assert reached.pop(receiver) == "connected", output
+            assert {t: r.split()[0] for t, r in reached.items()} == dict.fromkeys(blocked, "failed")
+            for listener in listeners:  # nothing from the lab ever got through to the host
+                with pytest.raises(BlockingIOError):
+                    listener.accept()
 
     def test_evidence_lands_on_the_host_and_containers_run_without_root_powers(
         self, client: Any, docker_lab: Any
@@ -143,7 +225,29 @@ class TestRunningDockerLab:
         assert user.split(":")[0] not in ("", "0", "root")  # never root, even for a root harness
         if os.getuid() != 0:
             assert user == f"{os.getuid()}:{os.getgid()}"
-        assert docker_lab.endpoints["tls13"].evidence_dir.is_dir()
+        # a message sent from a sender container lands, as an .eml, in the host's folder
+        endpoint: ReceiverEndpoint = docker_lab.endpoints["tls13"]
+        message_id = f"<evidence-{secrets.token_hex(6)}@sender.lab.test>"
+        host = docker_lab.sender_host("evidence-probe")
+        status, output = host.exec(
+            ["python", "-c", SEND_PROBE, endpoint.host, endpoint.domain, message_id]
+        )
+        assert (status, output.strip()) == (0, "sent"), output
+
+        def stored() -> bytes | None:
+            for path in endpoint.evidence_dir.glob("*.eml"):
+                data = path.read_bytes()
+                if message_id.encode() in data:
+                    return data
+            return None
+
+        data = wait_until(stored, f"the .eml of {message_id} on the host", WAIT)
+        (top, *_rest) = received_headers(data)
+        assert "by mx.tls13.lab.test" in top
+        facts = parse_received(top)
+        assert facts is not None
+        assert facts.version is TlsVersion.TLS13
+        assert data.rstrip().endswith(b"evidence on the host")
 
 
 def test_a_second_start_reuses_the_images(client: Any) -> None:
@@ -177,28 +281,38 @@ def test_sigint_mid_run_leaves_nothing(client: Any, lab_pki: LabPki, tmp_path: P
         sys.executable, "-m", "harness.cli", "run", "--backend", "docker",
         "--certs", str(lab_pki.root), "--reports", str(tmp_path),
     ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=PROJECT)
-    assert process.stdout is not None
-    deadline = time.monotonic() + 120
-    seen = b""
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while b"[ 1/27]" not in seen and time.monotonic() < deadline:
-            if selector.select(deadline - time.monotonic()):
-                chunk = os.read(process.stdout.fileno(), 4096)
-                if not chunk:
-                    break
-                seen += chunk
-    assert b"[ 1/27]" in seen, seen
-    assert left_behind(client, before)[0], "the run should have containers while it runs"
-    process.send_signal(signal.SIGINT)
-    status = process.wait(60)
-    stderr = process.stderr.read().decode() if process.stderr else ""
-    assert status == 130, stderr
-    assert "Traceback" not in stderr
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=PROJECT
+    ) as process:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 120
+        seen = b""
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            while b"[ 1/27]" not in seen and time.monotonic() < deadline:
+                if selector.select(deadline - time.monotonic()):
+                    chunk = os.read(process.stdout.fileno(), 4096)
+                    if not chunk:
+                        break
+                    seen += chunk
+        assert b"[ 1/27]" in seen, seen
+        assert left_behind(client, before)[0], "the run should have containers while it runs"
+        process.send_signal(signal.SIGINT)
+        status = process.wait(60)
+        stderr = process.stderr.read().decode() if process.stderr else ""
+        assert status == 130, stderr
+        assert "Traceback" not in stderr
     assert left_behind(client, before) == (set(), set())
-    # the cells that ran before the interrupt are still reported
-    assert (tmp_path / "latest" / "results.json").exists()
+    # the cells that ran before the interrupt are still reported, judged
+    first = re.search(rb"\[ 1/27\] (\S+)", seen)
+    assert first is not None, seen
+    report = load_results(tmp_path / "latest")
+    assert (report.suite, report.backend) == ("ses-2025", "docker")
+    judged = {r.id: r for r in report.results}
+    assert 1 <= len(judged) < 27, sorted(judged)
+    cell = judged[first.group(1).decode()]
+    assert cell.verdict is Verdict.PASS, cell
+    assert cell.outcome is not Outcome.ERROR
 
 
 def test_down_removes_what_a_crashed_run_left(client: Any) -> None:

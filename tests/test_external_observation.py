@@ -38,6 +38,9 @@ from lab.backends.local import LocalBackend
 from lab.spec import TlsVersion
 
 SUBMITTED = SendReport(SendAction.SUBMITTED, "the service accepted it")
+# a watch long enough that ending before it proves the arrival (or bounce) ended it, on any runner
+OBSERVE = 60.0
+SLACK = 15.0  # how long after its timeout a loaded runner may take to end a watch
 TLS12 = TlsFacts(version=TlsVersion.TLS12, cipher="ECDHE-RSA-AES256-GCM-SHA384", bits=256)
 
 
@@ -312,7 +315,7 @@ def relay_sender(run: LabRun, mode: str, observe_seconds: float) -> Iterator[Tin
 def test_the_runner_waits_for_a_late_delivery_and_classifies_it_delivered(
     lab_run: LabRun,
 ) -> None:
-    with relay_sender(lab_run, "require-tls", observe_seconds=10.0):
+    with relay_sender(lab_run, "require-tls", observe_seconds=OBSERVE):
         result = lab_run.run_cell("tls12", "relay")
     assert result.outcome is Outcome.DELIVERED, result.detail
     assert result.verdict is Verdict.PASS
@@ -320,21 +323,21 @@ def test_the_runner_waits_for_a_late_delivery_and_classifies_it_delivered(
     assert result.tls.version is TlsVersion.TLS12
     assert result.received is not None
     assert "mx.tls12.lab.test" in result.received
-    assert 0.3 <= result.seconds < 10.0  # waited for the relay, not for the timeout
+    assert 0.3 <= result.seconds < OBSERVE  # waited for the relay, not for the timeout
     assert result.sender_report == "submitted: the tiny relay accepted it"
     assert "TLSv1.2 with 1 message" in result.detail
 
 
 @pytest.mark.integration
 def test_a_bounce_at_the_bounce_mailbox_is_refused(lab_run: LabRun) -> None:
-    with relay_sender(lab_run, "require-tls", observe_seconds=10.0):
+    with relay_sender(lab_run, "require-tls", observe_seconds=OBSERVE):
         result = lab_run.run_cell("no-starttls", "relay")
     assert result.outcome is Outcome.REFUSED, result.detail
     assert result.verdict is Verdict.PASS
     assert result.received is None
     assert "bounce+no-starttls-relay@lab.test" in result.detail
     assert "Status: 5.7.10" in result.detail
-    assert FAILED_DSN_GRACE_SECONDS <= result.seconds < 10.0  # a copy could still have come
+    assert FAILED_DSN_GRACE_SECONDS <= result.seconds < OBSERVE  # a copy could still have come
 
 
 @pytest.mark.integration
@@ -344,7 +347,7 @@ def test_a_sender_that_never_delivers_is_not_observed_after_the_timeout(lab_run:
     assert result.outcome is Outcome.NOT_OBSERVED, result.detail
     assert result.verdict is Verdict.FAIL
     assert "within 1.5 s" in result.detail
-    assert 1.5 <= result.seconds < 5.0
+    assert 1.5 <= result.seconds < 1.5 + SLACK  # stopped at the timeout, not long after
 
 
 @pytest.mark.integration

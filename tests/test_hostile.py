@@ -31,9 +31,8 @@ from waiting import eventually as wait_until
 from harness.senders.reference import RoutedSMTP
 from lab import limits
 from lab.backends.local import LocalBackend
-from lab.evidence_store import EvidenceStore, read_messages, read_sessions
+from lab.evidence_store import read_messages, read_sessions
 from lab.pki import LabPki
-from lab.receiver import LabSMTP
 from lab.serve import ReceiverEndpoint
 from lab.spec import SESSION_LIMITS, ReceiverSpec
 
@@ -48,6 +47,7 @@ COMMAND = 2.5
 MAX_BYTES = 64 * 1024
 CAP = 3
 WAIT = 10.0  # upper bound of any wait for the receiver in this module
+SLACK = 5.0  # how late, on the receiver's own clock, a timeout may fire on a loaded machine
 POLL = 0.01
 REPLY_LINE = re.compile(rb"^(\d{3})([ -])")
 QUEUED_AS = re.compile(r"queued as (?P<qid>[0-9A-F]{12})\b")
@@ -428,56 +428,6 @@ def test_a_client_that_pipelines_without_reading_replies_cannot_hold_its_session
     assert all(REPLY_LINE.match(line) for line in data.split(b"\r\n")[:-1])
 
 
-class StalledTransport(asyncio.Transport):
-    """A transport whose peer never reads: `close()` never completes, only `abort()` ends it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = b""
-        self.calls: list[str] = []
-        self.aborted = asyncio.Event()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": (LOOPBACK, 40000)}.get(name, default)
-
-    def write(self, data: Any) -> None:
-        self.written += bytes(data)
-
-    def is_closing(self) -> bool:
-        return bool(self.calls)
-
-    def close(self) -> None:
-        self.calls.append("close")
-
-    def abort(self) -> None:
-        self.calls.append("abort")
-        self.aborted.set()
-
-
-def test_a_close_the_peer_never_lets_finish_is_aborted(
-    receiver_specs: dict[str, ReceiverSpec], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(limits, "ABORT_GRACE", 0.05)
-    spec = receiver_specs["no-starttls"].model_copy(update={"idle_timeout_seconds": 0.05})
-
-    async def scenario() -> StalledTransport:
-        transport = StalledTransport()
-        loop = asyncio.get_running_loop()
-        protocol = LabSMTP(spec, EvidenceStore(tmp_path, spec.id), loop=loop)
-        protocol.connection_made(transport)
-        await asyncio.wait_for(transport.aborted.wait(), WAIT)
-        protocol.connection_lost(None)  # what the transport reports once aborted
-        return transport
-
-    transport = asyncio.run(scenario())
-    assert transport.calls[:2] == ["close", "abort"]
-    greeting, goodbye = transport.written.decode().splitlines()
-    assert greeting.startswith("220 mx.no-starttls.lab.test ")
-    assert goodbye.startswith("421 4.4.2 mx.no-starttls.lab.test Error: idle timeout exceeded")
-    [record] = read_sessions(tmp_path / spec.id)
-    assert record["ended_by"] == "idle-timeout"
-
-
 # ---------------------------------------------------------------- STARTTLS abuse
 
 
@@ -487,14 +437,16 @@ def test_commands_pipelined_after_starttls_are_not_executed(receiver: Receiver) 
     with raw_session(receiver) as (sock, peer):
         sock.sendall(b"STARTTLS\r\n" + injected.encode())  # one packet
         assert read_replies(sock, 1)[0].startswith(b"220 ")
-        tls = client_tls(receiver).wrap_socket(sock, server_hostname=receiver.endpoint.mx_host)
-        tls.sendall(b"DATA\r\n")
-        [reply] = read_replies(tls, 1)
-        assert reply.startswith(b"503 "), f"injected MAIL/RCPT ran: DATA answered {reply!r}"
-        tls.sendall(f"EHLO {CLIENT}\r\n".encode())
-        assert read_replies(tls, 1)[0].startswith(b"250-mx.tls12.lab.test\r\n")
-        tls.sendall(f"MAIL FROM:<probe@{CLIENT}>\r\nQUIT\r\n".encode())
-        assert codes(read_replies(tls, 2)) == [250, 221]
+        with client_tls(receiver).wrap_socket(
+            sock, server_hostname=receiver.endpoint.mx_host
+        ) as tls:
+            tls.sendall(b"DATA\r\n")
+            [reply] = read_replies(tls, 1)
+            assert reply.startswith(b"503 "), f"injected MAIL/RCPT ran: DATA answered {reply!r}"
+            tls.sendall(f"EHLO {CLIENT}\r\n".encode())
+            assert read_replies(tls, 1)[0].startswith(b"250-mx.tls12.lab.test\r\n")
+            tls.sendall(f"MAIL FROM:<probe@{CLIENT}>\r\nQUIT\r\n".encode())
+            assert codes(read_replies(tls, 2)) == [250, 221]
     record = assert_nothing_stored(receiver, peer)
     assert record["handshake"] == "ok"
     assert not [line for line in record["transcript"] if "injected" in line], record["transcript"]
@@ -508,16 +460,18 @@ def test_a_transaction_begun_before_starttls_is_forgotten(receiver: Receiver) ->
         assert codes(read_replies(sock, 2)) == [250, 250]
         sock.sendall(b"STARTTLS\r\n")
         assert codes(read_replies(sock, 1)) == [220]
-        tls = client_tls(receiver).wrap_socket(sock, server_hostname=receiver.endpoint.mx_host)
-        tls.sendall(f"EHLO {CLIENT}\r\nDATA\r\n".encode())
-        assert codes(read_replies(tls, 2)) == [250, 503], "RFC 3207: state before TLS is reset"
-        tls.sendall(b"STARTTLS\r\n")
-        assert read_replies(tls, 1) == [b"554 5.5.1 Error: TLS already active\r\n"]
-        tls.sendall(
-            f"MAIL FROM:<probe@{CLIENT}>\r\nRCPT TO:<{receiver.rcpt}>\r\nDATA\r\n"
-            "inside TLS\r\n.\r\nQUIT\r\n".encode()
-        )
-        assert codes(read_replies(tls, 5)) == [250, 250, 354, 250, 221]
+        with client_tls(receiver).wrap_socket(
+            sock, server_hostname=receiver.endpoint.mx_host
+        ) as tls:
+            tls.sendall(f"EHLO {CLIENT}\r\nDATA\r\n".encode())
+            assert codes(read_replies(tls, 2)) == [250, 503], "RFC 3207: state before TLS is reset"
+            tls.sendall(b"STARTTLS\r\n")
+            assert read_replies(tls, 1) == [b"554 5.5.1 Error: TLS already active\r\n"]
+            tls.sendall(
+                f"MAIL FROM:<probe@{CLIENT}>\r\nRCPT TO:<{receiver.rcpt}>\r\nDATA\r\n"
+                "inside TLS\r\n.\r\nQUIT\r\n".encode()
+            )
+            assert codes(read_replies(tls, 5)) == [250, 250, 354, 250, 221]
     [stored] = messages_of(receiver, peer)
     assert (stored["version"], eml_body(receiver, stored)) == ("TLSv1.2", b"inside TLS\r\n")
 
@@ -609,9 +563,11 @@ def test_a_silent_client_gets_421_after_the_idle_timeout(receiver: Receiver) -> 
     waited = time.monotonic() - began
     assert data.startswith(b"421 4.4.2 mx.tls12.lab.test Error: idle timeout"), data
     assert how == "eof"
-    assert IDLE <= waited < IDLE + 2.0, f"closed after {waited:.2f} s, idle timeout is {IDLE} s"
+    assert waited >= IDLE, f"closed after {waited:.2f} s, idle timeout is {IDLE} s"
     record = assert_nothing_stored(receiver, peer)
     assert record["ended_by"] == "idle-timeout"
+    # the receiver's own clock, not the loaded client's: it gave up at the timeout, not long after
+    assert IDLE <= record["ended"] - record["started"] < IDLE + SLACK, record
     assert record["transcript"][-1].startswith("S: 421 4.4.2")
 
 
@@ -643,8 +599,10 @@ def test_a_client_trickling_one_command_gets_421_after_the_command_timeout(
                 break
     waited = time.monotonic() - began
     assert data.startswith(b"421 4.4.2 mx.tls12.lab.test Error: command timeout"), data
-    assert COMMAND <= waited < COMMAND + 2.0, f"closed after {waited:.2f} s"
-    assert assert_nothing_stored(receiver, peer)["ended_by"] == "command-timeout"
+    assert waited >= COMMAND, f"closed after {waited:.2f} s"
+    record = assert_nothing_stored(receiver, peer)
+    assert record["ended_by"] == "command-timeout"
+    assert COMMAND <= record["ended"] - record["started"] < COMMAND + SLACK, record
 
 
 def test_a_receiver_behind_on_its_input_does_not_call_the_client_idle() -> None:

@@ -21,11 +21,9 @@ import pytest
 from cli_helpers import assert_usage_error, tlslab
 from full_disk import fill, small_tmpfs
 
-from harness.cli import main
-from harness.model import Outcome, SenderProfile, Verdict
+from harness.model import Outcome, Verdict
 from harness.runner import LabRun, open_run
 from harness.scenarios import DEFAULT_ROOT, load_suite
-from harness.senders import make_driver
 from harness.senders.base import SendAction, SenderDriver, SendReport, TestMessage
 from harness.senders.reference import RoutedSMTP
 from lab.backends.base import RunningLab
@@ -174,37 +172,6 @@ def test_under_pytest_a_crashed_cell_is_reported_and_a_full_disk_is_exit_2(
     assert "Traceback (most recent call last)" in crashed["detail"]
     assert "RuntimeError: driver bug" in crashed["detail"]
     assert cells["ses-default"]["verdict"] == "pass"
-
-
-def test_tlslab_run_goes_on_after_a_crash_inside_one_cell(
-    tmp_path: Path, certs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    root = make_root(tmp_path, {"disk": SUITE})
-    real_driver = make_driver
-
-    def drivers(profile: SenderProfile, lab: RunningLab, outbox: Path) -> SenderDriver:
-        crashing = profile.id == "ses-default"
-        return CrashingSender() if crashing else real_driver(profile, lab, outbox)
-
-    monkeypatch.setattr("harness.runner.make_driver", drivers)  # the ses-default column has a bug
-    reports = tmp_path / "reports"
-    status = main(
-        ["run", "--suite", "disk", "--scenarios", str(root), "--reports", str(reports),
-         "--certs", str(certs), "--jobs", "2"]
-    )  # fmt: skip
-    out = capsys.readouterr().out
-    assert status == 1, out
-    assert "4 cells: 2 pass, 0 fail, 2 error" in out
-    data = json.loads((reports / "latest" / "results.json").read_text())
-    verdicts = {(c["receiver"], c["sender"]): c["verdict"] for c in data["results"]}
-    assert verdicts == {
-        ("no-starttls", "ses-default"): "error",
-        ("no-starttls", "paubox"): "pass",
-        ("tls12", "ses-default"): "error",
-        ("tls12", "paubox"): "pass",
-    }
-    assert all("RuntimeError: driver bug" in c["detail"] for c in data["results"]
-               if c["sender"] == "ses-default")  # fmt: skip
 
 
 # ---------------------------------------------------------------- a crash inside one cell

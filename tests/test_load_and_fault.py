@@ -9,7 +9,6 @@ waits poll conditions with deadlines.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import os
@@ -25,30 +24,20 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
-from aiosmtpd.smtp import Envelope, Session
 from waiting import eventually as wait_until
 
 from harness.model import Outcome, Verdict
 from harness.runner import LabRun
 from harness.scenarios import load_suite
 from harness.senders.reference import RoutedSMTP
-from lab import receiver
 from lab.backends.base import RunningLab
 from lab.backends.local import LocalBackend
-from lab.evidence_store import (
-    FAULTS_FILE,
-    MESSAGES_FILE,
-    SESSIONS_FILE,
-    EvidenceStore,
-    read_messages,
-)
+from lab.evidence_store import FAULTS_FILE, MESSAGES_FILE, SESSIONS_FILE, EvidenceStore
 from lab.pki import LabPki
 from lab.serve import ReceiverEndpoint
-from lab.session_record import SessionRecord
 from lab.spec import ReceiverSpec
 
 pytestmark = pytest.mark.integration
@@ -59,7 +48,7 @@ LOOPBACK = "127.0.0.1"
 CLIENT = "load.lab.test"
 MESSAGES = 2000
 CLIENTS = 50
-LOAD_BUDGET = 120.0  # seconds the load test may take end to end (about 10 s here, 2 cores)
+LOAD_BUDGET = 600.0  # a hang guard, not a speed test: about 10 s here on 2 quiet cores
 FAULT_SENDERS = 8
 FAULT_KILL_AFTER = 40  # acknowledged messages before the receiver is killed
 FAULT_MAX = 1000  # messages the fault test attempts at most
@@ -324,36 +313,3 @@ def test_a_stored_message_is_never_overwritten(tmp_path: Path) -> None:
     assert first.read_bytes() == b"first\r\n"
     names = sorted(p.name for p in store.directory.iterdir())
     assert names == ["0123456789AB.eml", FAULTS_FILE], "no temp left"
-
-
-def test_a_queue_id_already_on_disk_is_drawn_again(
-    receiver_specs: dict[str, ReceiverSpec], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    spec = receiver_specs["tls12"]
-    store = EvidenceStore(tmp_path, spec.id)
-    drawn = iter(["AAAAAAAAAAAA", "AAAAAAAAAAAA", "BBBBBBBBBBBB"])
-    monkeypatch.setattr(receiver, "new_queue_id", lambda: next(drawn))
-    handler = receiver.LabHandler(spec, store)
-    server = SimpleNamespace(
-        record=SessionRecord(receiver=spec.id, starttls_offered=True),
-        deadlines=SimpleNamespace(busy=False),
-    )
-    replies = []
-    for text in (b"one\r\n", b"two\r\n"):
-        envelope = Envelope()
-        envelope.mail_from, envelope.rcpt_tos = "a@client.lab.test", [f"inbox@{spec.domain}"]
-        envelope.original_content = text
-        stand_in: Any = server  # the handler only touches the session's record and deadlines
-        session = Session(asyncio.new_event_loop())
-        replies.append(asyncio.run(handler.handle_DATA(stand_in, session, envelope)))
-        session.loop.close()
-    assert replies == [
-        "250 2.0.0 Ok: queued as AAAAAAAAAAAA",
-        "250 2.0.0 Ok: queued as BBBBBBBBBBBB",
-    ]
-    assert (store.directory / "AAAAAAAAAAAA.eml").read_bytes().endswith(b"\r\none\r\n")
-    assert (store.directory / "BBBBBBBBBBBB.eml").read_bytes().endswith(b"\r\ntwo\r\n")
-    assert [m["queue_id"] for m in read_messages(store.directory)] == [
-        "AAAAAAAAAAAA",
-        "BBBBBBBBBBBB",
-    ]

@@ -38,6 +38,20 @@ def wrong_suite() -> str:
     return "\n".join(lines) + "\n"
 
 
+def wrong_version_suite() -> str:
+    """Return ses-2025's tls10 and tls12 rows for ses-default, both expecting TLSv1.2."""
+    return (
+        "title: A delivery over the wrong TLS version fails its cell\n"
+        "receivers: [tls10, tls12]\n"
+        "senders: [ses-default]\n"
+        "cells:\n"
+        "  tls10:\n"
+        "    ses-default: {outcome: delivered, tls: TLSv1.2}\n"
+        "  tls12:\n"
+        "    ses-default: {outcome: delivered, tls: TLSv1.2}\n"
+    )
+
+
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Return a certificate folder shared by this module's lab runs."""
@@ -146,6 +160,30 @@ def test_a_wrong_expectation_fails_with_expected_observed_and_evidence(
     data = json.loads((pytester.path / "reports" / "latest" / "results.json").read_text())
     verdicts = {c["sender"]: c["verdict"] for c in data["results"]}
     assert verdicts == {"ses-default": "pass", "ses-require-tls": "fail", "paubox": "pass"}
+
+
+def test_a_delivery_over_the_wrong_tls_version_fails_and_its_control_passes(
+    pytester: pytest.Pytester, certs: Path
+) -> None:
+    make_root(pytester.path, {"wrong-version": wrong_version_suite()})
+    result = pytester.runpytest(
+        "scenarios/suites/wrong-version.yaml", *lab_options(pytester, certs)
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "*FAIL tls10-ses-default",
+            "  expected: delivered TLSv1.2",
+            "  observed: delivered TLSv1.0",
+            "*(using TLSv1 with cipher *",
+        ]
+    )
+    result.stdout.fnmatch_lines(["FAILED scenarios/suites/wrong-version.yaml::tls10-ses-default*"])
+    assert "tls12-ses-default" not in "".join(line for line in result.outlines if "FAILED" in line)
+    data = json.loads((pytester.path / "reports" / "latest" / "results.json").read_text())
+    cells = {c["receiver"]: (c["verdict"], c["tls"]["version"]) for c in data["results"]}
+    assert cells == {"tls10": ("fail", "TLSv1.0"), "tls12": ("pass", "TLSv1.2")}
 
 
 def test_malformed_suite_is_a_collection_error_naming_file_and_field(

@@ -24,7 +24,7 @@ SENDER = "relay-lab"
 SUBSET = ["tls12", "no-starttls", "tls10"]
 USER, PASSWORD = "relay-tester", "planted-relay-Pw/9xQ+do-not-leak"
 NAMES = {"LAB_RELAY_USER": USER, "LAB_RELAY_PASSWORD": PASSWORD}
-CELL_SECONDS = 25.0
+CELL_SECONDS = 90.0  # a hang guard: cells take 2-12 s, more on a loaded runner
 
 
 # --- profiles and credentials (no Docker) -----------------------------------------------------
@@ -72,6 +72,8 @@ class RelayRun:
     run_dir: Path
     container_text: str
     output: str
+    key_dir: Path  # the lab relay's throwaway key folder on the host
+    key_dir_was_there: bool  # while the lab ran
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +96,7 @@ def relay_run(
 def _run(engine: Any, lab_pki: LabPki, factory: pytest.TempPathFactory) -> RelayRun:
     """Do the run (credentials are in the environment)."""
     root = factory.mktemp("relay-scenarios")
-    (root / "receivers").symlink_to(PROJECT / "scenarios" / "receivers")
+    shutil.copytree(PROJECT / "scenarios" / "receivers", root / "receivers")
     (root / "senders").mkdir()
     shutil.copy(PROJECT / "scenarios" / "senders" / f"{SENDER}.yaml", root / "senders")
     suite = yaml.safe_load((PROJECT / "scenarios" / "suites" / "relay.yaml").read_text())
@@ -127,7 +129,10 @@ def _run(engine: Any, lab_pki: LabPki, factory: pytest.TempPathFactory) -> Relay
         _, maillog = lab_relay.host.exec(["cat", "/var/log/postfix.log"])
         logs = engine.containers.get(lab_relay.host.name).logs().decode("utf-8", "replace")
         output = "\n".join(r.detail + r.sender_report for r in results.values())
-        return RelayRun(results, login_report, wrong_report, run.run_dir, maillog + logs, output)
+        key_dir = Path(str(lab_relay.ca_file)).parent
+        key_dir_was_there = (key_dir / "relay.key").is_file()
+    return RelayRun(results, login_report, wrong_report, run.run_dir, maillog + logs, output,
+                    key_dir, key_dir_was_there)  # fmt: skip
 
 
 def run_message(domain: str) -> Any:
@@ -168,6 +173,11 @@ class TestLabRelay:
         assert relay_run.wrong.action is SendAction.REFUSED, relay_run.wrong.reason
         assert "535" in relay_run.wrong.reason
         assert "authentication failed" in relay_run.wrong.reason.lower()
+
+    def test_the_relay_key_folder_is_removed_with_the_run(self, relay_run: RelayRun) -> None:
+        assert relay_run.key_dir_was_there, relay_run.key_dir
+        assert relay_run.key_dir.name.startswith("tlslab-relay-")
+        assert not relay_run.key_dir.exists()
 
     def test_the_password_appears_nowhere(self, relay_run: RelayRun) -> None:
         texts = [relay_run.container_text, relay_run.output, relay_run.wrong.reason,

@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from harness.model import (
     Outcome,
     PolicyAction,
+    PostfixSenderProfile,
     ReferenceSenderProfile,
+    RelaySenderProfile,
     SesSenderProfile,
     Suite,
     TlsMode,
@@ -34,6 +36,12 @@ from lab.spec import CertState, ReceiverSpec, TlsVersion
 
 SHIPPED_RECEIVERS = sorted(p.stem for p in (DEFAULT_ROOT / "receivers").glob("*.yaml"))
 SHIPPED_SENDERS = sorted(p.stem for p in (DEFAULT_ROOT / "senders").glob("*.yaml"))
+SENDER_MODELS: dict[str, type] = {
+    "reference": ReferenceSenderProfile,
+    "ses": SesSenderProfile,
+    "postfix": PostfixSenderProfile,
+    "relay": RelaySenderProfile,
+}
 
 BASE_SUITE = """\
 title: a small suite
@@ -140,10 +148,11 @@ def test_shipped_receivers_cover_the_vocabulary() -> None:
 
 @pytest.mark.parametrize("name", SHIPPED_SENDERS)
 def test_each_shipped_sender_loads(name: str) -> None:
-    profile = load_sender(DEFAULT_ROOT / "senders" / f"{name}.yaml")
+    path = DEFAULT_ROOT / "senders" / f"{name}.yaml"
+    profile = load_sender(path)
     assert profile.id == name
-    models = {"reference": ReferenceSenderProfile, "ses": SesSenderProfile}
-    assert isinstance(profile, models.get(profile.driver, type(profile)))
+    assert profile.driver == yaml.safe_load(path.read_text(encoding="utf-8"))["driver"]
+    assert type(profile) is SENDER_MODELS[profile.driver]
 
 
 def test_shipped_sender_policies() -> None:

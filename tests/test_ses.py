@@ -272,13 +272,6 @@ def test_credentials_come_only_from_the_named_variables(monkeypatch: pytest.Monk
     assert names.session_token == "AWS_SESSION_TOKEN"  # read only when set
 
 
-def test_a_profile_yaml_never_holds_secret_values() -> None:
-    for name in ("ses-live-default", "ses-live-require"):
-        text = (DEFAULT_ROOT / "senders" / f"{name}.yaml").read_text(encoding="utf-8")
-        assert "AWS_SECRET_ACCESS_KEY" in text  # a variable name ...
-        assert "aws_secret_access_key:" not in text.lower().replace("secret_access_key: aws", "")
-
-
 # ---------------------------------------------------------------- end to end, through `tlslab run`
 
 

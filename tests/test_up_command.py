@@ -1,7 +1,8 @@
 """`tlslab up` as a real process (contract 4), probed with real external tools: openssl, swaks.
 
 Needs the `openssl` and `swaks` binaries (Debian packages `openssl` and `swaks`, which pulls in
-`libnet-ssleay-perl` for its TLS); tests that need a missing one are skipped, naming it.
+`libnet-ssleay-perl` for its TLS); tests that need a missing one are skipped, naming it, or fail
+under `LAB_REQUIRE_TOOLS=1` (tests/tools.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import os
 import re
 import secrets
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from tools import require_swaks_tls, require_tool
 from waiting import eventually as wait_until
 
 from harness.evidence import parse_received, received_headers
@@ -230,14 +231,6 @@ def unique(prefix: str) -> str:
 # ---------------------------------------------------------------- external tools
 
 
-def require(tool: str, package: str) -> str:
-    """Return the tool's path, or skip naming the Debian package that provides it."""
-    path = shutil.which(tool)
-    if path is None:
-        pytest.skip(f"`{tool}` not installed (apt-get install -y {package})")
-    return path
-
-
 def run_tool(argv: list[str]) -> Ran:
     """Run an external tool with stdin closed, bounded by TOOL_TIMEOUT; merge its output."""
     try:
@@ -256,7 +249,7 @@ def run_tool(argv: list[str]) -> Ran:
 
 def openssl_starttls(up: Up, receiver: str, helo: str, *options: str) -> Ran:
     """Run `openssl s_client -starttls smtp` against the receiver, naming its MX host."""
-    openssl = require("openssl", "openssl")
+    openssl = require_tool("openssl", "openssl")
     mx_host = up.endpoints[receiver]["mx_host"]
     argv = [openssl, "s_client", "-starttls", "smtp", "-name", helo]
     argv += ["-connect", f"{LOOPBACK}:{up.port(receiver)}", "-servername", mx_host, *options]
@@ -265,7 +258,7 @@ def openssl_starttls(up: Up, receiver: str, helo: str, *options: str) -> Ran:
 
 def swaks(up: Up, receiver: str, helo: str, message_id: str, *options: str) -> Ran:
     """Run swaks to inbox@<receiver's domain> with a known EHLO name and Message-ID."""
-    path = require("swaks", "swaks")
+    path = require_tool("swaks", "swaks")
     domain = up.endpoints[receiver]["domain"]
     argv = [path, "--to", f"inbox@{domain}", "--from", f"probe@{CLIENT_DOMAIN}"]
     argv += ["--server", f"{LOOPBACK}:{up.port(receiver)}", "--helo", helo, "--timeout", "10"]
@@ -274,10 +267,8 @@ def swaks(up: Up, receiver: str, helo: str, message_id: str, *options: str) -> R
 
 
 def swaks_tls(up: Up, receiver: str) -> list[str]:
-    """Return swaks options for STARTTLS naming the MX host; skip if swaks lacks TLS support."""
-    support = run_tool([require("swaks", "swaks"), "--support"])
-    if "=== TLS supported" not in support.output:
-        pytest.skip("swaks has no TLS support (apt-get install -y libnet-ssleay-perl)")
+    """Return swaks options for STARTTLS naming the MX host, once swaks is known to speak TLS."""
+    require_swaks_tls()
     return ["--tls", "--tls-sni", str(up.endpoints[receiver]["mx_host"])]
 
 

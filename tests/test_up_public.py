@@ -107,6 +107,9 @@ def up(*args: str | Path) -> Iterator[Running]:
             running.process.wait()
         for reader in readers:
             reader.join(TIMEOUT)
+        for stream in (running.process.stdout, running.process.stderr):
+            if stream is not None:
+                stream.close()
 
 
 class MxSMTP(smtplib.SMTP):

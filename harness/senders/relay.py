@@ -140,8 +140,14 @@ class RelaySender:
         self.port = profile.port
         self.ca_file = profile.relay_ca_file
         self.host: SenderHost | None = None
+        self._keys: tempfile.TemporaryDirectory[str] | None = None
         if profile.lab_relay:
             self._start_lab_relay(lab, outbox)
+
+    def close(self) -> None:
+        """Remove the lab relay's throwaway key; called once the lab (and the relay) stopped."""
+        if self._keys is not None:
+            self._keys.cleanup()
 
     def _start_lab_relay(self, lab: RunningLab, outbox: Path) -> None:
         """Start the lab's Postfix as an authenticated submission relay; add the user."""

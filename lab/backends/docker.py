@@ -22,6 +22,7 @@ from lab.serve import ReceiverEndpoint, write_specs_file
 from lab.spec import LAB_ZONE, ReceiverSpec
 
 RUN_LABEL = "sender-tls-lab.run"
+BRIDGE_PREFIX = "tlslab"  # + an 8-character run id: a Linux interface name (at most 15)
 LAB_UID = 10025  # the unprivileged user lab containers run as when the harness runs as root
 READY_TIMEOUT = 30.0
 ENGINE_CALLS = 4  # engine API calls made side by side when starting or removing containers
@@ -94,8 +95,14 @@ class _LabContainers:
             # a root harness still runs lab containers unprivileged: hand them what they use
             self.certs_dir = _readable_copy(pki.root, LAB_UID)
             _grant(evidence_root, LAB_UID)
+        # the bridge is named tlslab<run>: the host firewall drops what lab containers start
+        # towards the host itself (lab/docker/ensure-engine.sh), which `internal` does not stop
         self.network = client.networks.create(
-            f"tlslab-{run}", driver="bridge", internal=True, labels=self.labels
+            f"tlslab-{run}",
+            driver="bridge",
+            internal=True,
+            labels=self.labels,
+            options={"com.docker.network.bridge.name": f"{BRIDGE_PREFIX}{run}"},
         )
 
     def _run(self, name: str, image: str, command: list[str], **options: Any) -> Any:

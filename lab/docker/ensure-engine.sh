@@ -31,7 +31,23 @@ DATA_ROOT=/var/lib/docker
 say() { printf 'ensure-engine: %s\n' "$*"; }
 die() { printf 'ensure-engine: ERROR: %s\n' "$*" >&2; exit 1; }
 
+# Lab safety: an `--internal` network has no route off the host, but its containers can still
+# open connections to the host itself (its addresses on the bridge, docker0, eth0). Lab bridges
+# are named tlslab<run>; drop every new connection arriving from one (replies to the host's own
+# connections to containers still pass). Needs root and iptables; said, never fatal.
+isolate_host() {
+    local rule=(INPUT -i tlslab+ -m conntrack --ctstate NEW -j DROP)
+    if [ "$(id -u)" != 0 ] || ! iptables -S >/dev/null 2>&1; then
+        say "WARNING: cannot add the host firewall rule (needs root and iptables): lab containers can reach host services"
+        return 0
+    fi
+    if iptables -C "${rule[@]}" 2>/dev/null; then return 0; fi
+    iptables -I "${rule[@]}"
+    say "host firewall: new connections from lab bridges (tlslab+) to the host are dropped"
+}
+
 if docker info >/dev/null 2>&1; then
+    isolate_host
     say "docker engine already answers ($(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?')); nothing to do"
     exit 0
 fi
@@ -155,6 +171,7 @@ if [ $rc != 0 ]; then
     die "docker info did not answer within ${TIMEOUT}s. Hint: read $LOG; dockerd (pid ${dpid:-$already_running}) may still be starting, raise LAB_DOCKERD_TIMEOUT"
 fi
 ms=$(( ($(date +%s%N) - start) / 1000000 ))
+isolate_host
 
 drv=$(docker info --format '{{.Driver}}' 2>/dev/null || echo '?')
 ver=$(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?')
