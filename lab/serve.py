@@ -64,9 +64,14 @@ class ReceiverEndpoint:
             object.__setattr__(self, "mx", (only,))
 
     def as_json(self) -> dict[str, Any]:
-        """Return the endpoint as the JSON object `tlslab up --json` prints (contract 4)."""
+        """Return the endpoint as the JSON object `tlslab up --json` prints (contract 4).
+
+        A receiver with several MX hosts adds `mx`: each host's mx_host, preference, host, port.
+        """
         data = dataclasses.asdict(self)
         data["evidence_dir"] = str(self.evidence_dir)
+        if len(self.mx) == 1:
+            del data["mx"]  # the contract's keys exactly, as before MX lists existed
         return data
 
     @classmethod
