@@ -157,6 +157,7 @@ def test_two_mx_hosts_run_as_two_containers_published_in_preference_order(
         "    print(d, *[h + '=' + DnsRouter().address_of(h)[0] for h in DnsRouter().mx_hosts(d)])\n"
     )
     with DockerBackend().start(specs, lab_pki, tmp_path / "evidence") as lab:
+        assert lab.sender_host is not None
         host = lab.sender_host("mx-probe")
         names = {c.name for c in client.containers.list(filters={"label": RUN_LABEL})}
         status, output = host.exec(
