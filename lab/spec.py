@@ -167,15 +167,20 @@ class ReceiverSpec(BaseModel):
         names = [host.name for host in self.mx]
         preferences = [host.preference for host in self.mx]
         if OWN_MX not in names:
-            raise ValueError(f"mx must list the receiver's own host (name: {OWN_MX})")
+            raise ValueError(
+                f"mx does not list the receiver's own host; add an entry with name: {OWN_MX}"
+            )
         if len(set(names)) < len(names) or len(set(preferences)) < len(preferences):
-            raise ValueError("mx names and preferences must each be unique (one try order)")
+            raise ValueError(
+                "mx names and preferences are not unique; give each MX host its own name and "
+                "preference (one try order)"
+            )
         for host in self.mx:
             offers = self.starttls if host.starttls is None else host.starttls
             if host.name != OWN_MX and offers:
                 raise ValueError(
-                    f"mx host {host.name} offers STARTTLS, but only the host named {OWN_MX} has "
-                    "a certificate; set starttls: false for the other MX hosts"
+                    f"mx host {host.name} offers STARTTLS without a certificate (only {OWN_MX} "
+                    "has one); set starttls: false for it"
                 )
         return self
 

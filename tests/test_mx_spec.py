@@ -10,7 +10,9 @@ import dns.rdatatype
 import pytest
 from pydantic import ValidationError
 
+from harness.scenario_files import ScenarioError
 from harness.scenarios import load_receiver
+from harness.up_public import dns_records
 from lab.dns import LabZone
 from lab.greylist import GreylistTracker
 from lab.serve import MxEndpoint, ReceiverEndpoint
@@ -61,6 +63,17 @@ def test_mx_hosts_are_ordered_by_preference_not_by_listing() -> None:
 def test_a_bad_mx_list_is_refused(mx: list[dict[str, Any]], says: str) -> None:
     with pytest.raises(ValidationError, match=says):
         spec(mx=mx)
+
+
+def test_a_bad_mx_file_names_the_file_the_field_and_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "receivers" / "bad-mx.yaml"
+    path.parent.mkdir()
+    path.write_text("mx:\n  - {name: mx}\n  - {name: plain, preference: 20}\n")
+    with pytest.raises(ScenarioError) as caught:
+        load_receiver(path)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: field 'mx': mx host plain offers STARTTLS")
+    assert text.endswith("; fix: set starttls: false for it")
 
 
 def test_a_second_mx_without_starttls_is_accepted_negative_control() -> None:
@@ -129,3 +142,18 @@ def test_an_endpoint_json_keeps_the_contract_keys_and_adds_mx_only_for_several_h
     several = ReceiverEndpoint("x", "127.0.0.1", 1, "a.x.lab.test", "x.lab.test", Path("/e"), hosts)
     assert [m["preference"] for m in several.as_json()["mx"]] == [10, 20]
     assert ReceiverEndpoint.from_json(several.as_json()) == several
+
+
+def test_the_public_zone_file_lists_every_mx_host_with_its_preference() -> None:
+    hosts = (MxEndpoint("mx-plain.x.lab.test", 10, "192.0.2.1", 25),
+             MxEndpoint("mx.x.lab.test", 20, "192.0.2.2", 25))  # fmt: skip
+    several = ReceiverEndpoint(
+        "x", "192.0.2.1", 25, hosts[0].mx_host, "x.lab.test", Path("/e"), hosts
+    )
+    single = ReceiverEndpoint("tls13", "192.0.2.3", 25, "mx.tls13.lab.test", "tls13.lab.test",
+                              Path("/e"))  # fmt: skip
+    lines = dns_records([several, single], "lab.test")
+    assert "x.lab.test. 300 IN MX 10 mx-plain.x.lab.test." in lines
+    assert "x.lab.test. 300 IN MX 20 mx.x.lab.test." in lines
+    assert any(line.startswith("mx.x.lab.test. 300 IN A 192.0.2.2") for line in lines)
+    assert "tls13.lab.test. 300 IN MX 10 mx.tls13.lab.test." in lines  # a single MX as before
