@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from harness.arrivals import find_arrivals
+from harness.attempts import session_trail
 from harness.classify import Classified, classify, judge
 from harness.expectations import failure_note
 from harness.model import (
@@ -165,6 +166,7 @@ class LabRun:
             sessions = wait_for_sessions(directory, set(report.attempts))
             arrivals = find_arrivals(directory, message.message_id, zone_of(endpoint))
             note = _missing_sessions_note(report, sessions)
+            note += session_trail(sessions, len(endpoint.mx))
         portal = report.portal_path is not None and report.portal_path.exists()
         seen = classify(report, arrivals, portal, watched)
         if not arrivals:

@@ -250,11 +250,12 @@ def address_warnings(endpoints: list[ReceiverEndpoint]) -> list[str]:
 
 
 def dns_records(endpoints: list[ReceiverEndpoint], zone: str) -> list[str]:
-    """Return the zone-file lines to create: an MX and an A/AAAA per receiver, the bounce MX."""
+    """Return the zone-file lines to create: MX and A/AAAA per receiver MX host, the bounce MX."""
     lines = [f"; DNS records for the lab zone {zone} (create them at the zone's DNS host)"]
     for e in endpoints:
-        lines.append(f"{e.domain}. 300 IN MX 10 {e.mx_host}.")
-        lines.append(f"{e.mx_host}. 300 IN {_address_record(e.host)}")
+        for mx in e.mx:  # one host for most receivers; several, by preference, for some
+            lines.append(f"{e.domain}. 300 IN MX {mx.preference} {mx.mx_host}.")
+            lines.append(f"{mx.mx_host}. 300 IN {_address_record(mx.host)}")
     by_id = {e.receiver: e for e in endpoints}
     bounce = next((by_id[r] for r in BOUNCE_MX_PREFERENCE if r in by_id), endpoints[0])
     mailbox = f"bounce+<cell>@{zone}"

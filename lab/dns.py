@@ -141,11 +141,11 @@ async def serve(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the lab DNS: `--a host=ip` and `--mx domain=mx-host`, repeatable."""
+    """Run the lab DNS: `--a host=ip` and `--mx domain=mx-host[:preference]`, repeatable."""
     parser = argparse.ArgumentParser(prog="python -m lab.dns", description=__doc__)
     parser.add_argument("--zone", default="lab.test")
     parser.add_argument("--a", action="append", default=[], metavar="HOST=IP")
-    parser.add_argument("--mx", action="append", default=[], metavar="DOMAIN=MXHOST")
+    parser.add_argument("--mx", action="append", default=[], metavar="DOMAIN=MXHOST[:PREF]")
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=53)
     args = parser.parse_args(argv)
@@ -154,7 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for item in args.a:
             zone.add_a(*item.split("=", 1))
         for item in args.mx:
-            zone.add_mx(*item.split("=", 1))
+            domain, _, target = item.partition("=")
+            mx_host, _, preference = target.partition(":")
+            zone.add_mx(domain, mx_host, int(preference or 10))
     except (TypeError, ValueError) as error:
         print(f"lab.dns: bad record: {error}", file=sys.stderr)
         return 2

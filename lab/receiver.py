@@ -15,6 +15,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from lab.evidence_store import EvidenceStore, error_name
+from lab.greylist import GREYLISTED, GreylistTracker
 from lab.header_text import helo_text, recipient_text, stored_message
 from lab.limits import (
     COMMAND_TIMEOUT,
@@ -84,10 +85,18 @@ def received_header(
 class LabHandler:
     """aiosmtpd hooks: accept only the lab's domain, store each message durably before 250."""
 
-    def __init__(self, spec: ReceiverSpec, store: EvidenceStore) -> None:
-        """Bind the handler to one receiver state and its evidence store."""
+    def __init__(
+        self,
+        spec: ReceiverSpec,
+        store: EvidenceStore,
+        mx_host: str | None = None,
+        greylist: GreylistTracker | None = None,
+    ) -> None:
+        """Bind the handler to one receiver state, the MX host it serves and its evidence store."""
         self.spec = spec
         self.store = store
+        self.mx_host = mx_host or spec.mx_host
+        self.greylist = greylist
 
     async def handle_EHLO(
         self,
@@ -111,6 +120,10 @@ class LabHandler:
             return "550 5.7.1 Relay access denied: this lab receiver only accepts @" + (
                 self.spec.domain
             )
+        if self.greylist is not None and self.greylist.defers(
+            server.record.peer_ip, envelope.mail_from or "", address
+        ):
+            return GREYLISTED
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -122,9 +135,7 @@ class LabHandler:
         try:
             for _ in range(QUEUE_ID_ATTEMPTS):
                 queue_id = new_queue_id()
-                header = received_header(
-                    server.record, self.spec.mx_host, queue_id, rcpt, time.time()
-                )
+                header = received_header(server.record, self.mx_host, queue_id, rcpt, time.time())
                 entry = server.record.message_entry(
                     queue_id, envelope, content, f"{queue_id}.eml", header
                 )
@@ -162,12 +173,15 @@ class LabSMTP(SMTP):
         spec: ReceiverSpec,
         store: EvidenceStore,
         sessions: SessionRegistry | None = None,
+        mx_host: str | None = None,
+        greylist: GreylistTracker | None = None,
         **kwargs: Any,
     ) -> None:
-        """Create the protocol for one connection to `spec`; `sessions` tracks open ones."""
+        """Create the protocol for one connection to `spec`'s MX `mx_host` (default: its own)."""
+        mx_host = mx_host or spec.mx_host
         super().__init__(
-            LabHandler(spec, store),
-            hostname=spec.mx_host,
+            LabHandler(spec, store, mx_host, greylist),
+            hostname=mx_host,
             ident=f"ESMTP {SERVER_SOFTWARE}",
             data_size_limit=spec.max_message_bytes,
             timeout=spec.command_timeout_seconds,
@@ -175,7 +189,9 @@ class LabSMTP(SMTP):
         )
         self.spec = spec
         self.store = store
-        self.record = SessionRecord(receiver=spec.id, starttls_offered=bool(self.tls_context))
+        self.record = SessionRecord(
+            receiver=spec.id, starttls_offered=bool(self.tls_context), mx_host=mx_host
+        )
         self.sessions = sessions if sessions is not None else SessionRegistry()
         self.deadlines = Deadlines(
             self.loop,

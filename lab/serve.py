@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from lab.evidence_store import EvidenceStore
+from lab.greylist import GreylistTracker
 from lab.limits import SessionRegistry
 from lab.parent_watch import exit_with_parent
 from lab.pki import CertificateError, LabPki, load_certs
@@ -31,8 +32,22 @@ STOP_GRACE = 3.0  # seconds open sessions get to close and records to be written
 
 
 @dataclasses.dataclass(frozen=True)
+class MxEndpoint:
+    """One MX host of a running receiver: its name, MX preference and where it listens."""
+
+    mx_host: str
+    preference: int
+    host: str
+    port: int
+
+
+@dataclasses.dataclass(frozen=True)
 class ReceiverEndpoint:
-    """Where one running receiver listens and where its evidence lands."""
+    """Where one running receiver listens and where its evidence lands.
+
+    `host`, `port` and `mx_host` are its most preferred MX; `mx` lists every MX host, most
+    preferred first (one entry for a receiver with a single MX).
+    """
 
     receiver: str
     host: str
@@ -40,11 +55,23 @@ class ReceiverEndpoint:
     mx_host: str
     domain: str
     evidence_dir: Path
+    mx: tuple[MxEndpoint, ...] = ()
+
+    def __post_init__(self) -> None:
+        """Fill in the single-MX list when no MX list was given."""
+        if not self.mx:
+            only = MxEndpoint(self.mx_host, 10, self.host, self.port)
+            object.__setattr__(self, "mx", (only,))
 
     def as_json(self) -> dict[str, Any]:
-        """Return the endpoint as the JSON object `tlslab up --json` prints (contract 4)."""
+        """Return the endpoint as the JSON object `tlslab up --json` prints (contract 4).
+
+        A receiver with several MX hosts adds `mx`: each host's mx_host, preference, host, port.
+        """
         data = dataclasses.asdict(self)
         data["evidence_dir"] = str(self.evidence_dir)
+        if len(self.mx) == 1:
+            del data["mx"]  # the contract's keys exactly, as before MX lists existed
         return data
 
     @classmethod
@@ -57,6 +84,18 @@ class ReceiverEndpoint:
             mx_host=str(data["mx_host"]),
             domain=str(data["domain"]),
             evidence_dir=Path(str(data["evidence_dir"])),
+            mx=tuple(
+                MxEndpoint(str(m["mx_host"]), int(m["preference"]), str(m["host"]), int(m["port"]))
+                for m in data.get("mx", ())
+            ),
+        )
+
+    @classmethod
+    def of(cls, spec: ReceiverSpec, evidence_dir: Path, mx: list[MxEndpoint]) -> ReceiverEndpoint:
+        """Return the endpoint of `spec` whose MX hosts listen as `mx` (most preferred first)."""
+        first = mx[0]
+        return cls(
+            spec.id, first.host, first.port, first.mx_host, spec.domain, evidence_dir, tuple(mx)
         )
 
 
@@ -87,8 +126,12 @@ async def start_receivers(
     sessions: SessionRegistry | None = None,
     binds: Mapping[str, tuple[str, int]] | None = None,
     on_session: Callable[[dict[str, Any]], None] | None = None,
+    only_mx: str | None = None,
 ) -> tuple[list[asyncio.Server], list[ReceiverEndpoint]]:
-    """Start one SMTP server per spec on `host` or its `binds` entry (port 0: a free one)."""
+    """Start one SMTP server per MX host of each spec on `host` (or its `binds` entry).
+
+    Port 0 picks a free port per MX host; `only_mx` serves that one MX host alone (a container).
+    """
     sessions = SessionRegistry() if sessions is None else sessions
     loop = asyncio.get_running_loop()
     servers: list[asyncio.Server] = []
@@ -101,22 +144,24 @@ async def start_receivers(
                 else ObservedStore(evidence_root, spec.id, on_session)
             )
             bind_host, bind_port = (binds or {}).get(spec.id, (host, port))
-            context = None
-            if spec.starttls:
-                bundle = pki.bundle(spec.id)
-                context = build_tls_context(spec, bundle.cert_path, bundle.key_path)
-            server = await loop.create_server(
-                _protocol_factory(spec, store, context, loop, sessions),
-                host=bind_host,
-                port=bind_port,
-            )
-            servers.append(server)
-            bound_port = server.sockets[0].getsockname()[1]
-            endpoints.append(
-                ReceiverEndpoint(
-                    spec.id, bind_host, bound_port, spec.mx_host, spec.domain, store.directory
+            greylist = GreylistTracker(spec.greylist.first_attempts) if spec.greylist else None
+            routes = [r for r in spec.mx_routes if only_mx in (None, r.host)]
+            mx: list[MxEndpoint] = []
+            for route in routes:
+                context = None
+                if route.starttls:
+                    bundle = pki.bundle(spec.id)
+                    context = build_tls_context(spec, bundle.cert_path, bundle.key_path)
+                server = await loop.create_server(
+                    _protocol_factory(spec, store, context, loop, sessions, route.host, greylist),
+                    host=bind_host,
+                    port=bind_port,
                 )
-            )
+                servers.append(server)
+                bound_port = server.sockets[0].getsockname()[1]
+                mx.append(MxEndpoint(route.host, route.preference, bind_host, bound_port))
+            if mx:
+                endpoints.append(ReceiverEndpoint.of(spec, store.directory, mx))
     except BaseException:
         for server in servers:
             server.close()
@@ -130,11 +175,13 @@ def _protocol_factory(
     context: Any,
     loop: asyncio.AbstractEventLoop,
     sessions: SessionRegistry,
+    mx_host: str,
+    greylist: GreylistTracker | None,
 ) -> Callable[[], LabSMTP]:
     """Return a factory making one LabSMTP protocol per connection, tracked in `sessions`."""
 
     def factory() -> LabSMTP:
-        return LabSMTP(spec, store, sessions, tls_context=context, loop=loop)
+        return LabSMTP(spec, store, sessions, mx_host, greylist, tls_context=context, loop=loop)
 
     return factory
 
@@ -155,6 +202,7 @@ async def serve_until_signalled(
     port: int = 0,
     binds: Mapping[str, tuple[str, int]] | None = None,
     on_session: Callable[[dict[str, Any]], None] | None = None,
+    only_mx: str | None = None,
 ) -> None:
     """Serve the receivers until SIGINT or SIGTERM, then close every server cleanly."""
     quiet_library_logs()
@@ -164,7 +212,7 @@ async def serve_until_signalled(
         loop.add_signal_handler(signum, stop.set)
     sessions = SessionRegistry()
     servers, endpoints = await start_receivers(
-        specs, pki, evidence_root, host, port, sessions, binds, on_session
+        specs, pki, evidence_root, host, port, sessions, binds, on_session, only_mx
     )
     try:
         on_ready(endpoints)
@@ -203,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--evidence-dir", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--mx-host", help="serve only this MX host of the receivers")
     parser.add_argument(
         "--exit-with-parent", action="store_true",
         help="stop when the parent dies or closes this process's standard input",
@@ -219,7 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(
             serve_until_signalled(
-                specs, pki, args.evidence_dir, args.host, print_endpoints_json, args.port
+                specs,
+                pki,
+                args.evidence_dir,
+                args.host,
+                print_endpoints_json,
+                args.port,
+                only_mx=args.mx_host,
             )
         )
     except OSError as error:

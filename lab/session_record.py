@@ -40,6 +40,7 @@ class SessionRecord:
 
     receiver: str
     starttls_offered: bool
+    mx_host: str = ""  # the MX host name the session reached (a receiver may have several)
     session_id: str = ""
     peer_ip: str = ""
     peer_port: int = 0

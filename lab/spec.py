@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ssl
 from typing import Annotated
@@ -80,6 +81,37 @@ class CertState(enum.StrEnum):
     UNTRUSTED_CA = "untrusted-ca"
 
 
+MX_LIMIT = 5  # MX hosts one receiver state may publish
+OWN_MX = "mx"  # the label of the receiver's own MX host, the one its certificate names
+
+
+class MxHost(BaseModel):
+    """One MX record of a receiver's domain: host `<name>.<domain>`, its preference, STARTTLS."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # a DNS label
+    preference: Annotated[StrictInt, within(0, 65_535)] = 10
+    starttls: StrictBool | None = None  # None: as the receiver's `starttls`
+
+
+class Greylist(BaseModel):
+    """Greylisting: answer 451 4.7.1 to the first `first_attempts` attempts of each message."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    first_attempts: Annotated[StrictInt, within(0, 10)] = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class MxRoute:
+    """One MX host of a receiver as resolved from its spec: full name, preference, STARTTLS."""
+
+    host: str
+    preference: int
+    starttls: bool
+
+
 class ReceiverSpec(BaseModel):
     """One receiving MTA pinned to one TLS state; `id` is the YAML file's stem."""
 
@@ -101,6 +133,9 @@ class ReceiverSpec(BaseModel):
     max_recipients: int = 1000  # smtpd_recipient_limit
     max_junk_commands: int = 100  # smtpd_junk_command_limit
     max_errors: int = 20  # smtpd_hard_error_limit
+    # MX records of the domain; empty: one MX, `mx.<domain>`, preference 10 (see MxHost)
+    mx: tuple[MxHost, ...] = Field(default=(), max_length=MX_LIMIT)
+    greylist: Greylist | None = None
 
     @field_validator(*SESSION_LIMITS, mode="before")
     @classmethod
@@ -124,6 +159,45 @@ class ReceiverSpec(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _mx_consistent(self) -> ReceiverSpec:
+        """Reject MX lists without the own host, with repeated names or preferences."""
+        if not self.mx:
+            return self
+        names = [host.name for host in self.mx]
+        preferences = [host.preference for host in self.mx]
+        if OWN_MX not in names:
+            raise ValueError(
+                f"mx does not list the receiver's own host; add an entry with name: {OWN_MX}"
+            )
+        if len(set(names)) < len(names) or len(set(preferences)) < len(preferences):
+            raise ValueError(
+                "mx names and preferences are not unique; give each MX host its own name and "
+                "preference (one try order)"
+            )
+        for host in self.mx:
+            offers = self.starttls if host.starttls is None else host.starttls
+            if host.name != OWN_MX and offers:
+                raise ValueError(
+                    f"mx host {host.name} offers STARTTLS without a certificate (only {OWN_MX} "
+                    "has one); set starttls: false for it"
+                )
+        return self
+
+    @property
+    def mx_routes(self) -> list[MxRoute]:
+        """Return every MX host of this receiver, most preferred first."""
+        hosts = self.mx or (MxHost(name=OWN_MX),)
+        routes = [
+            MxRoute(
+                f"{h.name}.{self.domain}",
+                h.preference,
+                self.starttls if h.starttls is None else h.starttls,
+            )
+            for h in hosts
+        ]
+        return sorted(routes, key=lambda route: route.preference)
+
     @property
     def domain(self) -> str:
         """Return the recipient domain this receiver is the MX for."""
@@ -131,7 +205,7 @@ class ReceiverSpec(BaseModel):
 
     @property
     def mx_host(self) -> str:
-        """Return the MX host name senders connect to (and its certificate should name)."""
+        """Return the receiver's own MX host name (the one its certificate names)."""
         return f"mx.{self.domain}"
 
     def accepts(self, address: str) -> bool:

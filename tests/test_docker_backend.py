@@ -250,6 +250,37 @@ class TestRunningDockerLab:
         assert data.rstrip().endswith(b"evidence on the host")
 
 
+def test_two_mx_hosts_run_as_two_containers_published_in_preference_order(
+    client: Any, receiver_specs: dict[str, ReceiverSpec], lab_pki: LabPki, tmp_path: Path
+) -> None:
+    specs = [receiver_specs["mx-fallback"], receiver_specs["tls13"]]
+    script = (
+        "import sys, socket\n"
+        "from harness.senders.remote import DnsRouter\n"
+        "for d in sys.argv[1:]:\n"
+        "    print(d, *[h + '=' + DnsRouter().address_of(h)[0] for h in DnsRouter().mx_hosts(d)])\n"
+    )
+    with DockerBackend().start(specs, lab_pki, tmp_path / "evidence") as lab:
+        assert lab.sender_host is not None
+        host = lab.sender_host("mx-probe")
+        names = {c.name for c in client.containers.list(filters={"label": RUN_LABEL})}
+        status, output = host.exec(
+            ["python", "-c", script, "mx-fallback.lab.test", "tls13.lab.test"]
+        )
+        fallback = lab.endpoint("mx-fallback")
+        run = next(n for n in names if n.endswith("-mx-probe")).removesuffix("-mx-probe")
+    assert status == 0, output
+    answers = {line.split()[0]: line.split()[1:] for line in output.strip().splitlines()}
+    assert answers["mx-fallback.lab.test"] == [f"{m.mx_host}={m.host}" for m in fallback.mx]
+    assert [m.mx_host for m in fallback.mx] == [
+        "mx-plain.mx-fallback.lab.test", "mx.mx-fallback.lab.test"
+    ]  # fmt: skip
+    assert fallback.mx[0].host != fallback.mx[1].host  # two containers, two addresses
+    assert {f"{run}-mx-fallback", f"{run}-mx-fallback-mx-plain"} <= names
+    # negative control: a receiver without an MX list publishes its one MX host
+    assert answers["tls13.lab.test"] == [f"mx.tls13.lab.test={lab.endpoint('tls13').host}"]
+
+
 def test_a_second_start_reuses_the_images(client: Any) -> None:
     first = ensure_images(client)
     said: list[str] = []

@@ -285,9 +285,9 @@ class Route:
 
     endpoint: ReceiverEndpoint
 
-    def mx_for(self, domain: str) -> str | None:
+    def mx_hosts(self, domain: str) -> list[str]:
         """Return the receiver's MX host for its domain."""
-        return self.endpoint.mx_host if domain == self.endpoint.domain else None
+        return [self.endpoint.mx_host] if domain == self.endpoint.domain else []
 
     def address_of(self, mx_host: str) -> tuple[str, int]:
         """Return where the receiver listens."""

@@ -342,7 +342,8 @@ class PostfixSender:
         self, receiver: ReceiverEndpoint, known: set[tuple[str, int]], anchor: str | None
     ) -> tuple[tuple[str, int], ...]:
         """Return this cell's SMTP connections: the receiver's new sessions from this container."""
-        self._exec([CTL, "idle", str(IDLE_SECONDS), receiver.host], None, IDLE_SECONDS + 5)
+        for mx in receiver.mx:  # every MX host of the receiver (Postfix may have tried each)
+            self._exec([CTL, "idle", str(IDLE_SECONDS), mx.host], None, IDLE_SECONDS + 5)
         deadline = time.monotonic() + SESSION_SECONDS
         while True:
             records = [

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import smtplib
 import socket
 import ssl
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,13 +19,15 @@ from lab.spec import TlsVersion
 
 CONNECT_TIMEOUT = 10.0
 LEGACY_CIPHERS = "DEFAULT:@SECLEVEL=0"
+RETRIES = 1  # a deferred message is retried once ...
+RETRY_DELAY = 1.0  # ... this many seconds later (Postfix's minimal_backoff_time, compressed)
 
 
 class Router(Protocol):
-    """Finds the MX host of a domain and where that host listens."""
+    """Finds the MX hosts of a domain and where each host listens."""
 
-    def mx_for(self, domain: str) -> str | None:
-        """Return the preferred MX host name of `domain`, or None."""
+    def mx_hosts(self, domain: str) -> list[str]:
+        """Return the MX host names of `domain`, most preferred first ([] when none)."""
         ...
 
     def address_of(self, mx_host: str) -> tuple[str, int]:
@@ -95,24 +99,69 @@ class ReferenceSender:
     def deliver(
         self, message: TestMessage, router: Router, ca_cert: Path, outbox: Path
     ) -> SendReport:
-        """Resolve the recipient's MX with `router` and deliver per policy; never raises."""
+        """Deliver per policy over the recipient's MX hosts; retry a deferral; never raises.
+
+        A deferred message is retried RETRIES times, RETRY_DELAY seconds apart (a retry
+        schedule compressed for the lab); the report then lists every attempt and its time.
+        """
+        began = time.monotonic()
+        reports = [self._deliver_once(message, router, ca_cert, outbox)]
+        while reports[-1].action is SendAction.DEFERRED and len(reports) <= RETRIES:
+            time.sleep(RETRY_DELAY)  # the retry schedule itself, not a wait for a condition
+            retried = self._deliver_once(message, router, ca_cert, outbox)
+            reports.append(dataclasses.replace(retried, reason=retried.reason + _after(began)))
+        return _combined(reports)
+
+    def _deliver_once(
+        self, message: TestMessage, router: Router, ca_cert: Path, outbox: Path
+    ) -> SendReport:
+        """Make one delivery attempt: each MX host in preference order, the policy per host."""
         domain = message.rcpt.rpartition("@")[2]
         try:
-            mx_host = router.mx_for(domain)
-            address = router.address_of(mx_host) if mx_host else None
-        except OSError as error:
+            routes = [(host, router.address_of(host)) for host in router.mx_hosts(domain)]
+        except (OSError, KeyError) as error:
             return SendReport(
                 SendAction.FAILED, f"cannot resolve {domain}: {error}", lab_fault=True
             )
-        if mx_host is None or address is None:
+        if not routes:
             return SendReport(SendAction.FAILED, f"no MX for {domain} in the lab", lab_fault=True)
         context = client_context(self.profile, ca_cert)
         attempts: list[tuple[str, int]] = []
+        moved_on: list[MovedOn] = []
+        for mx_host, address in routes:
+            try:
+                report = self._try_host(message, mx_host, address, context, attempts, outbox)
+            except MovedOn as reason:
+                moved_on.append(reason)
+                continue
+            if moved_on:  # say which hosts were passed over before this one
+                passed = "; ".join(str(m) for m in moved_on)
+                report = dataclasses.replace(report, reason=f"{passed}; then {report.reason}")
+            return report
+        return self._all_hosts_failed(message, moved_on, attempts, outbox)
+
+    def _try_host(
+        self,
+        message: TestMessage,
+        mx_host: str,
+        address: tuple[str, int],
+        context: ssl.SSLContext,
+        attempts: list[tuple[str, int]],
+        outbox: Path,
+    ) -> SendReport:
+        """Deliver to one MX host; raise MovedOn when the next MX host should be tried."""
         try:
             try:
                 version = self._deliver(message, mx_host, address, context, attempts)
             except PolicyNotMet as unmet:
-                return self._policy_unmet(message, mx_host, address, attempts, outbox, unmet)
+                if self.profile.on_policy_unmet is not PolicyAction.PLAINTEXT:
+                    raise MovedOn(f"{mx_host}: {unmet}", unmet=True) from unmet
+                self._deliver(message, mx_host, address, None, attempts)
+                return SendReport(
+                    SendAction.DELIVERED,
+                    f"{mx_host}: {unmet}; retried in plaintext",
+                    tuple(attempts),
+                )
         except GreetingRefused as refused:
             # Nothing about the sender was observed: the lab failed to serve the session.
             return SendReport(
@@ -122,21 +171,34 @@ class ReferenceSender:
                 tuple(attempts),
                 lab_fault=True,
             )
-        except smtplib.SMTPResponseException as error:
-            action = SendAction.DEFERRED if 400 <= error.smtp_code < 500 else SendAction.REFUSED
-            text = error.smtp_error
-            text = text.decode(errors="replace") if isinstance(text, bytes) else text
-            reply = f"{error.smtp_code} {text}"
-            return SendReport(action, f"receiver answered {reply}", tuple(attempts))
+        except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused) as error:
+            code, reply = _reply_of(error)
+            if 400 <= code < 500:  # RFC 5321 section 5.1: a temporary failure, try the next MX
+                raise MovedOn(f"{mx_host} answered {reply}", temporary=True) from error
+            return SendReport(SendAction.REFUSED, f"{mx_host} answered {reply}", tuple(attempts))
         except (OSError, smtplib.SMTPException) as error:
-            return SendReport(
-                SendAction.FAILED,
-                f"could not talk to {mx_host} at {address[0]}:{address[1]}: {error}",
-                tuple(attempts),
-                lab_fault=True,
-            )
+            raise MovedOn(
+                f"could not talk to {mx_host} at {address[0]}:{address[1]}: {error}"
+            ) from error
         how = f"over {version}" if version else "in plaintext"
-        return SendReport(SendAction.DELIVERED, f"delivered {how}", tuple(attempts), version)
+        return SendReport(
+            SendAction.DELIVERED, f"delivered {how} to {mx_host}", tuple(attempts), version
+        )
+
+    def _all_hosts_failed(
+        self,
+        message: TestMessage,
+        moved_on: list[MovedOn],
+        attempts: list[tuple[str, int]],
+        outbox: Path,
+    ) -> SendReport:
+        """Decide after every MX host failed: defer (4xx), the policy's action, or a lab error."""
+        reason = "; ".join(str(m) for m in moved_on)
+        if any(m.temporary for m in moved_on):
+            return SendReport(SendAction.DEFERRED, reason, tuple(attempts))
+        if any(m.unmet for m in moved_on):
+            return self._policy_unmet(message, reason, attempts, outbox)
+        return SendReport(SendAction.FAILED, reason, tuple(attempts), lab_fault=True)
 
     def _deliver(
         self,
@@ -175,22 +237,10 @@ class ReferenceSender:
         return TlsVersion.from_openssl(version).value if version else None
 
     def _policy_unmet(
-        self,
-        message: TestMessage,
-        mx_host: str,
-        address: tuple[str, int],
-        attempts: list[tuple[str, int]],
-        outbox: Path,
-        unmet: PolicyNotMet,
+        self, message: TestMessage, reason: str, attempts: list[tuple[str, int]], outbox: Path
     ) -> SendReport:
-        """Apply the profile's action for an unmet policy: plaintext, refuse, defer or fallback."""
+        """Apply the profile's action when no MX host met the policy: refuse, defer or fallback."""
         action = self.profile.on_policy_unmet
-        reason = str(unmet)
-        if action is PolicyAction.PLAINTEXT:
-            self._deliver(message, mx_host, address, None, attempts)
-            return SendReport(
-                SendAction.DELIVERED, f"{reason}; retried in plaintext", tuple(attempts)
-            )
         if action is PolicyAction.REFUSE:
             return SendReport(SendAction.REFUSED, f"{reason}; message dropped", tuple(attempts))
         if action is PolicyAction.DEFER:
@@ -213,6 +263,43 @@ class ReferenceSender:
             tuple(attempts),
             portal_path=portal,
         )
+
+
+class MovedOn(Exception):
+    """One MX host did not take the message and the next one is tried (the reason is the text)."""
+
+    def __init__(self, reason: str, *, temporary: bool = False, unmet: bool = False) -> None:
+        """Keep the reason and whether it was a 4xx reply or an unmet TLS policy."""
+        super().__init__(reason)
+        self.temporary, self.unmet = temporary, unmet
+
+
+def _reply_of(
+    error: smtplib.SMTPResponseException | smtplib.SMTPRecipientsRefused,
+) -> tuple[int, str]:
+    """Return the SMTP code and `code text` of a refused command or of refused recipients."""
+    raw: bytes | str
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        code, raw = next(iter(error.recipients.values()), (0, b"no reply"))
+    else:
+        code, raw = error.smtp_code, error.smtp_error
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+    return code, f"{code} {text}"
+
+
+def _after(began: float) -> str:
+    """Return when a retry ran, relative to the first attempt."""
+    return f" (retry {time.monotonic() - began:.1f} s after the first attempt)"
+
+
+def _combined(reports: list[SendReport]) -> SendReport:
+    """Return the last attempt's report with every attempt's connections and reasons."""
+    if len(reports) == 1:
+        return reports[0]
+    last = reports[-1]
+    told = "; ".join(f"attempt {n}: {r.action.value}: {r.reason}" for n, r in enumerate(reports, 1))
+    connections = tuple(c for r in reports for c in r.attempts)
+    return dataclasses.replace(last, reason=told, attempts=connections)
 
 
 def _safe_name(message_id: str) -> str:

@@ -26,17 +26,22 @@ CONTAINER_OUTBOX = Path("/outbox")
 class DnsRouter:
     """Resolves MX and A records through the system resolver (the lab DNS in a container)."""
 
-    def mx_for(self, domain: str) -> str | None:
-        """Return the most preferred MX host of `domain`, or None when it has none."""
+    def mx_hosts(self, domain: str) -> list[str]:
+        """Return the MX hosts of `domain`, most preferred first ([] when it has none)."""
         import dns.exception
         import dns.resolver
 
         try:
             answer = dns.resolver.resolve(domain, "MX", lifetime=5)
         except dns.exception.DNSException:
-            return None
-        best = min(answer, key=lambda record: record.preference)
-        return str(best.exchange).rstrip(".")
+            return []
+        ordered = sorted(answer, key=lambda record: record.preference)
+        return [str(record.exchange).rstrip(".") for record in ordered]
+
+    def mx_for(self, domain: str) -> str | None:
+        """Return the most preferred MX host of `domain`, or None when it has none."""
+        hosts = self.mx_hosts(domain)
+        return hosts[0] if hosts else None
 
     def address_of(self, mx_host: str) -> tuple[str, int]:
         """Return the first IPv4 address of `mx_host` and the SMTP port."""

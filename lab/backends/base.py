@@ -52,19 +52,24 @@ class RunningLab:
         return self.endpoints[receiver]
 
     def routes(self) -> dict[str, tuple[str, int]]:
-        """Return the route map senders use: MX host name -> (address, port)."""
-        return {e.mx_host: (e.host, e.port) for e in self.endpoints.values()}
+        """Return the route map senders use: MX host name -> (address, port), every MX host."""
+        return {m.mx_host: (m.host, m.port) for e in self.endpoints.values() for m in e.mx}
 
     def address_of(self, mx_host: str) -> tuple[str, int]:
         """Return where an MX host of the lab listens."""
         return self.routes()[mx_host]
 
     def mx_for(self, domain: str) -> str | None:
-        """Return the MX host of a lab domain, or None when the lab does not serve it."""
+        """Return the most preferred MX host of a lab domain, or None when the lab has none."""
+        hosts = self.mx_hosts(domain)
+        return hosts[0] if hosts else None
+
+    def mx_hosts(self, domain: str) -> list[str]:
+        """Return the MX hosts of a lab domain, most preferred first; [] when it has none."""
         for endpoint in self.endpoints.values():
             if endpoint.domain == domain:
-                return endpoint.mx_host
-        return None
+                return [m.mx_host for m in endpoint.mx]
+        return []
 
 
 class Backend(Protocol):

@@ -18,7 +18,7 @@ from typing import Any
 from lab.backends.base import BackendError, RunningLab, SenderHost
 from lab.backends.docker_images import ensure_images
 from lab.pki import LabPki
-from lab.serve import ReceiverEndpoint, write_specs_file
+from lab.serve import MxEndpoint, ReceiverEndpoint, write_specs_file
 from lab.spec import LAB_ZONE, ReceiverSpec
 
 RUN_LABEL = "sender-tls-lab.run"
@@ -129,21 +129,24 @@ class _LabContainers:
         return container
 
     def start_receivers(self, specs: Sequence[ReceiverSpec]) -> dict[str, ReceiverEndpoint]:
-        """Start one receiver container per spec and wait until each answers its banner."""
+        """Start one receiver container per MX host of each spec; wait until each answers."""
+        hosts = [(spec, route.host) for spec in specs for route in spec.mx_routes]
 
-        def start(spec: ReceiverSpec) -> Any:
+        def start(job: tuple[ReceiverSpec, str]) -> Any:
+            spec, mx_host = job
             specs_file = write_specs_file([spec], self.evidence_root)  # read via /evidence
             self.specs_files.append(specs_file)
             command = [
                 "python", "-m", "lab.serve", "--specs-file", f"/evidence/{specs_file.name}",
                 "--certs-dir", "/certs", "--evidence-dir", "/evidence",
-                "--host", "0.0.0.0", "--port", str(SMTP_PORT),
+                "--host", "0.0.0.0", "--port", str(SMTP_PORT), "--mx-host", mx_host,
             ]  # fmt: skip
+            own = mx_host == spec.mx_host  # other MX hosts are named after their first label
             return self._run(
-                spec.id,
+                spec.id if own else f"{spec.id}-{mx_host.split('.', 1)[0]}",
                 self.images["lab"],
                 command,
-                hostname=spec.mx_host,
+                hostname=mx_host,
                 volumes={
                     str(self.certs_dir): {"bind": "/certs", "mode": "ro"},
                     str(self.evidence_root.resolve()): {"bind": "/evidence", "mode": "rw"},
@@ -152,23 +155,25 @@ class _LabContainers:
 
         # the engine creates containers faster side by side; a failure still reaches remove_all
         with ThreadPoolExecutor(max_workers=ENGINE_CALLS) as pool:
-            started = list(zip(specs, pool.map(start, specs), strict=True))
-        endpoints = {}
-        for spec, container in started:
-            address = self._wait_ready(container, spec.id)
+            started = list(zip(hosts, pool.map(start, hosts), strict=True))
+        listening: dict[str, list[MxEndpoint]] = {spec.id: [] for spec in specs}
+        for (spec, mx_host), container in started:
+            address = self._wait_ready(container, mx_host)
             _wait_for_banner(address, container)
-            endpoints[spec.id] = ReceiverEndpoint(
-                spec.id, address, SMTP_PORT, spec.mx_host, spec.domain,
-                self.evidence_root / spec.id,
-            )  # fmt: skip
-        return endpoints
+            preference = next(r.preference for r in spec.mx_routes if r.host == mx_host)
+            listening[spec.id].append(MxEndpoint(mx_host, preference, address, SMTP_PORT))
+        return {
+            spec.id: ReceiverEndpoint.of(spec, self.evidence_root / spec.id, listening[spec.id])
+            for spec in specs
+        }
 
     def start_dns(self, specs: Sequence[ReceiverSpec], ends: dict[str, ReceiverEndpoint]) -> None:
-        """Start the lab DNS, authoritative for the zone: an A and an MX record per receiver."""
+        """Start the lab DNS, authoritative for the zone: A and MX records for every MX host."""
         command = ["python", "-m", "lab.dns", "--zone", LAB_ZONE]
         for spec in specs:
-            command += ["--a", f"{spec.mx_host}={ends[spec.id].host}"]
-            command += ["--mx", f"{spec.domain}={spec.mx_host}"]
+            for mx in ends[spec.id].mx:
+                command += ["--a", f"{mx.mx_host}={mx.host}"]
+                command += ["--mx", f"{spec.domain}={mx.mx_host}:{mx.preference}"]
         container = self._run("dns", self.images["lab"], command)
         self.dns_address = self._wait_ready(container, "dns")
 
