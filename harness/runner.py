@@ -257,6 +257,8 @@ def _blame_the_store(
     cell's start), a fault in the store's ledger since then (written in place: a full disk
     cannot stop it).
     """
+    if seen.outcome is Outcome.ERROR:
+        return seen  # already the lab's, with its own reason
     failures = [str(r["store_error"]) for r in sessions if r.get("store_error")]
     if since is not None:
         failures += [

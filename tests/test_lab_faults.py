@@ -109,7 +109,8 @@ def test_a_full_reports_disk_is_a_lab_error_and_exit_2_with_the_evidence_kept(
     for cell in ("no-starttls-paubox", "tls12-ses-default", "tls12-paubox"):
         assert cells[cell].split()[2:4] == ["error", "ERROR"], ran.out  # never deferred (FAIL)
     portal = ran.out.split("no-starttls-paubox", 1)[1].split("[3/4]", 1)[0]
-    assert "lab failure: receiver does not offer STARTTLS; cannot write the portal copy" in portal
+    assert "lab failure: mx.no-starttls.lab.test: receiver does not offer STARTTLS" in portal
+    assert "cannot write the portal copy" in portal
     assert "No space left on device" in portal  # the lab's outbox is on the full disk too
     store = ran.out.split("[3/4]", 1)[1]
     assert store.count("lab failure: the receiver's evidence store failed") == 2, store
