@@ -21,6 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from lab.evidence_store import EvidenceStore
 from lab.limits import SessionRegistry
+from lab.mitm import MitmProxy
 from lab.parent_watch import exit_with_parent
 from lab.pki import CertificateError, LabPki, load_certs
 from lab.receiver import LabSMTP, build_tls_context
@@ -105,13 +106,20 @@ async def start_receivers(
             if spec.starttls:
                 bundle = pki.bundle(spec.id)
                 context = build_tls_context(spec, bundle.cert_path, bundle.key_path)
+            # behind a proxy the receiver listens on loopback; the MX address is the proxy's
+            behind = spec.proxy is not None
             server = await loop.create_server(
                 _protocol_factory(spec, store, context, loop, sessions),
-                host=bind_host,
-                port=bind_port,
+                host="127.0.0.1" if behind else bind_host,
+                port=0 if behind else bind_port,
             )
             servers.append(server)
             bound_port = server.sockets[0].getsockname()[1]
+            if behind:
+                proxy = MitmProxy(spec, ("127.0.0.1", bound_port), store.directory, sessions)
+                server = await proxy.start(bind_host, bind_port)
+                servers.append(server)
+                bound_port = server.sockets[0].getsockname()[1]
             endpoints.append(
                 ReceiverEndpoint(
                     spec.id, bind_host, bound_port, spec.mx_host, spec.domain, store.directory

@@ -80,6 +80,26 @@ class CertState(enum.StrEnum):
     UNTRUSTED_CA = "untrusted-ca"
 
 
+class ProxyVector(enum.StrEnum):
+    """What the man in the middle in front of a receiver does to the sender's session."""
+
+    NONE = "none"  # relays unchanged: the negative control of every vector
+    STRIP_STARTTLS = "strip-starttls"
+    STARTTLS_454 = "starttls-454"
+    STARTTLS_501 = "starttls-501"
+    STARTTLS_BROKEN = "starttls-broken"
+    STARTTLS_INJECTION = "starttls-injection"
+    TLS_INTERCEPT = "tls-intercept"
+
+
+class ProxySpec(BaseModel):
+    """A man in the middle the MX host name resolves to, relaying to the receiver behind it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    vector: ProxyVector
+
+
 class ReceiverSpec(BaseModel):
     """One receiving MTA pinned to one TLS state; `id` is the YAML file's stem."""
 
@@ -101,6 +121,7 @@ class ReceiverSpec(BaseModel):
     max_recipients: int = 1000  # smtpd_recipient_limit
     max_junk_commands: int = 100  # smtpd_junk_command_limit
     max_errors: int = 20  # smtpd_hard_error_limit
+    proxy: ProxySpec | None = None  # a man in the middle in front of this receiver
 
     @field_validator(*SESSION_LIMITS, mode="before")
     @classmethod
@@ -122,6 +143,13 @@ class ReceiverSpec(BaseModel):
                 f"tls_min {self.tls_min.value} is newer than tls_max {self.tls_max.value}; "
                 "set tls_min <= tls_max"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _proxied_receiver_offers_tls(self) -> ReceiverSpec:
+        """Reject a proxy in front of a receiver without STARTTLS: every vector attacks TLS."""
+        if self.proxy is not None and not self.starttls:
+            raise ValueError("a proxy needs a receiver with starttls: true behind it")
         return self
 
     @property
