@@ -42,9 +42,9 @@ def front_connections(directory: Path, client_ip: str) -> list[tuple[Peer, set[s
         }
         for r in read_sessions(directory)
     }
-    proxied = [r for r in read_proxy_records(directory) if r.peer_ip == client_ip]
+    proxied = list(read_proxy_records(directory))
     if proxied:
-        return [(r.peer, stored.get(r.upstream, set())) for r in proxied]
+        return [(r.peer, stored.get(r.upstream, set())) for r in proxied if r.peer_ip == client_ip]
     return [(peer, ids) for peer, ids in stored.items() if peer[0] == client_ip]
 
 

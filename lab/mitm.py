@@ -109,8 +109,15 @@ class ProxiedConnection:
     def close_connection(self) -> None:
         """Stop relaying because the lab shuts down; the record is still written."""
         self.facts.setdefault("ended_by", "shutdown")
+        self._close_both()
         if self.task is not None:
             self.task.cancel()
+
+    def _close_both(self) -> None:
+        """Close the sender's and the receiver's connection (idempotent)."""
+        for writer in (self.writer, self.up_writer):
+            if writer is not None:
+                writer.close()
 
     async def run(self) -> None:
         """Relay until either side closes, a deadline passes or the lab stops; then record."""
@@ -123,9 +130,7 @@ class ProxiedConnection:
         except (OSError, EOFError, ValueError, ssl.SSLError) as error:  # ValueError: line too long
             self.facts.setdefault("ended_by", f"error: {type(error).__name__}: {error}"[:LINE_TEXT])
         finally:
-            for writer in (self.writer, self.up_writer):
-                if writer is not None:
-                    writer.close()
+            self._close_both()
             await self._write_record()
 
     async def _write_record(self) -> None:
@@ -166,6 +171,8 @@ class ProxiedConnection:
                 if await self._starttls(line):
                     continue
                 return
+            if verb == b"QUIT":
+                self.facts.setdefault("ended_by", "quit")  # even if the sender leaves at once
             await self._to_receiver(line)
             reply = await self._reply()
             if verb == b"EHLO" and self.vector is ProxyVector.STRIP_STARTTLS:
@@ -175,7 +182,6 @@ class ProxiedConnection:
                 await self._message()
                 await self._to_sender(await self._reply())
             elif verb == b"QUIT":
-                self.facts.setdefault("ended_by", "quit")
                 return
 
     async def _starttls(self, line: bytes) -> bool:
@@ -221,11 +227,15 @@ class ProxiedConnection:
         """Terminate the sender's TLS with the proxy's certificate, then TLS to the receiver."""
         assert self.proxy.intercept is not None
         assert self.up_writer is not None
-        await self._manipulate([READY], "terminated TLS with its own self-signed certificate")
+        # no await between the 220 and start_tls: a ClientHello read in between would land in
+        # the plaintext buffer, out of reach of the handshake
+        self.writer.write(READY)
+        self._note_manipulation("terminated TLS with its own self-signed certificate")
         try:
             await self.writer.start_tls(self.proxy.intercept)
         except (ssl.SSLError, OSError) as error:
-            self.facts.update(tls_error=str(error)[:LINE_TEXT], ended_by="handshake-failed")
+            why = str(error) or type(error).__name__
+            self.facts.update(tls_error=why[:LINE_TEXT], ended_by="handshake-failed")
             return False
         ssl_object = self.writer.get_extra_info("ssl_object")
         self.sender_tls = _version(ssl_object.version() if ssl_object else None)
@@ -266,7 +276,11 @@ class ProxiedConnection:
 
         async def copy(source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
             with contextlib.suppress(ConnectionError):  # a TLS peer may reset instead of closing
-                while chunk := await asyncio.wait_for(source.read(CHUNK), idle):
+                while True:
+                    async with asyncio.timeout(idle):  # unlike wait_for, never eats a cancel
+                        chunk = await source.read(CHUNK)
+                    if not chunk:
+                        return
                     target.write(chunk)
                     await target.drain()
 
@@ -279,6 +293,7 @@ class ProxiedConnection:
             for task in done:
                 task.result()
         finally:
+            self._close_both()  # one side is gone: end the other's read at once
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
