@@ -9,6 +9,7 @@ of the session behind it.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 from collections.abc import Iterator
@@ -385,3 +386,36 @@ def test_front_connections_maps_sender_peers_through_the_proxy(tmp_path: Path) -
     JsonLines(tmp_path / PROXY_FILE).append(record.model_dump(mode="json"))
     assert front_connections(tmp_path, "10.0.0.9") == [(("10.0.0.9", 5000), {"<m>"})]
     assert front_connections(tmp_path, "127.0.0.1") == []
+
+
+@integration
+def test_open_connection_is_recorded_when_the_lab_stops(
+    specs: dict[str, ReceiverSpec], pki: LabPki, tmp_path: Path
+) -> None:
+    """A connection still open at shutdown gets its record (ended by shutdown), like sessions."""
+    with (
+        contextlib.ExitStack() as after_the_lab,
+        LocalBackend().start([specs["mitm-none"]], pki, tmp_path) as running,
+    ):
+        endpoint = running.endpoint("mitm-none")
+        idle = socket.create_connection((endpoint.host, endpoint.port), timeout=5)
+        after_the_lab.callback(idle.close)  # open until the lab has stopped
+        assert idle.recv(512).startswith(b"220")
+        peer = idle.getsockname()
+    records = [r for r in read_proxy_records(tmp_path / "mitm-none") if r.peer == peer]
+    assert [r.ended_by for r in records] == ["shutdown"]
+
+
+@integration
+def test_an_overlong_line_ends_the_connection_and_is_recorded(lab: RunningLab) -> None:
+    """A line over the proxy's limit closes the connection; the record says why."""
+    endpoint = lab.endpoint("strip-starttls")
+    with socket.create_connection((endpoint.host, endpoint.port), timeout=5) as raw:
+        assert raw.recv(512).startswith(b"220")
+        peer = raw.getsockname()
+        raw.sendall(b"EHLO " + b"x" * (2 * 1024 * 1024))
+        with contextlib.suppress(ConnectionError):
+            assert raw.recv(512) == b"", "the proxy closed without relaying the line"
+    record = proxy_record(lab, "strip-starttls", peer)
+    assert record.ended_by.startswith("error: ValueError"), record.ended_by
+    assert record.sent_before == ()
