@@ -16,22 +16,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 from waiting import eventually as wait_until
 
 from harness.model import ReferenceSenderProfile
-from harness.proxy_evidence import front_connections, receiver_peers
-from harness.runner import open_run
-from harness.scenarios import load_sender, load_suite
+from harness.proxy_evidence import receiver_peers
+from harness.scenarios import load_sender
 from harness.senders.base import SendAction, TestMessage
 from harness.senders.reference import ReferenceSender, RoutedSMTP
 from lab.backends.base import RunningLab
 from lab.backends.local import LocalBackend
-from lab.evidence_store import JsonLines, read_sessions
+from lab.evidence_store import read_sessions
 from lab.mitm import GARBAGE, INJECTED
 from lab.pki import LabPki, ensure_certs
-from lab.proxy_record import PROXY_FILE, ProxyRecord, read_proxy_records
+from lab.proxy_record import ProxyRecord, read_proxy_records
 from lab.spec import ProxySpec, ProxyVector, ReceiverSpec
+
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 DOWNGRADE_STATES = [v.value for v in ProxyVector if v is not ProxyVector.NONE]
@@ -123,39 +123,9 @@ def verifying(pki: LabPki) -> ssl.SSLContext:
     return context
 
 
-# ---------------------------------------------------------------- spec
-
-
-def test_proxy_vector_is_validated() -> None:
-    """An unknown vector and a proxy before a receiver without STARTTLS are refused."""
-    ReceiverSpec(id="ok", proxy={"vector": "strip-starttls"})
-    with pytest.raises(ValidationError, match="vector"):
-        ReceiverSpec(id="bad", proxy={"vector": "strip-everything"})
-    with pytest.raises(ValidationError, match="starttls: true"):
-        ReceiverSpec(id="bad", starttls=False, proxy={"vector": "starttls-454"})
-    with pytest.raises(ValidationError, match="extra"):
-        ReceiverSpec(id="bad", proxy={"vector": "none", "port": 1})
-
-
-def test_shipped_downgrade_states_front_a_healthy_tls13_receiver(
-    receiver_specs: dict[str, ReceiverSpec],
-) -> None:
-    """Each downgrade state is its vector before a TLS 1.3 receiver with a valid certificate."""
-    for state in DOWNGRADE_STATES:
-        spec = receiver_specs[state]
-        assert spec.proxy is not None
-        assert spec.proxy.vector.value == state
-        assert (spec.tls_min.value, spec.tls_max.value, spec.certificate.value) == (
-            "TLSv1.3", "TLSv1.3", "valid",
-        )  # fmt: skip
-
-
 # ---------------------------------------------------------------- vectors, real sockets
 
-integration = pytest.mark.integration
 
-
-@integration
 def test_strip_starttls_hides_starttls_and_records_plaintext_data(lab: RunningLab) -> None:
     """Through strip-starttls the EHLO reply lacks STARTTLS; the data crosses in plaintext."""
     with connect(lab, "mitm-none") as control:
@@ -181,7 +151,6 @@ def test_strip_starttls_hides_starttls_and_records_plaintext_data(lab: RunningLa
     assert [m["message_id"] for m in session["messages"]] == [message_id]  # type: ignore[attr-defined]
 
 
-@integration
 @pytest.mark.parametrize("state", ["starttls-454", "starttls-501"])
 def test_starttls_refusal_and_plaintext_in_the_same_session(lab: RunningLab, state: str) -> None:
     """STARTTLS gets the vector's refusal (the control gets 220); what follows is plaintext."""
@@ -208,7 +177,6 @@ def test_starttls_refusal_and_plaintext_in_the_same_session(lab: RunningLab, sta
     assert session["handshake"] == "none"
 
 
-@integration
 def test_starttls_broken_answers_the_client_hello_with_garbage(lab: RunningLab) -> None:
     """After 220 the handshake fails (wrong version); the control's handshake succeeds."""
     with connect(lab, "mitm-none") as control:
@@ -273,7 +241,6 @@ def naive_ehlo_after_starttls(lab: RunningLab, receiver: str) -> tuple[bytes, tu
             return tls.recv(4096).split(b"\n", 1)[0] + b"\n", peer
 
 
-@integration
 def test_injection_fools_a_client_that_keeps_its_buffer(lab: RunningLab) -> None:
     """The injected 250 becomes a naive client's EHLO reply; through `none` it gets the real one."""
     genuine, _ = naive_ehlo_after_starttls(lab, "mitm-none")
@@ -289,7 +256,6 @@ def test_injection_fools_a_client_that_keeps_its_buffer(lab: RunningLab) -> None
     assert not any(r.injected_sent or r.manipulated for r in control)
 
 
-@integration
 def test_injection_is_discarded_by_smtplib(lab: RunningLab, pki: LabPki) -> None:
     """smtplib drops its plaintext buffer on STARTTLS: TLS 1.3 end to end, real EHLO reply."""
     with connect(lab, "starttls-injection") as smtp:
@@ -309,7 +275,6 @@ def test_injection_is_discarded_by_smtplib(lab: RunningLab, pki: LabPki) -> None
     assert session["version"] == "TLSv1.3"
 
 
-@integration
 def test_tls_intercept_presents_its_own_certificate(lab: RunningLab, pki: LabPki) -> None:
     """A verifying client refuses the interceptor (and accepts the control); others are read."""
     with connect(lab, "mitm-none") as control:
@@ -337,7 +302,6 @@ def test_tls_intercept_presents_its_own_certificate(lab: RunningLab, pki: LabPki
     assert [m["message_id"] for m in session["messages"]] == [message_id]  # type: ignore[attr-defined]
 
 
-@integration
 def test_reference_sender_treats_a_starttls_refusal_as_no_tls(lab: RunningLab) -> None:
     """ses-default goes plaintext after a 454 (not deferred); ses-require-tls drops the message."""
     senders = ROOT / "scenarios" / "senders"
@@ -361,34 +325,6 @@ def test_reference_sender_treats_a_starttls_refusal_as_no_tls(lab: RunningLab) -
         assert "answered STARTTLS with 454" in report.reason
 
 
-@integration
-def test_cell_detail_shows_the_proxy_record(tmp_path: Path) -> None:
-    """A proxied cell's detail carries the proxy's record and the receiver's session behind it."""
-    loaded = load_suite("beyond-downgrade", ROOT / "scenarios")
-    with open_run(loaded, LocalBackend(), tmp_path / "certs", tmp_path / "reports") as run:
-        result = run.run_cell("strip-starttls", "ses-default")
-    assert "proxy (strip-starttls): connection 1: removed STARTTLS" in result.detail
-    assert "message data crossed in plaintext" in result.detail
-    assert "receiver recorded" not in result.detail, "the session behind the proxy was found"
-    assert len(result.sessions) == 1
-    assert result.sessions[0].starttls is False
-
-
-def test_front_connections_maps_sender_peers_through_the_proxy(tmp_path: Path) -> None:
-    """With proxy records, a client's connections are the proxy's; without, the receiver's own."""
-    session = {"peer_ip": "127.0.0.1", "peer_port": 4000, "messages": [{"message_id": "<m>"}]}
-    JsonLines(tmp_path / "sessions.jsonl").append(session)
-    assert front_connections(tmp_path, "127.0.0.1") == [(("127.0.0.1", 4000), {"<m>"})]
-    record = ProxyRecord(
-        receiver="r", vector=ProxyVector.NONE, peer_ip="10.0.0.9", peer_port=5000,
-        upstream_ip="127.0.0.1", upstream_port=4000, started=1.0, ended=2.0,
-    )  # fmt: skip
-    JsonLines(tmp_path / PROXY_FILE).append(record.model_dump(mode="json"))
-    assert front_connections(tmp_path, "10.0.0.9") == [(("10.0.0.9", 5000), {"<m>"})]
-    assert front_connections(tmp_path, "127.0.0.1") == []
-
-
-@integration
 def test_open_connection_is_recorded_when_the_lab_stops(
     specs: dict[str, ReceiverSpec], pki: LabPki, tmp_path: Path
 ) -> None:
@@ -406,7 +342,6 @@ def test_open_connection_is_recorded_when_the_lab_stops(
     assert [r.ended_by for r in records] == ["shutdown"]
 
 
-@integration
 def test_an_overlong_line_ends_the_connection_and_is_recorded(lab: RunningLab) -> None:
     """A line over the proxy's limit closes the connection; the record says why."""
     endpoint = lab.endpoint("strip-starttls")
