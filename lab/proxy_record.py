@@ -38,6 +38,8 @@ class ProxyRecord(BaseModel):
     data_decrypted: bool = False  # message data crossed the proxy decrypted by the proxy itself
     data_bytes: int = 0  # message data bytes the proxy read in the clear (either way above)
     tls_error: str | None = None  # a handshake of the proxy's that failed
+    # quit, sender-closed, passthrough-closed, garbage-sent, handshake-failed, timeout, shutdown
+    # or `error: <what>`
     ended_by: str = "connection-closed"
 
     @property
