@@ -126,6 +126,28 @@ def verifying(pki: LabPki) -> ssl.SSLContext:
 # ---------------------------------------------------------------- vectors, real sockets
 
 
+def test_the_none_proxy_is_transparent(lab: RunningLab, pki: LabPki) -> None:
+    """Through `none` a client sees what it sees directly; only the proxy keeps a record."""
+    seen = {}
+    for receiver in ("mitm-direct", "mitm-none"):
+        with connect(lab, receiver) as smtp:
+            smtp.ehlo()
+            features = dict(smtp.esmtp_features)
+            smtp.starttls(context=verifying(pki))
+            smtp.ehlo()
+            peer = smtp.local_endpoint()
+            send(smtp, lab, receiver)
+        seen[receiver] = features
+    assert seen["mitm-none"] == seen["mitm-direct"]
+    assert "starttls" in seen["mitm-none"]
+    record = proxy_record(lab, "mitm-none", peer)
+    assert not record.manipulated
+    assert record.passthrough_tls
+    assert not record.data_in_plaintext
+    assert not record.data_decrypted
+    assert list(read_proxy_records(lab.endpoint("mitm-direct").evidence_dir)) == []
+
+
 def test_strip_starttls_hides_starttls_and_records_plaintext_data(lab: RunningLab) -> None:
     """Through strip-starttls the EHLO reply lacks STARTTLS; the data crosses in plaintext."""
     with connect(lab, "mitm-none") as control:
