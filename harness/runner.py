@@ -29,6 +29,7 @@ from harness.model import (
     cell_id,
 )
 from harness.observe import bounce_address, describe_attempts, watch, zone_of
+from harness.proxy_evidence import describe_proxy, receiver_peers, wait_for_proxy_records
 from harness.report import unwritable_as_report_error
 from harness.scenarios import LoadedSuite
 from harness.senders import SenderDriver, SendReport, TestMessage, make_driver
@@ -36,6 +37,7 @@ from harness.senders.base import ExternalSender, SendAction
 from lab.backends import BACKENDS, Backend, BackendError, RunningLab
 from lab.evidence_store import read_faults, read_sessions
 from lab.pki import ensure_certs
+from lab.proxy_record import ProxyRecord
 from lab.spec import TlsVersion
 
 SESSION_WAIT = 5.0
@@ -163,9 +165,14 @@ class LabRun:
             sessions, arrivals = outside.sessions, outside.arrivals
             watched, note = outside.watched, describe_attempts(sessions)
         else:
-            sessions = wait_for_sessions(directory, set(report.attempts))
+            peers, proxy_note = set(report.attempts), ""
+            if self.loaded.receivers[receiver].proxy is not None:
+                crossed = wait_for_proxy_records(directory, peers)  # the sender met the proxy
+                peers, proxy_note = receiver_peers(crossed), describe_proxy(crossed)
+                proxy_note += _missing_proxy_note(report, crossed)
+            sessions = wait_for_sessions(directory, peers)
             arrivals = find_arrivals(directory, message.message_id, zone_of(endpoint))
-            note = _missing_sessions_note(report, sessions)
+            note = _missing_sessions_note(len(peers), sessions) + proxy_note
             note += session_trail(sessions, len(endpoint.mx))
         portal = report.portal_path is not None and report.portal_path.exists()
         seen = classify(report, arrivals, portal, watched)
@@ -275,10 +282,17 @@ def _blame_the_store(
     )
 
 
-def _missing_sessions_note(report: SendReport, sessions: list[dict[str, Any]]) -> str:
-    """Return a note when the receiver recorded fewer sessions than the sender opened."""
-    if len(sessions) < len(report.attempts):
-        return f"; receiver recorded {len(sessions)} of {len(report.attempts)} sessions"
+def _missing_sessions_note(opened: int, sessions: list[dict[str, Any]]) -> str:
+    """Return a note when the receiver recorded fewer sessions than were opened to it."""
+    if len(sessions) < opened:
+        return f"; receiver recorded {len(sessions)} of {opened} sessions"
+    return ""
+
+
+def _missing_proxy_note(report: SendReport, records: list[ProxyRecord]) -> str:
+    """Return a note when the proxy recorded fewer connections than the sender opened."""
+    if len(records) < len(report.attempts):
+        return f"; proxy recorded {len(records)} of {len(report.attempts)} connections"
     return ""
 
 

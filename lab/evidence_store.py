@@ -216,6 +216,11 @@ def read_messages(directory: Path) -> Iterator[dict[str, Any]]:
     return _read_json_lines(directory / MESSAGES_FILE)
 
 
+def read_json_lines(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield each complete JSON object line of a JSON-lines evidence file (none if missing)."""
+    return _read_json_lines(path)
+
+
 def read_faults(directory: Path) -> Iterator[dict[str, Any]]:
     """Yield the store's recorded write failures (`at`, `file`, `error`), oldest first."""
     try:

@@ -22,6 +22,7 @@ from pydantic import TypeAdapter, ValidationError
 from lab.evidence_store import EvidenceStore
 from lab.greylist import GreylistTracker
 from lab.limits import SessionRegistry
+from lab.mitm import MitmProxy
 from lab.parent_watch import exit_with_parent
 from lab.pki import CertificateError, LabPki, load_certs
 from lab.receiver import LabSMTP, build_tls_context
@@ -146,6 +147,8 @@ async def start_receivers(
             bind_host, bind_port = (binds or {}).get(spec.id, (host, port))
             greylist = GreylistTracker(spec.greylist.first_attempts) if spec.greylist else None
             routes = [r for r in spec.mx_routes if only_mx in (None, r.host)]
+            # behind a proxy the receiver listens on loopback; the MX address is the proxy's
+            behind = spec.proxy is not None
             mx: list[MxEndpoint] = []
             for route in routes:
                 context = None
@@ -154,11 +157,16 @@ async def start_receivers(
                     context = build_tls_context(spec, bundle.cert_path, bundle.key_path)
                 server = await loop.create_server(
                     _protocol_factory(spec, store, context, loop, sessions, route.host, greylist),
-                    host=bind_host,
-                    port=bind_port,
+                    host="127.0.0.1" if behind else bind_host,
+                    port=0 if behind else bind_port,
                 )
                 servers.append(server)
                 bound_port = server.sockets[0].getsockname()[1]
+                if behind:
+                    proxy = MitmProxy(spec, ("127.0.0.1", bound_port), store.directory, sessions)
+                    server = await proxy.start(bind_host, bind_port)
+                    servers.append(server)
+                    bound_port = server.sockets[0].getsockname()[1]
                 mx.append(MxEndpoint(route.host, route.preference, bind_host, bound_port))
             if mx:
                 endpoints.append(ReceiverEndpoint.of(spec, store.directory, mx))

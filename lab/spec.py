@@ -112,6 +112,26 @@ class MxRoute:
     starttls: bool
 
 
+class ProxyVector(enum.StrEnum):
+    """What the man in the middle in front of a receiver does to the sender's session."""
+
+    NONE = "none"  # relays unchanged: the negative control of every vector
+    STRIP_STARTTLS = "strip-starttls"
+    STARTTLS_454 = "starttls-454"
+    STARTTLS_501 = "starttls-501"
+    STARTTLS_BROKEN = "starttls-broken"
+    STARTTLS_INJECTION = "starttls-injection"
+    TLS_INTERCEPT = "tls-intercept"
+
+
+class ProxySpec(BaseModel):
+    """A man in the middle the MX host name resolves to, relaying to the receiver behind it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    vector: ProxyVector
+
+
 class ReceiverSpec(BaseModel):
     """One receiving MTA pinned to one TLS state; `id` is the YAML file's stem."""
 
@@ -136,6 +156,7 @@ class ReceiverSpec(BaseModel):
     # MX records of the domain; empty: one MX, `mx.<domain>`, preference 10 (see MxHost)
     mx: tuple[MxHost, ...] = Field(default=(), max_length=MX_LIMIT)
     greylist: Greylist | None = None
+    proxy: ProxySpec | None = None  # a man in the middle in front of this receiver
 
     @field_validator(*SESSION_LIMITS, mode="before")
     @classmethod
@@ -197,6 +218,13 @@ class ReceiverSpec(BaseModel):
             for h in hosts
         ]
         return sorted(routes, key=lambda route: route.preference)
+
+    @model_validator(mode="after")
+    def _proxied_receiver_offers_tls(self) -> ReceiverSpec:
+        """Reject a proxy in front of a receiver without STARTTLS: every vector attacks TLS."""
+        if self.proxy is not None and not self.starttls:
+            raise ValueError("a proxy needs a receiver with starttls: true behind it")
+        return self
 
     @property
     def domain(self) -> str:

@@ -110,6 +110,9 @@ def test_receiver_child_stops_listening_when_its_parent_is_killed(
     finally:
         holder.kill()  # SIGKILL: no cleanup code of the parent runs
         holder.wait(10)
+        for pipe in (holder.stdin, holder.stdout):
+            if pipe is not None:
+                pipe.close()
     eventually(lambda: refuses(port), "the orphaned receiver to stop listening", GONE_WITHIN)
     eventually(lambda: not lab_serve_pids(orphans) or None, "the child to exit", GONE_WITHIN)
 
@@ -154,6 +157,9 @@ def test_closing_the_parent_pipe_stops_the_child_only_when_asked(
     finally:
         process.terminate()
         process.wait(GONE_WITHIN)
+        for pipe in (process.stdin, process.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def test_a_lab_started_from_a_thread_that_ends_keeps_its_receivers(

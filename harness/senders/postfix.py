@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.model import PostfixSenderProfile
+from harness.proxy_evidence import front_connections
 from harness.senders.base import SendAction, SendReport, TestMessage
 from lab.backends.base import BackendError, RunningLab, SenderHost
-from lab.evidence_store import read_sessions, write_durably
+from lab.evidence_store import write_durably
 from lab.serve import ReceiverEndpoint
 from lab.spec import LAB_ZONE, TlsVersion
 
@@ -154,11 +155,6 @@ def to_report(
     if final.status == "deferred":
         return SendReport(SendAction.DEFERRED, reason, attempts)
     return SendReport(SendAction.FAILED, f"unexpected status: {reason}", attempts, lab_fault=True)
-
-
-def _key(record: dict[str, Any]) -> tuple[str, int]:
-    """Return a session record's peer as (ip, port)."""
-    return str(record.get("peer_ip")), int(record.get("peer_port") or 0)
 
 
 def endpoint_for(lab: RunningLab, rcpt: str) -> ReceiverEndpoint | None:
@@ -335,8 +331,8 @@ class PostfixSender:
         return f"postqueue -j: still in the {entry.get('queue_name')} queue ({'; '.join(reasons)})"
 
     def _session_keys(self, evidence: Path) -> set[tuple[str, int]]:
-        """Return (ip, port) of the sessions this container already had with a receiver."""
-        return {_key(r) for r in read_sessions(evidence) if r.get("peer_ip") == self.host.address}
+        """Return (ip, port) of the connections this container already made to an MX."""
+        return {peer for peer, _ in front_connections(evidence, self.host.address)}
 
     def _attempts(
         self, receiver: ReceiverEndpoint, known: set[tuple[str, int]], anchor: str | None
@@ -346,14 +342,14 @@ class PostfixSender:
             self._exec([CTL, "idle", str(IDLE_SECONDS), mx.host], None, IDLE_SECONDS + 5)
         deadline = time.monotonic() + SESSION_SECONDS
         while True:
-            records = [
-                r
-                for r in read_sessions(receiver.evidence_dir)
-                if r.get("peer_ip") == self.host.address and _key(r) not in known
+            connections = [
+                (peer, ids)
+                for peer, ids in front_connections(receiver.evidence_dir, self.host.address)
+                if peer not in known
             ]
-            ids = {m.get("message_id") for r in records for m in r.get("messages", [])}
-            if anchor is None or anchor in ids or time.monotonic() > deadline:
-                return tuple(_key(r) for r in records)
+            stored = set().union(*(ids for _, ids in connections))
+            if anchor is None or anchor in stored or time.monotonic() > deadline:
+                return tuple(peer for peer, _ in connections)
             time.sleep(0.02)
 
     def _keep_log(self, message: TestMessage, log: str) -> None:

@@ -230,6 +230,12 @@ class ReferenceSender:
             return None
         try:
             smtp.starttls(context=context)
+        except smtplib.SMTPResponseException as refused:  # any reply but 220: TLS not available
+            text = refused.smtp_error
+            text = text.decode(errors="replace") if isinstance(text, bytes) else text
+            raise PolicyNotMet(
+                f"receiver answered STARTTLS with {refused.smtp_code} {text}"
+            ) from None
         except ssl.SSLError as error:
             raise PolicyNotMet(f"TLS handshake failed: {error.reason or error}") from error
         smtp.ehlo()
