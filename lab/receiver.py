@@ -30,11 +30,13 @@ from lab.limits import (
 )
 from lab.session_record import SessionRecord, describe_tls_error
 from lab.spec import ReceiverSpec
+from lab.tls_transport import LabSSLProtocol
 
 SERVER_SOFTWARE = "Sender TLS Lab"
 LEGACY_CIPHERS = "DEFAULT:@SECLEVEL=0"
 QUEUE_ID_ATTEMPTS = 5
 TIMEOUT_REPLIES = {"idle-timeout": IDLE_TIMEOUT, "command-timeout": COMMAND_TIMEOUT}
+AUTH_NOT_ENABLED = "503 5.5.1 Error: authentication not enabled"  # Postfix without SASL
 
 
 def build_tls_context(spec: ReceiverSpec, cert_path: Path, key_path: Path) -> ssl.SSLContext:
@@ -205,6 +207,11 @@ class LabSMTP(SMTP):
         self.deadlines.activity()
         super().data_received(data)
 
+    def eof_received(self) -> bool | None:
+        """End the client's input (FIN or close_notify); commands sent before it are served."""
+        # aiosmtpd cancels the session here, dropping a QUIT that came with the close
+        return asyncio.StreamReaderProtocol.eof_received(self)
+
     def connection_lost(self, error: Exception | None) -> None:
         """Write the session record once, however the connection ended; free its place."""
         self.deadlines.cancel()
@@ -212,9 +219,15 @@ class LabSMTP(SMTP):
             self._abort.cancel()
         self.sessions.close(self)
         if self.record.ended_by is None:
-            self.record.ended_by = "connection-closed"
+            reset = isinstance(error, ConnectionResetError)
+            self.record.ended_by = "reset" if reset else self._how_peer_left()
         self._write_record()
         super().connection_lost(error)
+
+    def _how_peer_left(self) -> str:
+        """Return `close_notify` when the client closed TLS first, else `tcp-close`."""
+        tls = self._tls_protocol
+        return "close_notify" if getattr(tls, "close_notify_received", False) else "tcp-close"
 
     def close_connection(self) -> None:
         """Close the connection because the receiver shuts down (silently, as before)."""
@@ -286,7 +299,12 @@ class LabSMTP(SMTP):
                 if self.transport is not None and not self.transport.is_closing():
                     self.end_session(TOO_MANY_ERRORS.format(host=self.hostname), "error-limit")
                 raise asyncio.CancelledError  # like push once closing: nothing more is served
-            line: bytes = await readuntil(separator)
+            try:
+                line: bytes = await readuntil(separator)
+            except asyncio.IncompleteReadError:
+                # the client's input ended (FIN or close_notify) with no complete line left
+                self.end_session(None, self._how_peer_left())
+                raise asyncio.CancelledError from None
             if reading_command:
                 self.errors.command(line.split(b" ", 1)[0].strip().upper().decode("latin-1"))
             return line
@@ -327,7 +345,7 @@ class LabSMTP(SMTP):
             await self.push("554 5.5.1 Error: TLS already active")
             return
         try:
-            await super().smtp_STARTTLS(arg)
+            await self._start_tls(arg)
         except TLSSetupException as error:
             self._handshake_failed(describe_tls_error(error.__cause__))
             raise
@@ -336,6 +354,35 @@ class LabSMTP(SMTP):
             why = self.record.ended_by or "closed"
             self._handshake_failed((None, f"connection closed during the tls handshake ({why})"))
             raise TLSSetupException("the TLS handshake did not complete")
+
+    async def _start_tls(self, arg: str) -> None:
+        """Answer STARTTLS and run the handshake as aiosmtpd does, over the lab's TLS layer."""
+        if arg:
+            await self.push("501 Syntax: STARTTLS")
+            return
+        if not self.tls_context:
+            await self.push("454 TLS not available")
+            return
+        await self.push("220 Ready to start TLS")
+        waiter = self.loop.create_future()
+        self._tls_protocol = LabSSLProtocol(
+            self.loop, self, self.tls_context, waiter, server_side=True
+        )
+        self._original_transport = self.transport
+        assert self._original_transport is not None
+        self._original_transport.set_protocol(self._tls_protocol)
+        self.transport = self._tls_protocol._app_transport
+        self._tls_protocol.connection_made(self._original_transport)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            raise TLSSetupException() from error
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        """Refuse AUTH (never advertised) as a Postfix MX without SASL does."""
+        await self.push(AUTH_NOT_ENABLED)
 
     def _handshake_failed(self, described: tuple[str | None, str]) -> None:
         """Record a failed handshake with the peer's SNI and alert, if any."""
