@@ -30,6 +30,8 @@ from lab.limits import (
 )
 from lab.session_record import SessionRecord, describe_tls_error
 from lab.spec import ReceiverSpec
+from lab.tls_names import postfix_key_exchange, postfix_server_key, scheme_digest
+from lab.tls_observe import observe_handshakes
 from lab.tls_transport import LabSSLProtocol
 
 SERVER_SOFTWARE = "Sender TLS Lab"
@@ -39,15 +41,23 @@ TIMEOUT_REPLIES = {"idle-timeout": IDLE_TIMEOUT, "command-timeout": COMMAND_TIME
 AUTH_NOT_ENABLED = "503 5.5.1 Error: authentication not enabled"  # Postfix without SASL
 
 
-def build_tls_context(spec: ReceiverSpec, cert_path: Path, key_path: Path) -> ssl.SSLContext:
+class LabTLSContext(ssl.SSLContext):
+    """A server context that knows how Postfix names its key, e.g. `RSA-PSS (2048 bits)`."""
+
+    server_key: str | None = None
+
+
+def build_tls_context(spec: ReceiverSpec, cert_path: Path, key_path: Path) -> LabTLSContext:
     """Return a server context offering exactly the spec's TLS versions with its certificate."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context = LabTLSContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = spec.tls_min.ssl_version
     context.maximum_version = spec.tls_max.ssl_version
     if spec.tls_min.is_legacy:
         context.set_ciphers(LEGACY_CIPHERS)
     context.load_cert_chain(cert_path, key_path)
     context.sni_callback = _remember_sni
+    context.server_key = postfix_server_key(cert_path)
+    observe_handshakes(context)
     return context
 
 
@@ -70,15 +80,38 @@ def received_header(
     if record.version is not None:
         openssl_name = "TLSv1" if record.version == "TLSv1.0" else record.version
         bits = record.bits or 0
-        lines.append(f"\t(using {openssl_name} with cipher {record.cipher} ({bits}/{bits} bits))")
+        using = f"\t(using {openssl_name} with cipher {record.cipher} ({bits}/{bits} bits)"
+        details = _tls13_details(record)
+        lines += [using, f"\t {details})"] if details else [using + ")"]
         lines.append("\t(No client certificate requested)")
         protocol = "ESMTPS"
     else:
         protocol = "ESMTP" if record.esmtp else "SMTP"
     lines.append(f"\tby {mx_host} ({SERVER_SOFTWARE}) with {protocol} id {queue_id}")
-    stamp = format_datetime(datetime.fromtimestamp(when, UTC))
-    lines.append(f"\tfor <{recipient_text(rcpt)}>; {stamp} (UTC)")
+    lines.append(f"\tfor <{recipient_text(rcpt)}>; {postfix_date(when)}")
     return "\r\n".join(lines) + "\r\n"
+
+
+def postfix_date(when: float) -> str:
+    """Return a date as Postfix's mail_date() writes it in UTC: `Thu,  2 Jul 2026 ... (UTC)`."""
+    stamp = format_datetime(datetime.fromtimestamp(when, UTC))  # `Thu, 02 Jul 2026 ...`
+    day = stamp[5:7]
+    return f"{stamp[:5]}{day.lstrip('0').rjust(2)}{stamp[7:]} (UTC)"
+
+
+def _tls13_details(record: SessionRecord) -> str:
+    """Return Postfix's TLS 1.3 key-exchange and server-signature clause, or "" before 1.3."""
+    if record.version != "TLSv1.3":
+        return ""  # Postfix's tls_get_signature_params() reports TLS 1.3 only
+    parts = []
+    if record.group:
+        parts.append(f"key-exchange {postfix_key_exchange(record.group)}")
+    if record.server_key:
+        parts.append(f"server-signature {record.server_key}")
+        digest = scheme_digest(record.signature_scheme) if record.signature_scheme else None
+        if digest:
+            parts.append(f"server-digest {digest}")
+    return " ".join(parts)
 
 
 class LabHandler:
@@ -195,7 +228,8 @@ class LabSMTP(SMTP):
             )
         super().connection_made(transport)
         if upgraded:
-            self.record.tls_established(transport.get_extra_info("ssl_object"))
+            server_key = getattr(self.tls_context, "server_key", None)
+            self.record.tls_established(transport.get_extra_info("ssl_object"), server_key)
         else:
             self.record.connected(transport.get_extra_info("peername"))
             reader = self._reader

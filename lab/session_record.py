@@ -11,6 +11,8 @@ from aiosmtpd.smtp import Envelope
 
 from lab.message_record import MessageRecord
 from lab.spec import TlsVersion
+from lab.tls_names import GROUPS, SIGNATURE_SCHEMES
+from lab.tls_observe import handshake_log
 
 TRANSCRIPT_LIMIT = 200
 LINE_LIMIT = 300
@@ -53,6 +55,10 @@ class SessionRecord:
     cipher: str | None = None
     bits: int | None = None
     sni: str | None = None
+    group: str | None = None  # key-exchange group (TLS 1.3), IANA name
+    signature_scheme: str | None = None  # of the receiver's CertificateVerify (TLS 1.3)
+    server_key: str | None = None  # the receiver's key as Postfix names it
+    resumed: bool | None = None
     alert: str | None = None
     tls_error: str | None = None
     # quit, connection-closed, handshake-failed, idle-timeout, command-timeout, session-cap,
@@ -69,11 +75,16 @@ class SessionRecord:
             self.peer_ip, self.peer_port = str(peername[0]), int(peername[1])
         self.session_id = f"{self.receiver}-{self.peer_ip}-{self.peer_port}-{self.started:.6f}"
 
-    def tls_established(self, ssl_object: Any) -> None:
-        """Fill in version, cipher, bits and SNI from a completed handshake."""
+    def tls_established(self, ssl_object: Any, server_key: str | None = None) -> None:
+        """Fill in version, cipher, bits, SNI, group and signature from a completed handshake."""
         self.handshake = "ok"
         if ssl_object is None:
             return
+        seen = handshake_log(ssl_object)
+        self.group = _name(GROUPS, seen.group)
+        self.signature_scheme = _name(SIGNATURE_SCHEMES, seen.signature_scheme)
+        self.server_key = server_key
+        self.resumed = bool(ssl_object.session_reused)
         version = ssl_object.version()
         self.version = TlsVersion.from_openssl(version).value if version else None
         cipher = ssl_object.cipher()
@@ -129,6 +140,13 @@ class SessionRecord:
         data = dataclasses.asdict(self)
         data.pop("in_data")
         return data
+
+
+def _name(names: dict[int, str], code: int | None) -> str | None:
+    """Return the IANA name of a code point, `0x....` when unnamed, None when absent."""
+    if code is None:
+        return None
+    return names.get(code, f"0x{code:04x}")
 
 
 def _message_id(content: bytes) -> str | None:
