@@ -297,6 +297,11 @@ class SessionSummary(Frozen):
     alert: str | None = None
     sni: str | None = None
     message_ids: tuple[str, ...] = ()
+    ended_by: str | None = None  # how the session ended (lab.session_facts.EndedBy)
+    group: str | None = None  # key-exchange group negotiated (TLS 1.3)
+    signature_scheme: str | None = None  # the receiver's signature scheme (TLS 1.3)
+    resumed: bool | None = None
+    alert_sent: str | None = None  # the TLS alert the receiver sent
 
 
 class CellResult(Frozen):

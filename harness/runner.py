@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any
 
 from harness.arrivals import find_arrivals
 from harness.classify import classify, judge
@@ -19,6 +18,7 @@ from harness.expectations import failure_note
 from harness.model import (
     CellExpectation,
     CellResult,
+    Outcome,
     RunReport,
     SenderInfo,
     SessionSummary,
@@ -29,8 +29,8 @@ from harness.scenarios import LoadedSuite
 from harness.senders import SenderDriver, SendReport, TestMessage, make_driver
 from harness.senders.base import ExternalSender, SendAction
 from lab.backends import BACKENDS, Backend, BackendError, RunningLab
-from lab.evidence_store import read_sessions
 from lab.pki import ensure_certs
+from lab.session_facts import EndedBy, SessionFacts, read_session_facts
 from lab.spec import TlsVersion
 
 SESSION_WAIT = 5.0
@@ -66,27 +66,32 @@ def build_message(
     return TestMessage(message_id, mail_from, rcpt, body.encode())
 
 
-def wait_for_sessions(directory: Path, peers: set[tuple[str, int]]) -> list[dict[str, Any]]:
+def wait_for_sessions(directory: Path, peers: set[tuple[str, int]]) -> list[SessionFacts]:
     """Return the session records of the given peers, waiting (bounded) until all are written."""
     deadline = time.monotonic() + SESSION_WAIT
     while True:
-        found = [r for r in read_sessions(directory) if (r["peer_ip"], r["peer_port"]) in peers]
+        found = [r for r in read_session_facts(directory) if (r.peer_ip, r.peer_port) in peers]
         if len(found) >= len(peers) or time.monotonic() > deadline:
             return found
         time.sleep(POLL_INTERVAL)
 
 
-def summarise(record: dict[str, Any]) -> SessionSummary:
+def summarise(record: SessionFacts) -> SessionSummary:
     """Return the parts of a session record a report shows."""
     return SessionSummary(
-        peer=f"{record.get('peer_ip')}:{record.get('peer_port')}",
-        starttls=bool(record.get("starttls_asked")),
-        handshake=str(record.get("handshake")),
-        version=record.get("version"),
-        cipher=record.get("cipher"),
-        alert=record.get("alert") or record.get("tls_error"),
-        sni=record.get("sni"),
-        message_ids=tuple(m.get("message_id") or "" for m in record.get("messages", [])),
+        peer=record.peer,
+        starttls=record.starttls_asked,
+        handshake=record.handshake.value,
+        version=record.version.value if record.version else None,
+        cipher=record.cipher,
+        alert=record.tls_failure,
+        sni=record.sni,
+        message_ids=tuple(m.message_id or "" for m in record.messages),
+        ended_by=record.ended_by.value,
+        group=record.group,
+        signature_scheme=record.signature_scheme,
+        resumed=record.resumed,
+        alert_sent=record.alert_sent,
     )
 
 
@@ -124,7 +129,7 @@ class LabRun:
         portal = report.portal_path is not None and report.portal_path.exists()
         seen = classify(report, arrivals, portal, watched)
         verdict = judge(expected, seen.outcome, seen.tls)
-        detail = seen.detail + note
+        detail = seen.detail + note + certificate_rejection_note(seen.outcome, sessions)
         detail += failure_note(expected, verdict)
         result = CellResult(
             receiver=receiver,
@@ -200,7 +205,15 @@ def _tls_expectation(expected: CellExpectation) -> str | None:
     return tls.value if isinstance(tls, TlsVersion) else tls
 
 
-def _missing_sessions_note(report: SendReport, sessions: list[dict[str, Any]]) -> str:
+def certificate_rejection_note(outcome: Outcome, sessions: list[SessionFacts]) -> str:
+    """Return a note when nothing was delivered and every session hung up right after TLS."""
+    after_tls = [s.ended_by is EndedBy.CLOSED_AFTER_HANDSHAKE for s in sessions]
+    if outcome is Outcome.DELIVERED or not after_tls or not all(after_tls):
+        return ""
+    return "; the sender rejected the certificate after the handshake"
+
+
+def _missing_sessions_note(report: SendReport, sessions: list[SessionFacts]) -> str:
     """Return a note when the receiver recorded fewer sessions than the sender opened."""
     if len(sessions) < len(report.attempts):
         return f"; receiver recorded {len(sessions)} of {len(report.attempts)} sessions"

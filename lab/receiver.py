@@ -28,6 +28,7 @@ from lab.limits import (
     abort_later,
     log,
 )
+from lab.session_facts import EndedBy, Handshake
 from lab.session_record import SessionRecord, describe_tls_error
 from lab.spec import ReceiverSpec
 from lab.tls_names import postfix_key_exchange, postfix_server_key, scheme_digest
@@ -37,7 +38,7 @@ from lab.tls_transport import LabSSLProtocol
 SERVER_SOFTWARE = "Sender TLS Lab"
 LEGACY_CIPHERS = "DEFAULT:@SECLEVEL=0"
 QUEUE_ID_ATTEMPTS = 5
-TIMEOUT_REPLIES = {"idle-timeout": IDLE_TIMEOUT, "command-timeout": COMMAND_TIMEOUT}
+TIMEOUT_REPLIES = {EndedBy.IDLE_TIMEOUT: IDLE_TIMEOUT, EndedBy.COMMAND_TIMEOUT: COMMAND_TIMEOUT}
 AUTH_NOT_ENABLED = "503 5.5.1 Error: authentication not enabled"  # Postfix without SASL
 
 
@@ -253,27 +254,31 @@ class LabSMTP(SMTP):
             self._abort.cancel()
         self.sessions.close(self)
         if self.record.ended_by is None:
-            reset = isinstance(error, ConnectionResetError)
-            self.record.ended_by = "reset" if reset else self._how_peer_left()
+            self.record.ended_by = self._how_peer_left(isinstance(error, ConnectionResetError))
         self._write_record()
         super().connection_lost(error)
 
-    def _how_peer_left(self) -> str:
-        """Return `close_notify` when the client closed TLS first, else `tcp-close`."""
-        tls = self._tls_protocol
-        return "close_notify" if getattr(tls, "close_notify_received", False) else "tcp-close"
+    def _how_peer_left(self, reset: bool = False) -> EndedBy:
+        """Return how the client closed: before EHLO after TLS, close_notify, RST or FIN."""
+        if self.record.handshake is Handshake.OK and not self.record.greeted_after_tls:
+            return EndedBy.CLOSED_AFTER_HANDSHAKE  # e.g. the client rejected the certificate
+        if reset:
+            return EndedBy.RESET
+        if getattr(self._tls_protocol, "close_notify_received", False):
+            return EndedBy.CLOSE_NOTIFY
+        return EndedBy.TCP_CLOSE
 
     def close_connection(self) -> None:
         """Close the connection because the receiver shuts down (silently, as before)."""
-        self.end_session(None, "shutdown")
+        self.end_session(None, EndedBy.SHUTDOWN)
 
-    def end_session(self, reply: str | None, reason: str) -> None:
+    def end_session(self, reply: str | None, reason: EndedBy) -> None:
         """Send a last reply (not into a TLS handshake), close, and abort if the close stalls."""
         transport = self.transport
         if transport is None or self._abort is not None:
             return
         self.record.ended_by = self.record.ended_by or reason
-        handshaking = self._tls_protocol is not None and self.record.handshake == "none"
+        handshaking = self._tls_protocol is not None and self.record.handshake is Handshake.NONE
         if reply is not None and not handshaking:
             self.record.log("S", reply)
             transport.write(reply.encode() + b"\r\n")  # type: ignore[attr-defined]
@@ -282,7 +287,8 @@ class LabSMTP(SMTP):
 
     def _expire(self, reason: str) -> None:
         """End the session with 421 because the idle or per-command deadline passed."""
-        self.end_session(TIMEOUT_REPLIES[reason].format(host=self.hostname), reason)
+        ended_by = EndedBy(reason)
+        self.end_session(TIMEOUT_REPLIES[ended_by].format(host=self.hostname), ended_by)
 
     async def handle_exception(self, error: Exception) -> str:
         """Log an unexpected error and answer 421; the session then closes as 421 promises."""
@@ -291,8 +297,10 @@ class LabSMTP(SMTP):
             return status  # recorded by smtp_STARTTLS; aiosmtpd closes without replying
         log.error("%s: session %s failed: %r", self.spec.id, self.record.session_id, error)
         if status.startswith("421"):
-            self.record.ended_by = "receiver-error"
-            self.loop.call_soon(self.end_session, None, "receiver-error")  # after the 421 is sent
+            self.record.ended_by = EndedBy.RECEIVER_ERROR
+            self.loop.call_soon(
+                self.end_session, None, EndedBy.RECEIVER_ERROR
+            )  # after the 421 is sent
         return status
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
@@ -305,7 +313,7 @@ class LabSMTP(SMTP):
 
     def _line_waiting(self) -> bool:
         """Return True when a complete line the client sent waits to be read (not mid-STARTTLS)."""
-        if self._tls_protocol is not None and self.record.handshake == "none":
+        if self._tls_protocol is not None and self.record.handshake is Handshake.NONE:
             return False  # plaintext sent with STARTTLS is discarded, never read
         return b"\n" in getattr(self._reader, "_buffer", b"")
 
@@ -315,12 +323,13 @@ class LabSMTP(SMTP):
 
     async def _handle_client(self) -> None:
         """Serve the session, or answer 421 and close when it is over a session cap."""
-        if self._refused == "client-cap":
+        if self._refused == EndedBy.CLIENT_CAP:
             ip = self.record.peer_ip
-            self.end_session(TOO_MANY_CONNECTIONS.format(host=self.hostname, ip=ip), "client-cap")
+            reply = TOO_MANY_CONNECTIONS.format(host=self.hostname, ip=ip)
+            self.end_session(reply, EndedBy.CLIENT_CAP)
             return
         if self._refused is not None:
-            self.end_session(TOO_MANY_SESSIONS, self._refused)
+            self.end_session(TOO_MANY_SESSIONS, EndedBy(self._refused))
             return
         await super()._handle_client()
 
@@ -331,7 +340,8 @@ class LabSMTP(SMTP):
             reading_command = not self.record.in_data
             if reading_command and self.errors.exceeded:
                 if self.transport is not None and not self.transport.is_closing():
-                    self.end_session(TOO_MANY_ERRORS.format(host=self.hostname), "error-limit")
+                    reply = TOO_MANY_ERRORS.format(host=self.hostname)
+                    self.end_session(reply, EndedBy.ERROR_LIMIT)
                 raise asyncio.CancelledError  # like push once closing: nothing more is served
             try:
                 line: bytes = await readuntil(separator)
@@ -365,11 +375,13 @@ class LabSMTP(SMTP):
         """Record the EHLO name, then answer as aiosmtpd does."""
         self.record.ehlo = hostname
         self.record.esmtp = True
+        self.record.greeted_after_tls = self.record.handshake is Handshake.OK
         await super().smtp_EHLO(hostname)
 
     async def smtp_HELO(self, hostname: str) -> None:
         """Record the HELO name, then answer as aiosmtpd does."""
         self.record.ehlo = hostname
+        self.record.greeted_after_tls = self.record.handshake is Handshake.OK
         await super().smtp_HELO(hostname)
 
     async def smtp_STARTTLS(self, arg: str) -> None:
@@ -383,7 +395,7 @@ class LabSMTP(SMTP):
         except TLSSetupException as error:
             self._handshake_failed(describe_tls_error(error.__cause__))
             raise
-        if self._tls_protocol is not None and self.record.handshake != "ok":
+        if self._tls_protocol is not None and self.record.handshake is not Handshake.OK:
             # asyncio reports a handshake we cut short (a timeout, a shutdown) as a success
             why = self.record.ended_by or "closed"
             self._handshake_failed((None, f"connection closed during the tls handshake ({why})"))
@@ -422,13 +434,13 @@ class LabSMTP(SMTP):
         """Record a failed handshake with the peer's SNI and alert, if any."""
         ssl_object = getattr(self._tls_protocol, "_sslobj", None)
         self.record.sni = getattr(ssl_object, "lab_sni", None)
-        self.record.tls_failed(described)
-        self.record.ended_by = self.record.ended_by or "handshake-failed"
+        self.record.tls_failed(described, ssl_object)
+        self.record.ended_by = self.record.ended_by or EndedBy.HANDSHAKE_FAILED
 
     async def smtp_QUIT(self, arg: str) -> None:
         """Free the session's place, make its record durable, then answer 221."""
         if not arg:
-            self.record.ended_by = "quit"
+            self.record.ended_by = EndedBy.QUIT
             self.sessions.close(self)
             pending = self._write_record()
             if pending is not None:

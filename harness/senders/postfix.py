@@ -20,8 +20,9 @@ from typing import Any
 from harness.model import PostfixSenderProfile
 from harness.senders.base import SendAction, SendReport, TestMessage
 from lab.backends.base import BackendError, RunningLab, SenderHost
-from lab.evidence_store import read_sessions, write_durably
+from lab.evidence_store import write_durably
 from lab.serve import ReceiverEndpoint
+from lab.session_facts import SessionFacts, read_session_facts
 from lab.spec import LAB_ZONE, TlsVersion
 
 POSTFIX_DIR = "/opt/tlslab-postfix"
@@ -156,9 +157,9 @@ def to_report(
     return SendReport(SendAction.FAILED, f"unexpected status: {reason}", attempts, lab_fault=True)
 
 
-def _key(record: dict[str, Any]) -> tuple[str, int]:
+def _key(record: SessionFacts) -> tuple[str, int]:
     """Return a session record's peer as (ip, port)."""
-    return str(record.get("peer_ip")), int(record.get("peer_port") or 0)
+    return record.peer_ip, record.peer_port
 
 
 def endpoint_for(lab: RunningLab, rcpt: str) -> ReceiverEndpoint | None:
@@ -336,7 +337,8 @@ class PostfixSender:
 
     def _session_keys(self, evidence: Path) -> set[tuple[str, int]]:
         """Return (ip, port) of the sessions this container already had with a receiver."""
-        return {_key(r) for r in read_sessions(evidence) if r.get("peer_ip") == self.host.address}
+        ours = (r for r in read_session_facts(evidence) if r.peer_ip == self.host.address)
+        return {_key(r) for r in ours}
 
     def _attempts(
         self, receiver: ReceiverEndpoint, known: set[tuple[str, int]], anchor: str | None
@@ -347,10 +349,10 @@ class PostfixSender:
         while True:
             records = [
                 r
-                for r in read_sessions(receiver.evidence_dir)
-                if r.get("peer_ip") == self.host.address and _key(r) not in known
+                for r in read_session_facts(receiver.evidence_dir)
+                if r.peer_ip == self.host.address and _key(r) not in known
             ]
-            ids = {m.get("message_id") for r in records for m in r.get("messages", [])}
+            ids = {m.message_id for r in records for m in r.messages}
             if anchor is None or anchor in ids or time.monotonic() > deadline:
                 return tuple(_key(r) for r in records)
             time.sleep(0.02)
