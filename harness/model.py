@@ -302,6 +302,9 @@ class SessionSummary(Frozen):
     signature_scheme: str | None = None  # the receiver's signature scheme (TLS 1.3)
     resumed: bool | None = None
     alert_sent: str | None = None  # the TLS alert the receiver sent
+    offered_versions: tuple[str, ...] = ()  # what the client's ClientHello offered
+    offered_ciphers: tuple[str, ...] = ()  # IANA names (code points when unnamed)
+    ja4: str | None = None  # JA4 fingerprint of the client's ClientHello
 
 
 class CellResult(Frozen):

@@ -92,6 +92,11 @@ def summarise(record: SessionFacts) -> SessionSummary:
         signature_scheme=record.signature_scheme,
         resumed=record.resumed,
         alert_sent=record.alert_sent,
+        offered_versions=record.offered.versions if record.offered else (),
+        offered_ciphers=tuple(c.iana or c.code for c in record.offered.cipher_suites)
+        if record.offered
+        else (),
+        ja4=record.offered.ja4 if record.offered else None,
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lab.client_hello import ClientOffer
 from lab.evidence_store import read_sessions
 from lab.spec import TlsVersion
 
@@ -94,6 +95,7 @@ class SessionFacts(BaseModel):
     alert: str | None = None  # the TLS alert the client sent, if any
     tls_error: str | None = None  # why the handshake failed, as OpenSSL says
     alert_sent: str | None = None  # the TLS alert the receiver sent, if any
+    offered: ClientOffer | None = None  # what the client's ClientHello offered, if it sent one
     ended_by: EndedBy
     messages: tuple[StoredMessage, ...] = ()
     transcript: tuple[str, ...] = ()

@@ -11,6 +11,7 @@ from typing import Any
 from aiosmtpd.smtp import Envelope
 from pydantic import ValidationError
 
+from lab.client_hello import ClientOffer, parse_client_hello
 from lab.message_record import MessageRecord
 from lab.session_facts import EndedBy, Handshake, SessionFacts
 from lab.spec import TlsVersion
@@ -66,6 +67,7 @@ class SessionRecord:
     alert: str | None = None
     tls_error: str | None = None
     alert_sent: str | None = None
+    offered: ClientOffer | None = None  # what the client's ClientHello offered
     ended_by: EndedBy | None = None
     in_data: bool = False
     greeted_after_tls: bool = False  # HELO/EHLO came after the handshake
@@ -144,6 +146,8 @@ class SessionRecord:
         if self.seen is not None:
             self.alert_sent = _alert_name(self.seen.alert_sent)
             self.alert = self.alert or _alert_name(self.seen.alert_received)
+            if self.seen.client_hello is not None:
+                self.offered = parse_client_hello(self.seen.client_hello)
 
     def facts(self) -> SessionFacts:
         """Return the finished record as the model every reader reads."""

@@ -1,4 +1,4 @@
-"""asyncio's server-side TLS layer, made to close like an OpenSSL MTA and to keep the ClientHello.
+"""asyncio's server-side TLS layer, made to alert and close like an OpenSSL-based MTA.
 
 asyncio's `SSLProtocol` differs from a Postfix smtpd in two places that senders notice:
 
@@ -9,10 +9,6 @@ asyncio's `SSLProtocol` differs from a Postfix smtpd in two places that senders 
   every reply still to come: a QUIT sent together with close_notify and FIN (GnuTLS does
   this) is never answered. Here the peer's close only tells the SMTP protocol (end of input);
   the protocol answers what it has read, then closes, which sends our close_notify.
-
-While the handshake runs, the bytes the client sends are kept (bounded) so the receiver can
-record what the client offered, failed handshake or not; the handshake itself reads them as
-before.
 """
 
 from __future__ import annotations
@@ -22,9 +18,8 @@ import ssl
 from asyncio import sslproto
 from typing import TYPE_CHECKING, Any, cast
 
-__all__ = ["CLIENT_HELLO_LIMIT", "LabSSLProtocol"]
+__all__ = ["LabSSLProtocol"]
 
-CLIENT_HELLO_LIMIT = 64 * 1024  # bytes of handshake input kept; a ClientHello fits many times
 _AGAIN = (ssl.SSLWantReadError, ssl.SSLSyscallError)
 _State = sslproto.SSLProtocolState
 
@@ -36,7 +31,6 @@ class LabSSLProtocol(sslproto.SSLProtocol):
         _state: sslproto.SSLProtocolState
         _sslobj: ssl.SSLObject
         _outgoing: ssl.MemoryBIO
-        _ssl_buffer_view: memoryview
 
         def _process_outgoing(self) -> None: ...
         def _do_read(self) -> None: ...
@@ -44,19 +38,10 @@ class LabSSLProtocol(sslproto.SSLProtocol):
         def _on_shutdown_complete(self, shutdown_exc: BaseException | None) -> None: ...
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        """Create the protocol as asyncio does; start with no handshake bytes and no peer close."""
+        """Create the protocol as asyncio does; the peer has not closed yet."""
         super().__init__(*args, **kwargs)
-        self.handshake_input = bytearray()
         self.peer_closed = False  # the client sent close_notify or FIN; the app closes when done
         self.close_notify_received = False
-
-    def buffer_updated(self, nbytes: int) -> None:
-        """Keep a copy of what the client sends during the handshake, then process it."""
-        if self._state == _State.DO_HANDSHAKE:
-            room = CLIENT_HELLO_LIMIT - len(self.handshake_input)
-            if room > 0:
-                self.handshake_input += self._ssl_buffer_view[: min(nbytes, room)]
-        super().buffer_updated(nbytes)
 
     def _do_handshake(self) -> None:
         """Advance the handshake; on failure write the queued alert before the connection ends."""
