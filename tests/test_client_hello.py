@@ -54,15 +54,21 @@ def tls13(
         yield running
 
 
-def offer(receiver: Receiver, *options: str) -> SessionFacts:
-    """Run `openssl s_client -starttls smtp` with `options`; return the receiver's record."""
+def offer(receiver: Receiver, *options: str, quit_after: bool = False) -> SessionFacts:
+    """Run `openssl s_client -starttls smtp` with `options`; return the receiver's record.
+
+    With `quit_after` it says EHLO and QUIT over TLS and waits for the receiver to close (so
+    it has read the session tickets); otherwise it hangs up right after the handshake.
+    """
     assert OPENSSL is not None
     name = f"c{secrets.token_hex(4)}.client.test"
     host, port = receiver.address
     command = [OPENSSL, "s_client", "-starttls", "smtp", "-name", name]
+    script = f"EHLO {name}\r\nQUIT\r\n".encode() if quit_after else b""
+    waiting = ["-ign_eof"] if quit_after else []
     subprocess.run(
-        [*command, "-connect", f"{host}:{port}", *options],
-        input=b"",
+        [*command, "-connect", f"{host}:{port}", *waiting, *options],
+        input=script,
         capture_output=True,
         timeout=WAIT,
         check=False,
@@ -150,10 +156,11 @@ def test_a_default_offer_without_sni_negotiates_x25519(tls13: Receiver) -> None:
 @pytest.mark.integration
 def test_a_resumption_attempt_is_recorded(tls13: Receiver, tmp_path: Path) -> None:
     session = tmp_path / "session.pem"
-    first = offer(tls13, "-tls1_3", "-sess_out", str(session))
+    first = offer(tls13, "-tls1_3", "-sess_out", str(session), quit_after=True)
     assert first.offered is not None
-    assert (first.offered.resumption, first.resumed) == (None, False)
+    assert (first.offered.resumption, first.resumed, first.ended_by) == (None, False, "quit")
     assert session.exists()
-    second = offer(tls13, "-tls1_3", "-sess_in", str(session))
+    second = offer(tls13, "-tls1_3", "-sess_in", str(session), quit_after=True)
     assert second.offered is not None
     assert second.offered.resumption == "psk"
+    assert second.resumed is True
