@@ -14,6 +14,7 @@ from pathlib import Path
 
 from harness.arrivals import find_arrivals
 from harness.classify import classify, judge
+from harness.downgrade import DOWNGRADE_NOTE, find_downgrade
 from harness.expectations import failure_note
 from harness.model import (
     CellExpectation,
@@ -97,6 +98,7 @@ def summarise(record: SessionFacts) -> SessionSummary:
         if record.offered
         else (),
         ja4=record.offered.ja4 if record.offered else None,
+        session_id=record.session_id,
     )
 
 
@@ -134,7 +136,11 @@ class LabRun:
         portal = report.portal_path is not None and report.portal_path.exists()
         seen = classify(report, arrivals, portal, watched)
         verdict = judge(expected, seen.outcome, seen.tls)
-        detail = seen.detail + note + certificate_rejection_note(seen.outcome, sessions)
+        downgrade = (
+            find_downgrade(sessions, arrivals) if seen.outcome is Outcome.DELIVERED else None
+        )
+        detail = seen.detail + (DOWNGRADE_NOTE if downgrade else "") + note
+        detail += certificate_rejection_note(seen.outcome, sessions)
         detail += failure_note(expected, verdict)
         result = CellResult(
             receiver=receiver,
@@ -150,6 +156,8 @@ class LabRun:
             message_id=message.message_id,
             sender_report=f"{report.action.value}: {report.reason}",
             sessions=tuple(summarise(r) for r in sessions),
+            downgraded=downgrade is not None,
+            downgrade=downgrade,
             seconds=round(time.perf_counter() - began, 4),
         )
         self.results.append(result)
