@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import ssl
 import time
-from datetime import UTC, datetime
-from email.utils import format_datetime
-from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from lab.evidence_store import EvidenceStore
-from lab.header_text import helo_text, recipient_text, stored_message
+from lab.header_text import stored_message
 from lab.limits import (
     COMMAND_TIMEOUT,
     IDLE_TIMEOUT,
@@ -28,91 +24,22 @@ from lab.limits import (
     abort_later,
     log,
 )
+from lab.received_header import SERVER_SOFTWARE
+from lab.received_header import received_header as received_header  # also for old imports
 from lab.session_facts import EndedBy, Handshake
 from lab.session_record import SessionRecord, describe_tls_error
 from lab.spec import ReceiverSpec
-from lab.tls_names import postfix_key_exchange, postfix_server_key, scheme_digest
-from lab.tls_observe import observe_handshakes
+from lab.tls_context import build_tls_context as build_tls_context  # lab.serve's import
 from lab.tls_transport import LabSSLProtocol
 
-SERVER_SOFTWARE = "Sender TLS Lab"
-LEGACY_CIPHERS = "DEFAULT:@SECLEVEL=0"
 QUEUE_ID_ATTEMPTS = 5
 TIMEOUT_REPLIES = {EndedBy.IDLE_TIMEOUT: IDLE_TIMEOUT, EndedBy.COMMAND_TIMEOUT: COMMAND_TIMEOUT}
 AUTH_NOT_ENABLED = "503 5.5.1 Error: authentication not enabled"  # Postfix without SASL
 
 
-class LabTLSContext(ssl.SSLContext):
-    """A server context that knows how Postfix names its key, e.g. `RSA-PSS (2048 bits)`."""
-
-    server_key: str | None = None
-
-
-def build_tls_context(spec: ReceiverSpec, cert_path: Path, key_path: Path) -> LabTLSContext:
-    """Return a server context offering exactly the spec's TLS versions with its certificate."""
-    context = LabTLSContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = spec.tls_min.ssl_version
-    context.maximum_version = spec.tls_max.ssl_version
-    if spec.tls_min.is_legacy:
-        context.set_ciphers(LEGACY_CIPHERS)
-    context.load_cert_chain(cert_path, key_path)
-    context.sni_callback = _remember_sni
-    context.server_key = postfix_server_key(cert_path)
-    observe_handshakes(context)
-    return context
-
-
-def _remember_sni(ssl_object: Any, server_name: str | None, _context: ssl.SSLContext) -> None:
-    """Attach the SNI the client sent to its SSL object, where the session record finds it."""
-    ssl_object.lab_sni = server_name
-
-
 def new_queue_id() -> str:
     """Return a Postfix-like queue id: 12 upper-case hex digits."""
     return secrets.token_hex(6).upper()
-
-
-def received_header(
-    record: SessionRecord, mx_host: str, queue_id: str, rcpt: str, when: float
-) -> str:
-    """Return a Received header in Postfix's format; client text in it is neutralised."""
-    helo = helo_text(record.ehlo) if record.ehlo else "unknown"
-    lines = [f"Received: from {helo} (unknown [{record.peer_ip}])"]
-    if record.version is not None:
-        openssl_name = "TLSv1" if record.version == "TLSv1.0" else record.version
-        bits = record.bits or 0
-        using = f"\t(using {openssl_name} with cipher {record.cipher} ({bits}/{bits} bits)"
-        details = _tls13_details(record)
-        lines += [using, f"\t {details})"] if details else [using + ")"]
-        lines.append("\t(No client certificate requested)")
-        protocol = "ESMTPS"
-    else:
-        protocol = "ESMTP" if record.esmtp else "SMTP"
-    lines.append(f"\tby {mx_host} ({SERVER_SOFTWARE}) with {protocol} id {queue_id}")
-    lines.append(f"\tfor <{recipient_text(rcpt)}>; {postfix_date(when)}")
-    return "\r\n".join(lines) + "\r\n"
-
-
-def postfix_date(when: float) -> str:
-    """Return a date as Postfix's mail_date() writes it in UTC: `Thu,  2 Jul 2026 ... (UTC)`."""
-    stamp = format_datetime(datetime.fromtimestamp(when, UTC))  # `Thu, 02 Jul 2026 ...`
-    day = stamp[5:7]
-    return f"{stamp[:5]}{day.lstrip('0').rjust(2)}{stamp[7:]} (UTC)"
-
-
-def _tls13_details(record: SessionRecord) -> str:
-    """Return Postfix's TLS 1.3 key-exchange and server-signature clause, or "" before 1.3."""
-    if record.version != "TLSv1.3":
-        return ""  # Postfix's tls_get_signature_params() reports TLS 1.3 only
-    parts = []
-    if record.group:
-        parts.append(f"key-exchange {postfix_key_exchange(record.group)}")
-    if record.server_key:
-        parts.append(f"server-signature {record.server_key}")
-        digest = scheme_digest(record.signature_scheme) if record.signature_scheme else None
-        if digest:
-            parts.append(f"server-digest {digest}")
-    return " ".join(parts)
 
 
 class LabHandler:

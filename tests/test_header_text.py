@@ -11,7 +11,7 @@ from test_evidence import TLS_CASES
 
 from harness.evidence import parse_received, received_headers
 from lab.header_text import HELO_NEUTER, helo_text, recipient_text, stored_message
-from lab.receiver import received_header
+from lab.received_header import received_header
 from lab.session_facts import Handshake
 from lab.session_record import SessionRecord
 from lab.spec import TlsVersion

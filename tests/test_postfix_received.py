@@ -28,7 +28,7 @@ from harness.evidence import parse_received
 from lab.backends.local import LocalBackend
 from lab.evidence_store import read_messages
 from lab.pki import LabPki
-from lab.receiver import postfix_date
+from lab.received_header import postfix_date
 from lab.spec import ReceiverSpec
 
 PROJECT = Path(__file__).resolve().parents[1]
