@@ -160,3 +160,31 @@ def test_every_written_record_carries_the_schemas_required_fields(tls12: Receive
         raw = json.loads(line)
         assert required <= set(raw), required - set(raw)
         SessionFacts.model_validate(raw)
+
+
+def half_close(receiver: Receiver, commands: bytes) -> tuple[bytes, SessionFacts]:
+    """Send commands then FIN (shutdown for writing); return all replies and the record."""
+    since = time.time()
+    with socket.create_connection(receiver.address, timeout=WAIT) as sock:
+        port = sock.getsockname()[1]
+        sock.sendall(commands)
+        sock.shutdown(socket.SHUT_WR)
+        replies = b""
+        while chunk := sock.recv(4096):
+            replies += chunk
+    return replies, record_of(receiver, port, since)
+
+
+@pytest.mark.integration
+def test_a_plaintext_quit_sent_with_fin_is_answered_221(tls12: Receiver) -> None:
+    replies, record = half_close(tls12, f"EHLO {CLIENT}\r\nQUIT\r\n".encode())
+    assert b"\r\n221 " in replies, replies
+    assert (record.transcript[-1], record.ended_by) == ("C: QUIT", EndedBy.QUIT)
+
+
+@pytest.mark.integration
+def test_a_plaintext_fin_without_quit_gets_no_221(tls12: Receiver) -> None:
+    replies, record = half_close(tls12, f"EHLO {CLIENT}\r\n".encode())
+    assert b"250 " in replies
+    assert b"221 " not in replies, replies
+    assert record.ended_by is EndedBy.TCP_CLOSE
