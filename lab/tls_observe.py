@@ -19,6 +19,9 @@ __all__ = ["HandshakeLog", "handshake_log", "observe_handshakes"]
 log = logging.getLogger("lab.receiver")
 HANDSHAKE, ALERT = 22, 21  # TLS content types
 CLIENT_HELLO, SERVER_HELLO, CERTIFICATE_VERIFY = 1, 2, 15  # handshake message types
+SERVER_KEY_EXCHANGE = 12  # TLS 1.2 and before: the (EC)DHE parameters and their signature
+NAMED_CURVE = 3
+TLS12 = 0x0303  # before it, a ServerKeyExchange signature names no scheme
 KEY_SHARE = 51
 
 
@@ -28,8 +31,8 @@ class HandshakeLog:
 
     client_hello: bytes | None = None  # the first ClientHello, handshake header included
     retried_hello: bytes | None = None  # a second ClientHello, after a HelloRetryRequest
-    group: int | None = None  # the key-exchange group of the (last) ServerHello, TLS 1.3
-    signature_scheme: int | None = None  # of the receiver's CertificateVerify, TLS 1.3
+    group: int | None = None  # TLS 1.3 ServerHello key_share, or TLS 1.2 ECDHE named curve
+    signature_scheme: int | None = None  # CertificateVerify (1.3) or ServerKeyExchange (1.2)
     alert_sent: int | None = None
     alert_received: int | None = None
 
@@ -54,13 +57,16 @@ def _on_message(
 ) -> None:
     """Note the messages the record needs; swallow (log) anything unexpected."""
     try:
-        _note(handshake_log(conn), direction, int(content_type), int(msg_type), data)
+        entry = handshake_log(conn)
+        _note(entry, direction, int(version), int(content_type), int(msg_type), data)
     except Exception as error:  # never into the handshake
         log.warning("handshake message not recorded: %r", error)
 
 
-def _note(entry: HandshakeLog, direction: str, content_type: int, kind: int, data: bytes) -> None:
-    """Fill `entry` from one message."""
+def _note(
+    entry: HandshakeLog, direction: str, version: int, content_type: int, kind: int, data: bytes
+) -> None:
+    """Fill `entry` from one message (`version`: the protocol version it was sent under)."""
     if content_type == ALERT and len(data) >= 2:
         if direction == "write":
             entry.alert_sent = entry.alert_sent if entry.alert_sent is not None else data[1]
@@ -75,6 +81,8 @@ def _note(entry: HandshakeLog, direction: str, content_type: int, kind: int, dat
             entry.retried_hello = bytes(data)
     elif direction == "write" and kind == SERVER_HELLO:
         entry.group = _server_hello_group(data)
+    elif direction == "write" and kind == SERVER_KEY_EXCHANGE:
+        entry.group, entry.signature_scheme = _ecdhe_parameters(data, version >= TLS12)
     elif direction == "write" and kind == CERTIFICATE_VERIFY and len(data) >= 6:
         entry.signature_scheme = int.from_bytes(data[4:6], "big")
 
@@ -98,3 +106,15 @@ def _server_hello_group(message: bytes) -> int | None:
             return int.from_bytes(body[at + 4 : at + 6], "big")
         at += 4 + size
     return None
+
+
+def _ecdhe_parameters(message: bytes, has_scheme: bool) -> tuple[int | None, int | None]:
+    """Return (named curve, signature scheme or None) of an ECDHE ServerKeyExchange."""
+    body = message[4:]
+    if len(body) < 4 or body[0] != NAMED_CURVE:
+        return None, None  # DHE, or an explicit curve: no named group to report
+    group = int.from_bytes(body[1:3], "big")
+    at = 4 + body[3]  # after the ephemeral public key
+    if not has_scheme or len(body) < at + 2:
+        return group, None
+    return group, int.from_bytes(body[at : at + 2], "big")  # TLS 1.2 signs with a scheme

@@ -17,6 +17,7 @@ import pytest
 from test_hostile import Receiver, _start
 from waiting import eventually
 
+from lab.backends.local import LocalBackend
 from lab.client_hello import ja4, parse_client_hello
 from lab.pki import LabPki
 from lab.session_facts import EndedBy, Handshake, SessionFacts, read_session_facts
@@ -164,3 +165,32 @@ def test_a_resumption_attempt_is_recorded(tls13: Receiver, tmp_path: Path) -> No
     assert second.offered is not None
     assert second.offered.resumption == "psk"
     assert second.resumed is True
+
+
+@pytest.fixture(scope="module")
+def legacy(
+    receiver_specs: dict[str, ReceiverSpec],
+    lab_pki: LabPki,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Receiver]]:
+    """Run the shipped tls12 and tls10 states for this module."""
+    specs = [receiver_specs["tls12"], receiver_specs["tls10"]]
+    with LocalBackend().start(specs, lab_pki, tmp_path_factory.mktemp("legacy")) as lab:
+        yield {spec.id: Receiver(lab.endpoint(spec.id), lab_pki) for spec in specs}
+
+
+@pytest.mark.integration
+def test_tls12_records_the_ecdhe_group_and_signature_scheme(legacy: dict[str, Receiver]) -> None:
+    record = offer(
+        legacy["tls12"], "-tls1_2", "-groups", "P-384", "-sigalgs", "rsa_pss_rsae_sha384"
+    )
+    assert (record.handshake, record.version) == (Handshake.OK, "TLSv1.2")
+    assert (record.group, record.signature_scheme) == ("secp384r1", "rsa_pss_rsae_sha384")
+
+
+@pytest.mark.integration
+def test_tls10_records_the_group_but_no_signature_scheme(legacy: dict[str, Receiver]) -> None:
+    record = offer(legacy["tls10"], "-tls1", "-cipher", "DEFAULT:@SECLEVEL=0")
+    assert (record.handshake, record.version) == (Handshake.OK, "TLSv1.0")
+    assert record.group == "x25519"
+    assert record.signature_scheme is None  # TLS 1.0 signatures name no scheme
