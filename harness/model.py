@@ -298,8 +298,8 @@ class SessionSummary(Frozen):
     sni: str | None = None
     message_ids: tuple[str, ...] = ()
     ended_by: str | None = None  # how the session ended (lab.session_facts.EndedBy)
-    group: str | None = None  # key-exchange group negotiated (TLS 1.3)
-    signature_scheme: str | None = None  # the receiver's signature scheme (TLS 1.3)
+    group: str | None = None  # key-exchange group (TLS 1.3; ECDHE before)
+    signature_scheme: str | None = None  # how the receiver signed (TLS 1.2 and 1.3)
     resumed: bool | None = None
     alert_sent: str | None = None  # the TLS alert the receiver sent
     offered_versions: tuple[str, ...] = ()  # what the client's ClientHello offered

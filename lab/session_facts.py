@@ -88,8 +88,8 @@ class SessionFacts(BaseModel):
     cipher: str | None = None
     bits: int | None = None
     sni: str | None = None
-    group: str | None = None  # key-exchange group (TLS 1.3), IANA name
-    signature_scheme: str | None = None  # of the receiver's CertificateVerify (TLS 1.3)
+    group: str | None = None  # key-exchange group (TLS 1.3; ECDHE before), IANA name
+    signature_scheme: str | None = None  # how the receiver signed (TLS 1.2 and 1.3)
     server_key: str | None = None  # the receiver's key as Postfix names it
     resumed: bool | None = None
     alert: str | None = None  # the TLS alert the client sent, if any
