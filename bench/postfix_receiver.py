@@ -109,11 +109,18 @@ def main_cf(base: Path, specs: Sequence[ReceiverSpec]) -> str:
     return "".join(f"{key} = {value}\n" for key, value in settings.items())
 
 
-def master_cf(listeners: Sequence[tuple[PostfixListener, ReceiverSpec]], pki: LabPki) -> str:
-    """Return master.cf: one smtpd per receiver state with its TLS pinning, then the services."""
+def master_cf(
+    listeners: Sequence[tuple[PostfixListener, ReceiverSpec]],
+    pki: LabPki,
+    extra: Sequence[str] = (),
+) -> str:
+    """Return master.cf: one smtpd per receiver state with its TLS pinning, then the services.
+
+    `extra` are further `name=value` smtpd options for every listener (e.g. a proxy filter).
+    """
     lines = []
     for listener, spec in listeners:
-        options = [f"myhostname={spec.mx_host}"]
+        options = [f"myhostname={spec.mx_host}", *extra]
         if spec.starttls:
             bundle = pki.bundle(spec.id)
             options += [
@@ -162,7 +169,10 @@ class PostfixReceiver:
 
 @contextlib.contextmanager
 def running_postfix(
-    specs: Sequence[ReceiverSpec], pki: LabPki, ports: Sequence[int]
+    specs: Sequence[ReceiverSpec],
+    pki: LabPki,
+    ports: Sequence[int],
+    smtpd_options: Sequence[str] = (),
 ) -> Iterator[PostfixReceiver]:
     """Start a private Postfix with one listener per spec on the given ports; always stop it.
 
@@ -183,7 +193,7 @@ def running_postfix(
             for s, port in zip(specs, ports, strict=True)
         ]
         (base / "conf" / "main.cf").write_text(main_cf(base, specs))
-        (base / "conf" / "master.cf").write_text(master_cf(pairs, pki))
+        (base / "conf" / "master.cf").write_text(master_cf(pairs, pki, smtpd_options))
         process = subprocess.Popen(
             [POSTFIX, "-c", str(base / "conf"), "start-fg"],
             stdout=subprocess.DEVNULL,

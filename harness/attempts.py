@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+
+from lab.session_facts import Handshake, SessionFacts
 
 REPLY_LIMIT = 80  # characters of a refusing reply quoted in a cell's detail
 
 
-def session_trail(sessions: Sequence[dict[str, Any]], mx_hosts: int) -> str:
+def session_trail(sessions: Sequence[SessionFacts], mx_hosts: int) -> str:
     """Return a note listing each session in order (host, TLS, 4xx/5xx, messages); "" for one.
 
     Sessions are listed when there are several of them or the receiver has several MX hosts,
@@ -16,28 +17,27 @@ def session_trail(sessions: Sequence[dict[str, Any]], mx_hosts: int) -> str:
     """
     if not sessions or (len(sessions) == 1 and mx_hosts <= 1):
         return ""
-    parts = []
-    ordered = sorted(sessions, key=lambda r: float(r.get("started") or 0))
-    first = float(ordered[0].get("started") or 0)
-    for number, record in enumerate(ordered, 1):
-        at = float(record.get("started") or 0) - first
-        host = record.get("mx_host") or record.get("receiver") or "?"
-        parts.append(f"#{number} at +{at:.1f} s to {host}: {_what(record)}")
+    ordered = sorted(sessions, key=lambda record: record.started)
+    first = ordered[0].started
+    parts = [
+        f"#{number} at +{record.started - first:.1f} s to {record.mx_host or record.receiver}: "
+        f"{_what(record)}"
+        for number, record in enumerate(ordered, 1)
+    ]
     return "; receiver sessions: " + ", ".join(parts)
 
 
-def _what(record: dict[str, Any]) -> str:
+def _what(record: SessionFacts) -> str:
     """Return one session's TLS, its refusing replies and what it stored."""
-    if record.get("handshake") == "failed":
-        tls = f"TLS handshake failed ({record.get('alert') or record.get('tls_error')})"
+    if record.handshake is Handshake.FAILED:
+        tls = f"TLS handshake failed ({record.tls_failure})"
     else:
-        tls = str(record.get("version") or "plaintext")
+        tls = record.version.value if record.version else "plaintext"
     refusals = [
         line[3:][:REPLY_LIMIT]
-        for line in record.get("transcript") or []
-        if isinstance(line, str) and line[3:4] in ("4", "5")
-        and line.startswith("S: ")
-    ]  # fmt: skip
-    stored = len(record.get("messages") or [])
+        for line in record.transcript
+        if line.startswith("S: ") and line[3:4] in ("4", "5")
+    ]
+    stored = len(record.messages)
     told = f", answered {' / '.join(refusals)}" if refusals else ""
     return f"{tls}{told}, {stored} message{'s' if stored != 1 else ''} stored"

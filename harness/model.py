@@ -307,6 +307,23 @@ class SessionSummary(Frozen):
     alert: str | None = None
     sni: str | None = None
     message_ids: tuple[str, ...] = ()
+    ended_by: str | None = None  # how the session ended (lab.session_facts.EndedBy)
+    group: str | None = None  # key-exchange group (TLS 1.3; ECDHE before)
+    signature_scheme: str | None = None  # how the receiver signed (TLS 1.2 and 1.3)
+    resumed: bool | None = None
+    alert_sent: str | None = None  # the TLS alert the receiver sent
+    offered_versions: tuple[str, ...] = ()  # what the client's ClientHello offered
+    offered_ciphers: tuple[str, ...] = ()  # IANA names (code points when unnamed)
+    ja4: str | None = None  # JA4 fingerprint of the client's ClientHello
+    session_id: str = ""  # the receiver's id of the session (links a downgrade's two)
+
+
+class Downgrade(Frozen):
+    """A failed TLS attempt followed by the same message in plaintext: both sessions."""
+
+    failed_session: str  # the session whose TLS attempt failed
+    failure: str  # how it failed: the alert or error, or `closed-after-handshake`
+    plaintext_session: str  # the session that delivered the message in plaintext
 
 
 class CellResult(Frozen):
@@ -325,6 +342,8 @@ class CellResult(Frozen):
     message_id: str = ""
     sender_report: str = ""
     sessions: tuple[SessionSummary, ...] = ()
+    downgraded: bool = False  # delivered in plaintext after a failed TLS attempt
+    downgrade: Downgrade | None = None
     seconds: float = 0.0
 
     @property

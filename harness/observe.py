@@ -9,16 +9,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 from harness.arrivals import find_arrivals, is_bounce_mailbox
 from harness.classify import Arrival, Bounce, Watched
 from harness.dsn import DeliveryStatus, parse_dsn
 from harness.printable import printable
 from lab.backends.base import RunningLab
-from lab.evidence_store import read_sessions
 from lab.message_record import read_message_records
 from lab.serve import ReceiverEndpoint
+from lab.session_facts import Handshake, SessionFacts, StoredMessage, read_session_facts
 from lab.spec import BOUNCE_LOCAL_PART
 
 POLL_SECONDS = 0.05
@@ -37,7 +36,7 @@ class Observation:
 
     arrivals: list[Arrival]
     watched: Watched
-    sessions: list[dict[str, Any]]
+    sessions: list[SessionFacts]
 
 
 def zone_of(endpoint: ReceiverEndpoint) -> str:
@@ -50,12 +49,12 @@ def bounce_address(cell: str, zone: str) -> str:
     return f"{BOUNCE_LOCAL_PART}+{cell}@{zone}"
 
 
-def _stored(directory: Path) -> Iterable[tuple[dict[str, Any], dict[str, Any], bytes]]:
+def _stored(directory: Path) -> Iterable[tuple[SessionFacts, StoredMessage, bytes]]:
     """Yield (session record, stored message entry, raw .eml bytes) for every stored message."""
-    for record in read_sessions(directory):
-        for stored in record.get("messages", []):
+    for record in read_session_facts(directory):
+        for stored in record.messages:
             try:
-                data = (directory / str(stored.get("eml"))).read_bytes()
+                data = (directory / stored.eml).read_bytes()
             except OSError:
                 continue
             yield record, stored, data
@@ -72,9 +71,9 @@ def find_bounces(
     for endpoint in endpoints.values():
         zone = zone_of(endpoint)
         for _record, stored, data in _stored(endpoint.evidence_dir):
-            rcpts = [r for r in stored.get("rcpt_tos", []) if is_bounce_mailbox(r, zone)]
+            rcpts = [r for r in stored.rcpt_tos if is_bounce_mailbox(r, zone)]
             if rcpts and message_id.encode() in data:
-                received = str(stored.get("received") or "")
+                received = stored.received
                 report = parse_dsn(data)
                 action = report.action_for(rcpt) if report else None
                 summary = _summary(data, report, rcpt)
@@ -96,7 +95,7 @@ def _summary(data: bytes, report: DeliveryStatus | None, rcpt: str) -> str:
     return printable(" ".join(f"Subject: {subject}".split()))[:SUMMARY_LIMIT]
 
 
-def cell_sessions(directory: Path, since: float, arrivals: list[Arrival]) -> list[dict[str, Any]]:
+def cell_sessions(directory: Path, since: float, arrivals: list[Arrival]) -> list[SessionFacts]:
     """Return the receiver's sessions that belong to one watched cell, in stored order.
 
     A session that carried a copy of the cell's message is the cell's. A session that carried
@@ -108,9 +107,9 @@ def cell_sessions(directory: Path, since: float, arrivals: list[Arrival]) -> lis
     others = {record.session_id for record in read_message_records(directory)} - ours
     return [
         record
-        for record in read_sessions(directory)
-        if record.get("session_id") in ours
-        or (record.get("session_id") not in others and float(record.get("started", 0)) >= since)
+        for record in read_session_facts(directory)
+        if record.session_id in ours
+        or (record.session_id not in others and record.started >= since)
     ]
 
 
@@ -156,7 +155,7 @@ def _sessions_once_written(
     arrivals: list[Arrival],
     clock: Callable[[], float],
     sleep: Callable[[float], None],
-) -> list[dict[str, Any]]:
+) -> list[SessionFacts]:
     """Return the cell's sessions, waiting (bounded) for the records of sessions that delivered.
 
     A session's record is written when it ends, which may be just after its message was stored.
@@ -165,26 +164,25 @@ def _sessions_once_written(
     deadline = clock() + SESSION_RECORD_WAIT
     while True:
         sessions = cell_sessions(directory, since, arrivals)
-        written = {str(record.get("session_id")) for record in sessions}
+        written = {record.session_id for record in sessions}
         if wanted <= written or clock() >= deadline:
             return sessions
         sleep(POLL_SECONDS)
 
 
-def describe_attempts(sessions: list[dict[str, Any]]) -> str:
+def describe_attempts(sessions: list[SessionFacts]) -> str:
     """Return the receiver's sessions during a watch, in order: TLS, plaintext, failed handshake."""
     if not sessions:
         return "; the receiver saw no session while it watched"
     parts = []
-    for record in sorted(sessions, key=lambda r: float(r.get("started", 0))):
-        if record.get("handshake") == "failed":
-            alert = record.get("alert") or record.get("tls_error") or "no alert"
-            parts.append(f"TLS handshake failed ({alert})")
-        elif record.get("version"):
-            parts.append(f"{record['version']}")
+    for record in sorted(sessions, key=lambda r: r.started):
+        if record.handshake is Handshake.FAILED:
+            parts.append(f"TLS handshake failed ({record.tls_failure})")
+        elif record.version:
+            parts.append(f"{record.version.value}")
         else:
             parts.append("plaintext")
-        count = len(record.get("messages", []))
+        count = len(record.messages)
         if count:
             parts[-1] += f" with {count} message{'s' if count > 1 else ''}"
     many = "s" if len(sessions) > 1 else ""

@@ -6,8 +6,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from lab.evidence_store import read_sessions
 from lab.proxy_record import ProxyRecord, read_proxy_records
+from lab.session_facts import read_session_facts
 
 PROXY_WAIT = 5.0
 POLL_INTERVAL = 0.01
@@ -37,10 +37,8 @@ def front_connections(directory: Path, client_ip: str) -> list[tuple[Peer, set[s
     otherwise the receiver's own session records.
     """
     stored = {
-        (str(r.get("peer_ip")), int(r.get("peer_port") or 0)): {
-            str(m.get("message_id")) for m in r.get("messages", [])
-        }
-        for r in read_sessions(directory)
+        (r.peer_ip, r.peer_port): {str(m.message_id) for m in r.messages}
+        for r in read_session_facts(directory)
     }
     proxied = list(read_proxy_records(directory))
     if proxied:

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from harness.expectations import expectation_label
 from harness.model import CellResult, Outcome, RunReport, Verdict
+from harness.session_text import downgrade_text, session_extras
 from harness.tlsrpt import build_tlsrpt
 from lab.spec import TlsVersion
 
@@ -175,7 +176,10 @@ def _sessions_line(cell: CellResult) -> str:
         tls = f" {s.version} {s.cipher or ''}".rstrip() if s.version else ""
         alert = f", alert {s.alert}" if s.alert else ""
         starttls = "STARTTLS" if s.starttls else "no STARTTLS"
-        parts.append(f"{s.peer}: {starttls}, handshake {s.handshake}{tls}{alert}")
+        line = f"{s.peer}: {starttls}, handshake {s.handshake}{tls}{alert}"
+        parts.append(line + session_extras(s))
+    if cell.downgrade is not None:
+        parts.append(downgrade_text(cell.downgrade))
     return "; ".join(parts)
 
 

@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from harness.arrivals import find_arrivals
 from harness.attempts import session_trail
 from harness.classify import Classified, classify, judge
+from harness.downgrade import DOWNGRADE_NOTE, find_downgrade
 from harness.expectations import failure_note
 from harness.model import (
     CellExpectation,
@@ -35,9 +36,10 @@ from harness.scenarios import LoadedSuite
 from harness.senders import SenderDriver, SendReport, TestMessage, make_driver
 from harness.senders.base import ExternalSender, SendAction
 from lab.backends import BACKENDS, Backend, BackendError, RunningLab
-from lab.evidence_store import read_faults, read_sessions
+from lab.evidence_store import read_faults
 from lab.pki import ensure_certs
 from lab.proxy_record import ProxyRecord
+from lab.session_facts import EndedBy, SessionFacts, read_session_facts
 from lab.spec import TlsVersion
 
 SESSION_WAIT = 5.0
@@ -73,27 +75,38 @@ def build_message(
     return TestMessage(message_id, mail_from, rcpt, body.encode())
 
 
-def wait_for_sessions(directory: Path, peers: set[tuple[str, int]]) -> list[dict[str, Any]]:
+def wait_for_sessions(directory: Path, peers: set[tuple[str, int]]) -> list[SessionFacts]:
     """Return the session records of the given peers, waiting (bounded) until all are written."""
     deadline = time.monotonic() + SESSION_WAIT
     while True:
-        found = [r for r in read_sessions(directory) if (r["peer_ip"], r["peer_port"]) in peers]
+        found = [r for r in read_session_facts(directory) if (r.peer_ip, r.peer_port) in peers]
         if len(found) >= len(peers) or time.monotonic() > deadline:
             return found
         time.sleep(POLL_INTERVAL)
 
 
-def summarise(record: dict[str, Any]) -> SessionSummary:
+def summarise(record: SessionFacts) -> SessionSummary:
     """Return the parts of a session record a report shows."""
     return SessionSummary(
-        peer=f"{record.get('peer_ip')}:{record.get('peer_port')}",
-        starttls=bool(record.get("starttls_asked")),
-        handshake=str(record.get("handshake")),
-        version=record.get("version"),
-        cipher=record.get("cipher"),
-        alert=record.get("alert") or record.get("tls_error"),
-        sni=record.get("sni"),
-        message_ids=tuple(m.get("message_id") or "" for m in record.get("messages", [])),
+        peer=record.peer,
+        starttls=record.starttls_asked,
+        handshake=record.handshake.value,
+        version=record.version.value if record.version else None,
+        cipher=record.cipher,
+        alert=record.tls_failure,
+        sni=record.sni,
+        message_ids=tuple(m.message_id or "" for m in record.messages),
+        ended_by=record.ended_by.value,
+        group=record.group,
+        signature_scheme=record.signature_scheme,
+        resumed=record.resumed,
+        alert_sent=record.alert_sent,
+        offered_versions=record.offered.versions if record.offered else (),
+        offered_ciphers=tuple(c.iana or c.code for c in record.offered.cipher_suites)
+        if record.offered
+        else (),
+        ja4=record.offered.ja4 if record.offered else None,
+        session_id=record.session_id,
     )
 
 
@@ -180,7 +193,11 @@ class LabRun:
             complete = watched is None and len(sessions) >= len(report.attempts)
             seen = _blame_the_store(seen, directory, sessions, None if complete else since)
         verdict = judge(expected, seen.outcome, seen.tls)
-        detail = seen.detail + note
+        downgrade = (
+            find_downgrade(sessions, arrivals) if seen.outcome is Outcome.DELIVERED else None
+        )
+        detail = seen.detail + (DOWNGRADE_NOTE if downgrade else "") + note
+        detail += certificate_rejection_note(seen.outcome, sessions)
         detail += failure_note(expected, verdict)
         return CellResult(
             receiver=receiver,
@@ -196,6 +213,8 @@ class LabRun:
             message_id=message.message_id,
             sender_report=f"{report.action.value}: {report.reason}",
             sessions=tuple(summarise(r) for r in sessions),
+            downgraded=downgrade is not None,
+            downgrade=downgrade,
             seconds=round(time.perf_counter() - began, 4),
         )
 
@@ -254,8 +273,16 @@ def _tls_expectation(expected: CellExpectation) -> str | None:
     return tls.value if isinstance(tls, TlsVersion) else tls
 
 
+def certificate_rejection_note(outcome: Outcome, sessions: list[SessionFacts]) -> str:
+    """Return a note when nothing was delivered and every session hung up right after TLS."""
+    after_tls = [s.ended_by is EndedBy.CLOSED_AFTER_HANDSHAKE for s in sessions]
+    if outcome is Outcome.DELIVERED or not after_tls or not all(after_tls):
+        return ""
+    return "; the sender rejected the certificate after the handshake"
+
+
 def _blame_the_store(
-    seen: Classified, directory: Path, sessions: list[dict[str, Any]], since: float | None
+    seen: Classified, directory: Path, sessions: list[SessionFacts], since: float | None
 ) -> Classified:
     """Return a lab `error` when the receiver's evidence store failed this cell.
 
@@ -266,7 +293,7 @@ def _blame_the_store(
     """
     if seen.outcome is Outcome.ERROR:
         return seen  # already the lab's, with its own reason
-    failures = [str(r["store_error"]) for r in sessions if r.get("store_error")]
+    failures = [r.store_error for r in sessions if r.store_error]
     if since is not None:
         failures += [
             f"{f.get('file')}: {f.get('error')}"
@@ -282,7 +309,7 @@ def _blame_the_store(
     )
 
 
-def _missing_sessions_note(opened: int, sessions: list[dict[str, Any]]) -> str:
+def _missing_sessions_note(opened: int, sessions: list[SessionFacts]) -> str:
     """Return a note when the receiver recorded fewer sessions than were opened to it."""
     if len(sessions) < opened:
         return f"; receiver recorded {len(sessions)} of {opened} sessions"

@@ -22,6 +22,7 @@ from lab.backends.base import BackendError
 from lab.pki import LabPki
 from lab.real_certs import check_real_cert, with_real_certs
 from lab.serve import ReceiverEndpoint, serve_until_signalled
+from lab.session_facts import Handshake, SessionFacts
 from lab.spec import LAB_ZONE, CertState, ReceiverSpec
 
 DEFAULT_HOST = "127.0.0.1"
@@ -296,29 +297,28 @@ def write_lab_file(
     return path
 
 
-def session_line(record: dict[str, Any]) -> str:
+def session_line(record: SessionFacts) -> str:
     """Return one live-log line for a finished session, printable ASCII (client text escaped)."""
-    when = datetime.fromtimestamp(float(record.get("ended") or record.get("started") or 0))
-    peer = f"{record.get('peer_ip')}:{record.get('peer_port')}"
-    if record.get("handshake") == "failed":
-        tls = f"TLS handshake failed ({record.get('alert') or record.get('tls_error') or '?'})"
-    elif record.get("version"):
-        tls = f"{record['version']} {record.get('cipher') or ''}".rstrip()
-    elif record.get("starttls_offered"):
+    when = datetime.fromtimestamp(record.ended or record.started)
+    if record.handshake is Handshake.FAILED:
+        tls = f"TLS handshake failed ({record.tls_failure})"
+    elif record.version:
+        tls = f"{record.version.value} {record.cipher or ''}".rstrip()
+    elif record.starttls_offered:
         tls = "plaintext (STARTTLS offered, not used)"
     else:
         tls = "plaintext (no STARTTLS offered)"
-    messages = record.get("messages", [])
-    rcpts = sorted({r for m in messages for r in m.get("rcpt_tos", [])})
-    refused = sum(1 for line in record.get("transcript", []) if line.startswith("S: 550 5.7.1"))
+    messages = record.messages
+    rcpts = sorted({r for m in messages for r in m.rcpt_tos})
+    refused = sum(1 for line in record.transcript if line.startswith("S: 550 5.7.1"))
     what = f"{len(messages)} message{'s' if len(messages) != 1 else ''} accepted"
     what += f" for {', '.join(rcpts)}" if rcpts else ""
     what += f", {refused} recipient{'s' if refused != 1 else ''} refused" if refused else ""
-    helo = record.get("ehlo") or "-"
+    helo = record.ehlo or "-"
     # EHLO, recipients and error texts come from the client: escape them for the terminal
-    return printable(f"{when:%H:%M:%S} {record.get('receiver')} {peer} ({helo}): {tls}; {what}")
+    return printable(f"{when:%H:%M:%S} {record.receiver} {record.peer} ({helo}): {tls}; {what}")
 
 
 def print_session(record: dict[str, Any]) -> None:
-    """Print one live-log line for a finished session."""
-    print(session_line(record), flush=True)
+    """Print one live-log line for a finished session (a record the lab wrote)."""
+    print(session_line(SessionFacts.model_validate(record)), flush=True)

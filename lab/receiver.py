@@ -5,18 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import ssl
 import time
-from datetime import UTC, datetime
-from email.utils import format_datetime
-from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from lab.evidence_store import EvidenceStore, error_name
 from lab.greylist import GREYLISTED, GreylistTracker
-from lab.header_text import helo_text, recipient_text, stored_message
+from lab.header_text import stored_message
 from lab.limits import (
     COMMAND_TIMEOUT,
     IDLE_TIMEOUT,
@@ -30,56 +26,23 @@ from lab.limits import (
     abort_later,
     log,
 )
+from lab.received_header import SERVER_SOFTWARE
+from lab.received_header import received_header as received_header  # also for old imports
+from lab.session_facts import EndedBy, Handshake
 from lab.session_record import SessionRecord, describe_tls_error
 from lab.spec import ReceiverSpec
+from lab.tls_context import build_tls_context as build_tls_context  # lab.serve's import
+from lab.tls_transport import LabSSLProtocol
 
-SERVER_SOFTWARE = "Sender TLS Lab"
-LEGACY_CIPHERS = "DEFAULT:@SECLEVEL=0"
 QUEUE_ID_ATTEMPTS = 5
 STORE_FAILED_REPLY = "451 4.3.0 Lab evidence store failed, message not accepted; try again later"
-TIMEOUT_REPLIES = {"idle-timeout": IDLE_TIMEOUT, "command-timeout": COMMAND_TIMEOUT}
-
-
-def build_tls_context(spec: ReceiverSpec, cert_path: Path, key_path: Path) -> ssl.SSLContext:
-    """Return a server context offering exactly the spec's TLS versions with its certificate."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = spec.tls_min.ssl_version
-    context.maximum_version = spec.tls_max.ssl_version
-    if spec.tls_min.is_legacy:
-        context.set_ciphers(LEGACY_CIPHERS)
-    context.load_cert_chain(cert_path, key_path)
-    context.sni_callback = _remember_sni
-    return context
-
-
-def _remember_sni(ssl_object: Any, server_name: str | None, _context: ssl.SSLContext) -> None:
-    """Attach the SNI the client sent to its SSL object, where the session record finds it."""
-    ssl_object.lab_sni = server_name
+TIMEOUT_REPLIES = {EndedBy.IDLE_TIMEOUT: IDLE_TIMEOUT, EndedBy.COMMAND_TIMEOUT: COMMAND_TIMEOUT}
+AUTH_NOT_ENABLED = "503 5.5.1 Error: authentication not enabled"  # Postfix without SASL
 
 
 def new_queue_id() -> str:
     """Return a Postfix-like queue id: 12 upper-case hex digits."""
     return secrets.token_hex(6).upper()
-
-
-def received_header(
-    record: SessionRecord, mx_host: str, queue_id: str, rcpt: str, when: float
-) -> str:
-    """Return a Received header in Postfix's format; client text in it is neutralised."""
-    helo = helo_text(record.ehlo) if record.ehlo else "unknown"
-    lines = [f"Received: from {helo} (unknown [{record.peer_ip}])"]
-    if record.version is not None:
-        openssl_name = "TLSv1" if record.version == "TLSv1.0" else record.version
-        bits = record.bits or 0
-        lines.append(f"\t(using {openssl_name} with cipher {record.cipher} ({bits}/{bits} bits))")
-        lines.append("\t(No client certificate requested)")
-        protocol = "ESMTPS"
-    else:
-        protocol = "ESMTP" if record.esmtp else "SMTP"
-    lines.append(f"\tby {mx_host} ({SERVER_SOFTWARE}) with {protocol} id {queue_id}")
-    stamp = format_datetime(datetime.fromtimestamp(when, UTC))
-    lines.append(f"\tfor <{recipient_text(rcpt)}>; {stamp} (UTC)")
-    return "\r\n".join(lines) + "\r\n"
 
 
 class LabHandler:
@@ -220,7 +183,8 @@ class LabSMTP(SMTP):
             )
         super().connection_made(transport)
         if upgraded:
-            self.record.tls_established(transport.get_extra_info("ssl_object"))
+            server_key = getattr(self.tls_context, "server_key", None)
+            self.record.tls_established(transport.get_extra_info("ssl_object"), server_key)
         else:
             self.record.connected(transport.get_extra_info("peername"))
             reader = self._reader
@@ -232,6 +196,11 @@ class LabSMTP(SMTP):
         self.deadlines.activity()
         super().data_received(data)
 
+    def eof_received(self) -> bool | None:
+        """End the client's input (FIN or close_notify); commands sent before it are served."""
+        # aiosmtpd cancels the session here, dropping a QUIT that came with the close
+        return asyncio.StreamReaderProtocol.eof_received(self)
+
     def connection_lost(self, error: Exception | None) -> None:
         """Write the session record once, however the connection ended; free its place."""
         self.deadlines.cancel()
@@ -239,21 +208,31 @@ class LabSMTP(SMTP):
             self._abort.cancel()
         self.sessions.close(self)
         if self.record.ended_by is None:
-            self.record.ended_by = "connection-closed"
+            self.record.ended_by = self._how_peer_left(isinstance(error, ConnectionResetError))
         self._write_record()
         super().connection_lost(error)
 
+    def _how_peer_left(self, reset: bool = False) -> EndedBy:
+        """Return how the client closed: before EHLO after TLS, close_notify, RST or FIN."""
+        if self.record.handshake is Handshake.OK and not self.record.greeted_after_tls:
+            return EndedBy.CLOSED_AFTER_HANDSHAKE  # e.g. the client rejected the certificate
+        if reset:
+            return EndedBy.RESET
+        if getattr(self._tls_protocol, "close_notify_received", False):
+            return EndedBy.CLOSE_NOTIFY
+        return EndedBy.TCP_CLOSE
+
     def close_connection(self) -> None:
         """Close the connection because the receiver shuts down (silently, as before)."""
-        self.end_session(None, "shutdown")
+        self.end_session(None, EndedBy.SHUTDOWN)
 
-    def end_session(self, reply: str | None, reason: str) -> None:
+    def end_session(self, reply: str | None, reason: EndedBy) -> None:
         """Send a last reply (not into a TLS handshake), close, and abort if the close stalls."""
         transport = self.transport
         if transport is None or self._abort is not None:
             return
         self.record.ended_by = self.record.ended_by or reason
-        handshaking = self._tls_protocol is not None and self.record.handshake == "none"
+        handshaking = self._tls_protocol is not None and self.record.handshake is Handshake.NONE
         if reply is not None and not handshaking:
             self.record.log("S", reply)
             transport.write(reply.encode() + b"\r\n")  # type: ignore[attr-defined]
@@ -262,7 +241,8 @@ class LabSMTP(SMTP):
 
     def _expire(self, reason: str) -> None:
         """End the session with 421 because the idle or per-command deadline passed."""
-        self.end_session(TIMEOUT_REPLIES[reason].format(host=self.hostname), reason)
+        ended_by = EndedBy(reason)
+        self.end_session(TIMEOUT_REPLIES[ended_by].format(host=self.hostname), ended_by)
 
     async def handle_exception(self, error: Exception) -> str:
         """Log an unexpected error and answer 421; the session then closes as 421 promises."""
@@ -271,8 +251,10 @@ class LabSMTP(SMTP):
             return status  # recorded by smtp_STARTTLS; aiosmtpd closes without replying
         log.error("%s: session %s failed: %r", self.spec.id, self.record.session_id, error)
         if status.startswith("421"):
-            self.record.ended_by = "receiver-error"
-            self.loop.call_soon(self.end_session, None, "receiver-error")  # after the 421 is sent
+            self.record.ended_by = EndedBy.RECEIVER_ERROR
+            self.loop.call_soon(
+                self.end_session, None, EndedBy.RECEIVER_ERROR
+            )  # after the 421 is sent
         return status
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
@@ -285,7 +267,7 @@ class LabSMTP(SMTP):
 
     def _line_waiting(self) -> bool:
         """Return True when a complete line the client sent waits to be read (not mid-STARTTLS)."""
-        if self._tls_protocol is not None and self.record.handshake == "none":
+        if self._tls_protocol is not None and self.record.handshake is Handshake.NONE:
             return False  # plaintext sent with STARTTLS is discarded, never read
         return b"\n" in getattr(self._reader, "_buffer", b"")
 
@@ -295,12 +277,13 @@ class LabSMTP(SMTP):
 
     async def _handle_client(self) -> None:
         """Serve the session, or answer 421 and close when it is over a session cap."""
-        if self._refused == "client-cap":
+        if self._refused == EndedBy.CLIENT_CAP:
             ip = self.record.peer_ip
-            self.end_session(TOO_MANY_CONNECTIONS.format(host=self.hostname, ip=ip), "client-cap")
+            reply = TOO_MANY_CONNECTIONS.format(host=self.hostname, ip=ip)
+            self.end_session(reply, EndedBy.CLIENT_CAP)
             return
         if self._refused is not None:
-            self.end_session(TOO_MANY_SESSIONS, self._refused)
+            self.end_session(TOO_MANY_SESSIONS, EndedBy(self._refused))
             return
         await super()._handle_client()
 
@@ -311,9 +294,15 @@ class LabSMTP(SMTP):
             reading_command = not self.record.in_data
             if reading_command and self.errors.exceeded:
                 if self.transport is not None and not self.transport.is_closing():
-                    self.end_session(TOO_MANY_ERRORS.format(host=self.hostname), "error-limit")
+                    reply = TOO_MANY_ERRORS.format(host=self.hostname)
+                    self.end_session(reply, EndedBy.ERROR_LIMIT)
                 raise asyncio.CancelledError  # like push once closing: nothing more is served
-            line: bytes = await readuntil(separator)
+            try:
+                line: bytes = await readuntil(separator)
+            except asyncio.IncompleteReadError:
+                # the client's input ended (FIN or close_notify) with no complete line left
+                self.end_session(None, self._how_peer_left())
+                raise asyncio.CancelledError from None
             if reading_command:
                 self.errors.command(line.split(b" ", 1)[0].strip().upper().decode("latin-1"))
             return line
@@ -340,11 +329,13 @@ class LabSMTP(SMTP):
         """Record the EHLO name, then answer as aiosmtpd does."""
         self.record.ehlo = hostname
         self.record.esmtp = True
+        self.record.greeted_after_tls = self.record.handshake is Handshake.OK
         await super().smtp_EHLO(hostname)
 
     async def smtp_HELO(self, hostname: str) -> None:
         """Record the HELO name, then answer as aiosmtpd does."""
         self.record.ehlo = hostname
+        self.record.greeted_after_tls = self.record.handshake is Handshake.OK
         await super().smtp_HELO(hostname)
 
     async def smtp_STARTTLS(self, arg: str) -> None:
@@ -354,27 +345,56 @@ class LabSMTP(SMTP):
             await self.push("554 5.5.1 Error: TLS already active")
             return
         try:
-            await super().smtp_STARTTLS(arg)
+            await self._start_tls(arg)
         except TLSSetupException as error:
             self._handshake_failed(describe_tls_error(error.__cause__))
             raise
-        if self._tls_protocol is not None and self.record.handshake != "ok":
+        if self._tls_protocol is not None and self.record.handshake is not Handshake.OK:
             # asyncio reports a handshake we cut short (a timeout, a shutdown) as a success
             why = self.record.ended_by or "closed"
             self._handshake_failed((None, f"connection closed during the tls handshake ({why})"))
             raise TLSSetupException("the TLS handshake did not complete")
 
+    async def _start_tls(self, arg: str) -> None:
+        """Answer STARTTLS and run the handshake as aiosmtpd does, over the lab's TLS layer."""
+        if arg:
+            await self.push("501 Syntax: STARTTLS")
+            return
+        if not self.tls_context:
+            await self.push("454 TLS not available")
+            return
+        await self.push("220 Ready to start TLS")
+        waiter = self.loop.create_future()
+        self._tls_protocol = LabSSLProtocol(
+            self.loop, self, self.tls_context, waiter, server_side=True
+        )
+        self._original_transport = self.transport
+        assert self._original_transport is not None
+        self._original_transport.set_protocol(self._tls_protocol)
+        self.transport = self._tls_protocol._app_transport
+        self._tls_protocol.connection_made(self._original_transport)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            raise TLSSetupException() from error
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        """Refuse AUTH (never advertised) as a Postfix MX without SASL does."""
+        await self.push(AUTH_NOT_ENABLED)
+
     def _handshake_failed(self, described: tuple[str | None, str]) -> None:
         """Record a failed handshake with the peer's SNI and alert, if any."""
         ssl_object = getattr(self._tls_protocol, "_sslobj", None)
         self.record.sni = getattr(ssl_object, "lab_sni", None)
-        self.record.tls_failed(described)
-        self.record.ended_by = self.record.ended_by or "handshake-failed"
+        self.record.tls_failed(described, ssl_object)
+        self.record.ended_by = self.record.ended_by or EndedBy.HANDSHAKE_FAILED
 
     async def smtp_QUIT(self, arg: str) -> None:
         """Free the session's place, make its record durable, then answer 221."""
         if not arg:
-            self.record.ended_by = "quit"
+            self.record.ended_by = EndedBy.QUIT
             self.sessions.close(self)
             pending = self._write_record()
             if pending is not None:

@@ -35,6 +35,7 @@ from harness.senders.base import SendAction, SendReport, TestMessage
 from harness.tlsrpt import _policy
 from lab.backends.base import RunningLab
 from lab.backends.local import LocalBackend
+from lab.session_facts import SessionFacts
 from lab.spec import TlsVersion
 
 SUBMITTED = SendReport(SendAction.SUBMITTED, "the service accepted it")
@@ -142,10 +143,18 @@ def test_dsn_summary_reads_the_delivery_status_fields() -> None:
     assert dsn_summary(plain.as_bytes()) == "Subject: Delivery failure"
 
 
+def session_facts(**fields: Any) -> SessionFacts:
+    """Return a session record with placeholder peer, times and end, and `fields`."""
+    base = {"receiver": "tls12", "session_id": "s", "peer_ip": "127.0.0.1", "peer_port": 1}
+    base |= {"started": 0.0, "ended": 0.0, "starttls_offered": True, "ended_by": "quit"}
+    return SessionFacts.model_validate(base | fields)
+
+
 def test_attempts_show_failed_handshakes_then_plaintext() -> None:
+    stored = {"queue_id": "A", "size": 1, "eml": "a.eml", "received": "r", "accepted": 0.0}
     sessions = [
-        {"started": 2.0, "handshake": "none", "messages": [{"eml": "a.eml"}]},
-        {"started": 1.0, "handshake": "failed", "alert": "protocol_version", "messages": []},
+        session_facts(started=2.0, messages=[stored]),
+        session_facts(started=1.0, handshake="failed", alert="protocol_version"),
     ]
     assert describe_attempts(sessions) == (
         "; the receiver saw 2 sessions while it watched: TLS handshake failed "

@@ -11,7 +11,8 @@ from test_evidence import TLS_CASES
 
 from harness.evidence import parse_received, received_headers
 from lab.header_text import HELO_NEUTER, helo_text, recipient_text, stored_message
-from lab.receiver import received_header
+from lab.received_header import received_header
+from lab.session_facts import Handshake
 from lab.session_record import SessionRecord
 from lab.spec import TlsVersion
 
@@ -34,7 +35,7 @@ def session(ehlo: str, tls: bool) -> SessionRecord:
     record = SessionRecord(receiver="no-starttls", starttls_offered=tls, ehlo=ehlo, esmtp=True)
     record.peer_ip = "127.0.0.1"
     if tls:
-        record.handshake, record.version = "ok", "TLSv1.0"
+        record.handshake, record.version = Handshake.OK, "TLSv1.0"
         record.cipher, record.bits = "ECDHE-RSA-AES256-SHA", 256
     return record
 

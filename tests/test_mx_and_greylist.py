@@ -24,6 +24,7 @@ from lab.backends.base import RunningLab
 from lab.backends.local import LocalBackend
 from lab.evidence_store import read_sessions
 from lab.pki import ensure_certs
+from lab.session_facts import SessionFacts
 from lab.spec import Greylist, ReceiverSpec, TlsVersion
 
 pytestmark = pytest.mark.integration
@@ -180,7 +181,7 @@ def test_greylisting_defers_the_first_attempt_and_the_retry_keeps_tls(
     assert any(line.startswith("S: 451 4.7.1 ") for line in first["transcript"])
     assert not any(line.startswith("S: 451") for line in retry["transcript"])
     assert float(retry["started"]) - float(first["started"]) >= RETRY_DELAY * 0.9
-    trail = session_trail([first, retry], 1)
+    trail = session_trail([SessionFacts.model_validate(r) for r in (first, retry)], 1)
     assert "#1 " in trail
     assert "answered 451 4.7.1" in trail
     assert "#2 " in trail
@@ -194,7 +195,7 @@ def test_negative_control_greylist_of_zero_first_attempts_accepts_at_once(
     (only,) = sessions_of(lab, "greylist-zero", report)
     assert stored_ids(only) == [message.message_id]
     assert not any(line.startswith("S: 4") for line in only["transcript"])
-    assert session_trail([only], 1) == ""
+    assert session_trail([SessionFacts.model_validate(only)], 1) == ""
 
 
 def test_a_retry_still_greylisted_stays_deferred_with_nothing_stored(

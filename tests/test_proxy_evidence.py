@@ -61,7 +61,11 @@ def test_cell_detail_shows_the_proxy_record(tmp_path: Path) -> None:
 
 def test_front_connections_maps_sender_peers_through_the_proxy(tmp_path: Path) -> None:
     """With proxy records, a client's connections are the proxy's; without, the receiver's own."""
-    session = {"peer_ip": "127.0.0.1", "peer_port": 4000, "messages": [{"message_id": "<m>"}]}
+    stored = {"queue_id": "0123456789AB", "message_id": "<m>", "size": 1, "accepted": 1.0,
+              "eml": "0123456789AB.eml", "received": "x"}  # fmt: skip
+    session = {"receiver": "r", "session_id": "s", "peer_ip": "127.0.0.1", "peer_port": 4000,
+               "started": 1.0, "ended": 2.0, "starttls_offered": True, "ended_by": "quit",
+               "messages": [stored]}  # fmt: skip
     JsonLines(tmp_path / "sessions.jsonl").append(session)
     assert front_connections(tmp_path, "127.0.0.1") == [(("127.0.0.1", 4000), {"<m>"})]
     record = ProxyRecord(

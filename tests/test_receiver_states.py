@@ -282,7 +282,11 @@ def received_pattern(endpoint: ReceiverEndpoint, attempt: Attempt, using: str | 
         protocol = "ESMTP"
     else:
         cipher = re.escape(attempt.cipher or "")
-        lines.append(rf"\t\(using {re.escape(using)} with cipher {cipher} \((\d+)/\1 bits\)\)")
+        using_clause = rf"\t\(using {re.escape(using)} with cipher {cipher} \((\d+)/\1 bits\)"
+        if using == "TLSv1.3":  # Postfix 3.4+ adds the key exchange and signature for TLS 1.3
+            using_clause += r"\r\n\t key-exchange \S+(?: \([^)]*\))? server-signature RSA-PSS"
+            using_clause += r" \(\d+ bits\) server-digest SHA\d+"
+        lines.append(using_clause + r"\)")
         lines.append(r"\t\(No client certificate requested\)")
         protocol = "ESMTPS"
     mx, qid = re.escape(endpoint.mx_host), re.escape(attempt.queue_id or "")

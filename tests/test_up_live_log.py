@@ -23,6 +23,7 @@ from typing import IO
 import pytest
 
 from harness.up_public import session_line
+from lab.session_facts import SessionFacts
 
 PROJECT = Path(__file__).resolve().parents[1]
 TIMEOUT = 30.0
@@ -96,6 +97,9 @@ def up(evidence: Path, certs: Path, receivers: str = "no-starttls") -> Iterator[
             process.wait()
         for reader in readers:
             reader.join(TIMEOUT)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def smtp_session(port: int, commands: list[str]) -> list[bytes]:
@@ -153,17 +157,21 @@ def test_every_kind_of_control_character_in_a_record_is_escaped() -> None:
     nasty = "".join(chr(c) for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)])
     nasty += "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
     nasty += "\u2028\u2029\ufeff\udc80\\"
-    record = {"receiver": "tls12", "peer_ip": "127.0.0.1", "peer_port": 4242, "started": 1.0,
+    stored = {"queue_id": "0123456789AB", "size": 1, "eml": "0123456789AB.eml", "received": "x",
+              "accepted": 1.0, "rcpt_tos": [f"x{nasty}@tls12.lab.test"]}  # fmt: skip
+    record = {"receiver": "tls12", "session_id": "s", "peer_ip": "127.0.0.1", "peer_port": 4242,
+              "started": 1.0, "ended": 1.0, "starttls_offered": True, "ended_by": "tcp-close",
               "ehlo": nasty, "handshake": "failed", "tls_error": f"bad{ESC}[2J",
-              "messages": [{"rcpt_tos": [f"x{nasty}@tls12.lab.test"]}]}  # fmt: skip
-    line = session_line(record)
+              "messages": [stored]}  # fmt: skip
+    line = session_line(SessionFacts.model_validate(record))
     assert all(" " <= c <= "~" for c in line), line
     assert "(\\x00\\x01" in line
     for escaped in ("\\u202e", "\\u2066", "\\u2028", "\\x9b", "\\x85", "\\udc80", "\\x5c"):
         assert escaped in line
     assert "bad\\x1b[2J" in line
     plain = {**record, "ehlo": "mx.example.org", "tls_error": "x", "messages": []}
-    assert "(mx.example.org): TLS handshake failed (x); 0 messages accepted" in session_line(plain)
+    text = session_line(SessionFacts.model_validate(plain))
+    assert "(mx.example.org): TLS handshake failed (x); 0 messages accepted" in text
 
 
 # ---------------------------------------------------------------- one `up` per evidence folder
