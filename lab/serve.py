@@ -104,7 +104,10 @@ async def start_receivers(
             context = None
             if spec.starttls:
                 bundle = pki.bundle(spec.id)
-                context = build_tls_context(spec, bundle.cert_path, bundle.key_path)
+                no_sni = None
+                if bundle.no_sni_cert_path is not None and bundle.no_sni_key_path is not None:
+                    no_sni = (bundle.no_sni_cert_path, bundle.no_sni_key_path)
+                context = build_tls_context(spec, bundle.cert_path, bundle.key_path, no_sni)
             server = await loop.create_server(
                 _protocol_factory(spec, store, context, loop, sessions),
                 host=bind_host,
