@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 from harness.model import (
     NOT_DELIVERED,
     CellExpectation,
@@ -13,6 +15,8 @@ from harness.model import (
 from lab.spec import CertState, ReceiverSpec, TlsVersion
 
 STRICT_MIN_TLS = TlsVersion.TLS12
+# valid for the MX host: wildcard matches it, sni-only serves it to a sender naming the MX host
+STRICT_CERTIFICATES = frozenset({CertState.VALID, CertState.WILDCARD, CertState.SNI_ONLY})
 NOT_DELIVERED_OUTCOMES = frozenset({Outcome.REFUSED, Outcome.DEFERRED, Outcome.FALLBACK})
 
 
@@ -22,9 +26,19 @@ def unsafe_reason(spec: ReceiverSpec) -> str | None:
         return "offers no STARTTLS"
     if spec.tls_max.rank < STRICT_MIN_TLS.rank:
         return f"offers at most {spec.tls_max.value}"
-    if spec.certificate is not CertState.VALID:
+    if spec.certificate not in STRICT_CERTIFICATES:
         return f"{spec.certificate.value} certificate"
+    if spec.ciphers is not None and not _encrypts(spec.ciphers):
+        return "offers only NULL-encryption suites"
     return None
+
+
+def _encrypts(ciphers: str) -> bool:
+    """Return True when the TLS 1.2-and-older suites OpenSSL selects from `ciphers` encrypt."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.set_ciphers(ciphers)
+    suites = [s for s in context.get_ciphers() if s["protocol"] != "TLSv1.3"]
+    return any(s["symmetric"] is not None for s in suites)
 
 
 def is_safe(spec: ReceiverSpec) -> bool:
