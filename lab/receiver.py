@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import secrets
 import ssl
 import time
@@ -30,11 +29,10 @@ from lab.limits import (
     log,
 )
 from lab.session_record import SessionRecord, describe_tls_error
-from lab.spec import CertState, ReceiverSpec
+from lab.spec import ReceiverSpec
+from lab.tls_context import server_context, switch_on_sni
 
 SERVER_SOFTWARE = "Sender TLS Lab"
-LEGACY_CIPHERS = "DEFAULT:@SECLEVEL=0"
-LEVEL_0_CERTIFICATES = frozenset({CertState.WEAK_KEY, CertState.SHA1_SIGNATURE})
 QUEUE_ID_ATTEMPTS = 5
 TIMEOUT_REPLIES = {"idle-timeout": IDLE_TIMEOUT, "command-timeout": COMMAND_TIMEOUT}
 
@@ -47,39 +45,13 @@ def build_tls_context(
     With a `no_sni` (cert, key) pair, that pair is what a client gets unless it names the MX
     host in SNI; only then does the handshake switch to the certificate at cert_path.
     """
-    context = _server_context(spec, cert_path, key_path)
+    context = server_context(spec, cert_path, key_path)
     context.sni_callback = _remember_sni
     if no_sni is None:
         return context
-    default = _server_context(spec, *no_sni)
-    default.sni_callback = functools.partial(_switch_on_sni, spec.mx_host, context)
+    default = server_context(spec, *no_sni)
+    default.sni_callback = switch_on_sni(spec.mx_host, context, _remember_sni)
     return default
-
-
-def _server_context(spec: ReceiverSpec, cert_path: Path, key_path: Path) -> ssl.SSLContext:
-    """Return a server context with the spec's versions and ciphers and one certificate."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = spec.tls_min.ssl_version
-    context.maximum_version = spec.tls_max.ssl_version
-    if spec.ciphers is not None:
-        context.set_ciphers(spec.ciphers)
-    elif spec.tls_min.is_legacy or spec.certificate in LEVEL_0_CERTIFICATES:
-        context.set_ciphers(LEGACY_CIPHERS)  # OpenSSL refuses to load these at its default level
-    context.load_cert_chain(cert_path, key_path)
-    return context
-
-
-def _switch_on_sni(
-    mx_host: str,
-    named: ssl.SSLContext,
-    ssl_object: Any,
-    server_name: str | None,
-    context: ssl.SSLContext,
-) -> None:
-    """Remember the SNI; move the handshake to `named` only when the client named mx_host."""
-    _remember_sni(ssl_object, server_name, context)
-    if server_name is not None and server_name.lower() == mx_host:
-        ssl_object.context = named
 
 
 def _remember_sni(ssl_object: Any, server_name: str | None, _context: ssl.SSLContext) -> None:

@@ -255,6 +255,7 @@ def test_new_certificate_files_reach_the_receiver_containers(
     states = ["sni-only", "missing-intermediate", "weak-key", "sha1-signature"]
     specs = [receiver_specs[state] for state in states]
     with DockerBackend().start(specs, lab_pki, tmp_path) as lab:
+        assert lab.sender_host is not None
         host = lab.sender_host("cert-probe")
 
         def served(receiver: str, name: str) -> str:
