@@ -90,7 +90,9 @@ def test_renews_within_two_days_of_expiry_only(tmp_path: Path) -> None:
     before = fingerprints(early)
     late_now = not_after - timedelta(days=1)
     late = ensure_certs(SPECS, tmp_path, now=late_now)
-    assert renewed(before, fingerprints(late)) == LEAVES - {"r-expired"}  # the CAs still last
+    # the CAs still last; not-yet-valid, reissued at `early`, still starts in the future
+    assert renewed(before, fingerprints(late)) == LEAVES - {"r-expired", "r-not-yet-valid"}
+    assert leaf(late, CertState.NOT_YET_VALID).not_valid_before_utc > late_now + timedelta(days=2)
     assert leaf(late, CertState.VALID).not_valid_after_utc > late_now + timedelta(days=2)
     assert leaf(late, CertState.EXPIRED).not_valid_after_utc < late_now
 
