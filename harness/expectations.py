@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 from harness.model import (
     NOT_DELIVERED,
     CellExpectation,
@@ -10,10 +12,22 @@ from harness.model import (
     SuitePolicy,
     Verdict,
 )
-from lab.spec import CertState, ReceiverSpec, TlsVersion
+from lab.spec import CertState, ProxyVector, ReceiverSpec, TlsVersion
 
 STRICT_MIN_TLS = TlsVersion.TLS12
+# valid for the MX host: wildcard matches it, sni-only serves it to a sender naming the MX host
+STRICT_CERTIFICATES = frozenset({CertState.VALID, CertState.WILDCARD, CertState.SNI_ONLY})
 NOT_DELIVERED_OUTCOMES = frozenset({Outcome.REFUSED, Outcome.DEFERRED, Outcome.FALLBACK})
+
+
+# what a man in the middle does that no sender can get TLS with the receiver's own certificate past
+MITM_BLOCKS_TLS = {
+    ProxyVector.STRIP_STARTTLS: "removes STARTTLS from the EHLO reply",
+    ProxyVector.STARTTLS_454: "answers STARTTLS with 454",
+    ProxyVector.STARTTLS_501: "answers STARTTLS with 501",
+    ProxyVector.STARTTLS_BROKEN: "breaks the TLS handshake",
+    ProxyVector.TLS_INTERCEPT: "presents its own self-signed certificate",
+}
 
 
 def unsafe_reason(spec: ReceiverSpec) -> str | None:
@@ -22,9 +36,21 @@ def unsafe_reason(spec: ReceiverSpec) -> str | None:
         return "offers no STARTTLS"
     if spec.tls_max.rank < STRICT_MIN_TLS.rank:
         return f"offers at most {spec.tls_max.value}"
-    if spec.certificate is not CertState.VALID:
+    if spec.certificate not in STRICT_CERTIFICATES:
         return f"{spec.certificate.value} certificate"
+    if spec.ciphers is not None and not _encrypts(spec.ciphers):
+        return "offers only NULL-encryption suites"
+    if spec.proxy is not None and spec.proxy.vector in MITM_BLOCKS_TLS:
+        return f"a man in the middle {MITM_BLOCKS_TLS[spec.proxy.vector]}"
     return None
+
+
+def _encrypts(ciphers: str) -> bool:
+    """Return True when the TLS 1.2-and-older suites OpenSSL selects from `ciphers` encrypt."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.set_ciphers(ciphers)
+    suites = [s for s in context.get_ciphers() if s["protocol"] != "TLSv1.3"]
+    return any(s["symmetric"] is not None for s in suites)
 
 
 def is_safe(spec: ReceiverSpec) -> bool:

@@ -74,6 +74,8 @@ def _fix_for(error_type: str) -> str:
         return "use a value in the range stated"
     if error_type == "string_too_long":
         return "shorten the text"
+    if error_type == "cipher_string":
+        return "name TLS 1.2-and-older suites that `openssl ciphers -v` lists"
     return "correct the value's type or format"
 
 

@@ -1,4 +1,4 @@
-"""Lab PKI: a trusted lab CA, an untrusted CA, and one leaf per receiver pinned to its CertState.
+"""Lab PKI: a trusted lab CA, its intermediate, an untrusted CA, and one leaf per receiver.
 
 Runs and `tlslab up` processes may share one certs folder: writers hold its lock exclusively and
 readers hold it shared; the manifest only ever gains or refreshes entries, never drops another
@@ -24,13 +24,16 @@ from lab.cert_error import FIX, CertificateError
 from lab.pki_files import check_root, locked, make_dir, not_a_file, write_atomic
 from lab.pki_issue import (
     CA_ORGANIZATIONS,
+    INTERMEDIATE,
     MISMATCHED_NAME,
     VALID_FOR,
     Issuer,
     issue_leaf,
     issuer_from_pem,
     new_ca,
+    new_intermediate,
 )
+from lab.pki_sha1 import verify_sha1_issued_by
 from lab.spec import CertState, ReceiverSpec
 
 MANIFEST_NAME = "manifest.json"
@@ -60,6 +63,8 @@ class CertBundle:
     mx_host: str
     cert_path: Path
     key_path: Path
+    no_sni_cert_path: Path | None = None  # sni-only: the self-signed pair for clients without SNI
+    no_sni_key_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,18 @@ def _refresh(
         changed = True
     if renewed:  # a new CA: reissue every leaf, other runs' too, so none is left unverifiable
         wanted = {**_recorded(receivers), **wanted}
+    try:
+        issuers[INTERMEDIATE] = _current_intermediate(root, manifest, issuers["lab-ca"][0], now)
+    except CertificateError:
+        cert_pem, key_pem = new_intermediate(issuers["lab-ca"], now)
+        pair = (f"ca/{INTERMEDIATE}.pem", f"ca/{INTERMEDIATE}-key.pem")
+        manifest[INTERMEDIATE] = _write_pair(root, INTERMEDIATE, pair, cert_pem, key_pem)
+        issuers[INTERMEDIATE] = issuer_from_pem(cert_pem, key_pem)
+        changed = True
+        if not renewed:  # the leaves it signs, other runs' too, must chain to the new one
+            stale = _recorded(receivers).items()
+            issued = {r: w for r, w in stale if _issuing_ca(w[0]) == INTERMEDIATE}
+            wanted = {**issued, **wanted}
     cas = {field: cert for field, (cert, _) in issuers.items()}
     for receiver, (state, mx_host) in wanted.items():
         if not renewed:
@@ -165,7 +182,11 @@ def _refresh(
         issuer = None if state is CertState.SELF_SIGNED else issuers[_issuing_ca(state)]
         cert_pem, key_pem = issue_leaf(state, mx_host, issuer, now)
         pair = (f"{receiver}/cert.pem", f"{receiver}/key.pem")
-        entry = _write_pair(root, receiver, pair, cert_pem, key_pem)
+        entry: dict[str, Any] = dict(_write_pair(root, receiver, pair, cert_pem, key_pem))
+        if state is CertState.SNI_ONLY:
+            cert_pem, key_pem = issue_leaf(CertState.SELF_SIGNED, mx_host, None, now)
+            pair = (f"{receiver}/no-sni-cert.pem", f"{receiver}/no-sni-key.pem")
+            entry["no_sni"] = _write_pair(root, receiver, pair, cert_pem, key_pem)
         receivers[receiver] = {"state": state.value, "mx_host": mx_host, **entry}
         changed = True
     return changed
@@ -187,7 +208,33 @@ def _recorded(receivers: dict[str, Any]) -> dict[str, Wanted]:
 
 def _issuing_ca(state: CertState) -> str:
     """Return the manifest field of the CA that signs a leaf in this state."""
+    if state is CertState.MISSING_INTERMEDIATE:
+        return INTERMEDIATE
     return "untrusted-ca" if state is CertState.UNTRUSTED_CA else "lab-ca"
+
+
+def _current_intermediate(
+    root: Path, manifest: dict[str, Any], lab_ca: x509.Certificate, now: datetime
+) -> Issuer:
+    """Return the manifest's intermediate if intact, current and issued by lab_ca, else raise."""
+    issuer = _current_ca(root, manifest, INTERMEDIATE, now)
+    path = root / str(manifest[INTERMEDIATE]["cert"])
+    _check_issued(issuer[0], (lab_ca, "lab-ca"), path, INTERMEDIATE)
+    return issuer
+
+
+def _check_issued(
+    cert: x509.Certificate, ca: tuple[x509.Certificate, str], path: Path, field: str
+) -> None:
+    """Raise CertificateError naming path unless the (CA, name) signed cert (SHA-1 included)."""
+    ca_cert, ca_field = ca
+    try:
+        if isinstance(cert.signature_hash_algorithm, hashes.SHA1):
+            verify_sha1_issued_by(cert, ca_cert)
+        else:
+            cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        raise CertificateError(path, field, f"not issued by the current {ca_field}") from None
 
 
 def _current_ca(root: Path, manifest: dict[str, Any], field: str, now: datetime) -> Issuer:
@@ -220,11 +267,18 @@ def _check(specs: list[ReceiverSpec], root: Path, now: datetime, margin: timedel
         paths[field], _, cas[field] = _check_entry(
             root, manifest_path, field, manifest, None, now, margin
         )
+    if any(_issuing_ca(spec.certificate) == INTERMEDIATE for spec in specs):
+        paths[INTERMEDIATE], _, cas[INTERMEDIATE] = _check_entry(
+            root, manifest_path, INTERMEDIATE, manifest, None, now, margin
+        )
+        _check_issued(
+            cas[INTERMEDIATE], (cas["lab-ca"], "lab-ca"), paths[INTERMEDIATE], INTERMEDIATE
+        )
     bundles: dict[str, CertBundle] = {}
     for spec in specs:
         wanted = (spec.certificate, spec.mx_host)
-        cert_path, key_path = _check_leaf(root, receivers, spec.id, wanted, cas, now, margin)
-        bundles[spec.id] = CertBundle(spec.id, spec.certificate, spec.mx_host, cert_path, key_path)
+        pairs = _check_leaf(root, receivers, spec.id, wanted, cas, now, margin)
+        bundles[spec.id] = CertBundle(spec.id, spec.certificate, spec.mx_host, *pairs)
     return LabPki(root, paths["lab-ca"], paths["untrusted-ca"], MappingProxyType(bundles))
 
 
@@ -244,8 +298,8 @@ def _check_leaf(
     cas: Mapping[str, x509.Certificate],
     now: datetime,
     margin: timedelta,
-) -> tuple[Path, Path]:
-    """Return a receiver's (cert, key) paths after checking its entry, files, key and issuer."""
+) -> tuple[Path, Path, Path | None, Path | None]:
+    """Return a receiver's cert and key (and no-SNI pair) after checking files, keys, issuer."""
     manifest_path = root / MANIFEST_NAME
     state, mx_host = wanted
     entry = _section(receivers, receiver, manifest_path, receiver)
@@ -256,19 +310,27 @@ def _check_leaf(
     cert_path, key_path, cert = _check_entry(
         root, manifest_path, receiver, receivers, state, now, margin
     )
+    _check_key(cert_path, key_path, cert, receiver)
+    if state is not CertState.SELF_SIGNED:
+        ca = _issuing_ca(state)
+        _check_issued(cert, (cas[ca], ca), cert_path, receiver)
+    if state is not CertState.SNI_ONLY:
+        return cert_path, key_path, None, None
+    no_sni_cert, no_sni_key, self_signed = _check_entry(
+        root, manifest_path, "no_sni", entry, CertState.SELF_SIGNED, now, margin
+    )
+    _check_key(no_sni_cert, no_sni_key, self_signed, receiver)
+    return cert_path, key_path, no_sni_cert, no_sni_key
+
+
+def _check_key(cert_path: Path, key_path: Path, cert: x509.Certificate, field: str) -> None:
+    """Raise CertificateError unless key_path holds the private key of cert."""
     try:
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError):
-        raise CertificateError(key_path, receiver, "not a PEM private key") from None
+        raise CertificateError(key_path, field, "not a PEM private key") from None
     if key.public_key() != cert.public_key():
-        raise CertificateError(key_path, receiver, f"does not match the certificate {cert_path}")
-    if state is not CertState.SELF_SIGNED:
-        ca = _issuing_ca(state)
-        try:
-            cert.verify_directly_issued_by(cas[ca])
-        except (ValueError, TypeError, InvalidSignature):
-            raise CertificateError(cert_path, receiver, f"not issued by the current {ca}") from None
-    return cert_path, key_path
+        raise CertificateError(key_path, field, f"does not match the certificate {cert_path}")
 
 
 def _check_entry(
@@ -304,6 +366,10 @@ def _check_entry(
     if state is CertState.EXPIRED:
         if not_after >= now:
             raise CertificateError(cert_path, field, f"should be expired, valid to {not_after}")
+    elif state is CertState.NOT_YET_VALID:
+        if not_before - margin <= now:
+            problem = f"should not be valid yet, valid from {not_before} (now {now})"
+            raise CertificateError(cert_path, field, problem)
     elif not_before > now:
         raise CertificateError(cert_path, field, f"not valid before {not_before} (now {now})")
     elif not_after - margin <= now:

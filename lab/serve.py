@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import tempfile
 import threading
@@ -151,10 +152,7 @@ async def start_receivers(
             behind = spec.proxy is not None
             mx: list[MxEndpoint] = []
             for route in routes:
-                context = None
-                if route.starttls:
-                    bundle = pki.bundle(spec.id)
-                    context = build_tls_context(spec, bundle.cert_path, bundle.key_path)
+                context = _tls_context(spec, pki) if route.starttls else None
                 server = await loop.create_server(
                     _protocol_factory(spec, store, context, loop, sessions, route.host, greylist),
                     host="127.0.0.1" if behind else bind_host,
@@ -175,6 +173,15 @@ async def start_receivers(
             server.close()
         raise
     return servers, endpoints
+
+
+def _tls_context(spec: ReceiverSpec, pki: LabPki) -> ssl.SSLContext:
+    """Return the receiver's TLS context from its bundle (with its no-SNI pair, if it has one)."""
+    bundle = pki.bundle(spec.id)
+    no_sni = None
+    if bundle.no_sni_cert_path is not None and bundle.no_sni_key_path is not None:
+        no_sni = (bundle.no_sni_cert_path, bundle.no_sni_key_path)
+    return build_tls_context(spec, bundle.cert_path, bundle.key_path, no_sni)
 
 
 def _protocol_factory(

@@ -79,6 +79,13 @@ class CertState(enum.StrEnum):
     EXPIRED = "expired"
     MISMATCHED = "mismatched"
     UNTRUSTED_CA = "untrusted-ca"
+    NOT_YET_VALID = "not-yet-valid"
+    MISSING_INTERMEDIATE = "missing-intermediate"
+    WEAK_KEY = "weak-key"
+    SHA1_SIGNATURE = "sha1-signature"
+    WRONG_EKU = "wrong-eku"
+    WILDCARD = "wildcard"
+    SNI_ONLY = "sni-only"
 
 
 MX_LIMIT = 5  # MX hosts one receiver state may publish
@@ -143,6 +150,7 @@ class ReceiverSpec(BaseModel):
     tls_min: TlsVersion = TlsVersion.TLS12
     tls_max: TlsVersion = TlsVersion.TLS13
     certificate: CertState = CertState.VALID
+    ciphers: str | None = Field(default=None, min_length=1, max_length=200)  # TLS <= 1.2 suites
     max_message_bytes: Annotated[StrictInt, within(1, 256 * 1024 * 1024)] = 10 * 1024 * 1024
     max_sessions: Annotated[StrictInt, within(1, 10_000)] = 100
     idle_timeout_seconds: Annotated[StrictFloat, within(0.01, 86_400)] = 30.0
@@ -169,6 +177,31 @@ class ReceiverSpec(BaseModel):
                 {"low": low, "high": high},
             )  # fmt: skip
         return value
+
+    @field_validator("ciphers")
+    @classmethod
+    def _openssl_accepts(cls, value: str | None) -> str | None:
+        """Reject a cipher string from which OpenSSL selects no suite."""
+        if value is not None:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(value)
+            except ssl.SSLError:
+                raise PydanticCustomError(
+                    "cipher_string",
+                    "OpenSSL selects no cipher from '{value}'",
+                    {"value": value},
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _ciphers_below_tls13(self) -> ReceiverSpec:
+        """Reject `ciphers` with TLS 1.3 offered: it only governs TLS 1.2 and older suites."""
+        if self.ciphers is not None and self.tls_max is TlsVersion.TLS13:
+            raise ValueError(
+                "ciphers governs TLS 1.2 and older only, but tls_max is TLSv1.3; "
+                "set tls_max: TLSv1.2 or drop ciphers"
+            )
+        return self
 
     @model_validator(mode="after")
     def _versions_ordered(self) -> ReceiverSpec:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import re
 import secrets
@@ -11,6 +12,7 @@ import selectors
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -367,3 +369,54 @@ def test_down_removes_what_a_crashed_run_left(client: Any) -> None:
     assert "tlslab-crashed-run-x" not in after[0]
     assert "tlslab-crashed-run" not in after[1]
     assert remove_run(client, "crashed-run") == 0  # idempotent
+
+
+SERVED_CERT_SCRIPT = """
+import hashlib, socket, ssl, sys
+host, name = sys.argv[1], sys.argv[2] or None
+sock = socket.create_connection((host, 25), timeout=10)
+reader = sock.makefile("rb")
+def reply():
+    while True:
+        line = reader.readline()
+        if line[3:4] != b"-":
+            return line
+reply()
+sock.sendall(b"EHLO probe.lab.test\\r\\n")
+reply()
+sock.sendall(b"STARTTLS\\r\\n")
+assert reply().startswith(b"220"), "no 220 to STARTTLS"
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+context.set_ciphers("DEFAULT:@SECLEVEL=0")
+tls = context.wrap_socket(sock, server_hostname=name)
+print(hashlib.sha256(tls.getpeercert(True)).hexdigest())
+"""
+
+
+def test_new_certificate_files_reach_the_receiver_containers(
+    client: Any, receiver_specs: dict[str, ReceiverSpec], lab_pki: LabPki, tmp_path: Path
+) -> None:
+    states = ["sni-only", "missing-intermediate", "weak-key", "sha1-signature"]
+    specs = [receiver_specs[state] for state in states]
+    with DockerBackend().start(specs, lab_pki, tmp_path) as lab:
+        assert lab.sender_host is not None
+        host = lab.sender_host("cert-probe")
+
+        def served(receiver: str, name: str) -> str:
+            endpoint = lab.endpoints[receiver]
+            status, output = host.exec(["python", "-c", SERVED_CERT_SCRIPT, endpoint.host, name])
+            assert status == 0, output
+            return str(output.strip().splitlines()[-1])
+
+        for state in states:  # each container serves the leaf the host issued for it
+            mx_host = lab.endpoints[state].mx_host
+            assert served(state, mx_host) == fingerprint(lab_pki.bundle(state).cert_path)
+        no_sni = lab_pki.bundle("sni-only").no_sni_cert_path
+        assert no_sni is not None
+        assert served("sni-only", "") == fingerprint(no_sni)  # the pair for clients without SNI
+
+
+def fingerprint(path: Path) -> str:
+    """Return the SHA-256 of the DER certificate stored as PEM at path."""
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(path.read_text())).hexdigest()

@@ -216,18 +216,23 @@ def test_cas_are_cas_and_distinct(pki: LabPki) -> None:
 
 def key_files(pki: LabPki) -> dict[Path, Path]:
     pairs = {b.cert_path: b.key_path for b in pki.bundles.values()}
-    for ca in (pki.ca_cert_path, pki.untrusted_ca_cert_path):
+    for b in pki.bundles.values():
+        if b.no_sni_cert_path is not None and b.no_sni_key_path is not None:
+            pairs[b.no_sni_cert_path] = b.no_sni_key_path
+    intermediate = pki.root / "ca" / "lab-intermediate.pem"
+    for ca in (pki.ca_cert_path, pki.untrusted_ca_cert_path, intermediate):
         pairs[ca] = ca.with_name(ca.stem + "-key.pem")
     return pairs
 
 
 def test_keys_are_rsa_2048_match_their_certs_and_are_private(pki: LabPki) -> None:
     pairs = key_files(pki)
-    assert len(pairs) == len(SPECS) + 2
+    assert len(pairs) == len(SPECS) + 4  # three CAs and sni-only's pair for clients without SNI
+    weak = bundle_for(pki, CertState.WEAK_KEY).cert_path
     for cert_path, key_path in pairs.items():
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         assert isinstance(key, rsa.RSAPrivateKey)
-        assert key.key_size == 2048
+        assert key.key_size == (1024 if cert_path == weak else 2048)
         public = cert(cert_path).public_key()
         assert isinstance(public, rsa.RSAPublicKey)
         assert public.public_numbers() == key.public_key().public_numbers()

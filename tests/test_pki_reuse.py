@@ -13,6 +13,7 @@ from pki_helpers import ALL, LEAVES, SPECS, bundle_for, cert, fingerprints, leaf
 
 import lab.pki
 from lab.pki import CertificateError, ensure_certs, load_certs
+from lab.pki_sha1 import verify_sha1_issued_by
 from lab.spec import CertState
 
 
@@ -84,10 +85,14 @@ def test_renews_within_two_days_of_expiry_only(tmp_path: Path) -> None:
     before = fingerprints(first)  # read now: regeneration rewrites the same paths
     not_after = leaf(first, CertState.VALID).not_valid_after_utc
     early = ensure_certs(SPECS, tmp_path, now=not_after - timedelta(days=3))  # control
-    assert fingerprints(early) == before
+    # ... except not-yet-valid, renewed once its notBefore is no longer in the future
+    assert renewed(before, fingerprints(early)) == {"r-not-yet-valid"}
+    before = fingerprints(early)
     late_now = not_after - timedelta(days=1)
     late = ensure_certs(SPECS, tmp_path, now=late_now)
-    assert renewed(before, fingerprints(late)) == LEAVES - {"r-expired"}  # the CAs still last
+    # the CAs still last; not-yet-valid, reissued at `early`, still starts in the future
+    assert renewed(before, fingerprints(late)) == LEAVES - {"r-expired", "r-not-yet-valid"}
+    assert leaf(late, CertState.NOT_YET_VALID).not_valid_before_utc > late_now + timedelta(days=2)
     assert leaf(late, CertState.VALID).not_valid_after_utc > late_now + timedelta(days=2)
     assert leaf(late, CertState.EXPIRED).not_valid_after_utc < late_now
 
@@ -110,9 +115,16 @@ def test_an_expiring_ca_is_replaced_with_every_leaf_other_runs_included(
         pki = ensure_certs(SPECS, tmp_path, now=late)  # ... and the first run's leaves with them
     assert renewed(before, fingerprints(pki)) == ALL
     assert cert(pki.ca_cert_path).not_valid_after_utc > late + timedelta(days=2)
+    intermediate = cert(pki.root / "ca" / "lab-intermediate.pem")
+    intermediate.verify_directly_issued_by(cert(pki.ca_cert_path))
     for spec in SPECS:
-        if spec.certificate not in (CertState.SELF_SIGNED, CertState.UNTRUSTED_CA):
-            cert(pki.bundle(spec.id).cert_path).verify_directly_issued_by(cert(pki.ca_cert_path))
+        leaf_cert = cert(pki.bundle(spec.id).cert_path)
+        if spec.certificate is CertState.MISSING_INTERMEDIATE:
+            leaf_cert.verify_directly_issued_by(intermediate)
+        elif spec.certificate is CertState.SHA1_SIGNATURE:
+            verify_sha1_issued_by(leaf_cert, cert(pki.ca_cert_path))
+        elif spec.certificate not in (CertState.SELF_SIGNED, CertState.UNTRUSTED_CA):
+            leaf_cert.verify_directly_issued_by(cert(pki.ca_cert_path))
 
 
 def test_new_receiver_keeps_the_ca_and_the_others(tmp_path: Path) -> None:

@@ -29,9 +29,15 @@ FACTS = {
     v: TlsFacts(version=v, cipher="TLS_AES_256_GCM_SHA384" if v is TlsVersion.TLS13 else "X")
     for v in TlsVersion
 }
-SAFE = ["tls12", "tls13"]
+SAFE = [
+    "greylist", "mx-fallback", "no-pfs", "sni-only", "starttls-injection", "tls12", "tls13",
+    "wildcard",
+]  # fmt: skip
 UNSAFE = [
     "tls10", "tls11", "no-starttls", "self-signed", "expired", "mismatched", "untrusted-ca",
+    "not-yet-valid", "missing-intermediate", "weak-key", "sha1-signature", "wrong-eku",
+    "no-shared-cipher", "strip-starttls", "starttls-454", "starttls-501", "starttls-broken",
+    "tls-intercept",
 ]  # fmt: skip
 HELD = [Outcome.REFUSED, Outcome.DEFERRED, Outcome.FALLBACK]
 SUITE = DEFAULT_ROOT / "suites" / "strict-policy.yaml"
@@ -51,7 +57,13 @@ def test_shipped_receivers_split_into_safe_and_unsafe(
     assert sorted(n for n, s in receiver_specs.items() if not is_safe(s)) == sorted(UNSAFE)
     assert unsafe_reason(receiver_specs["no-starttls"]) == "offers no STARTTLS"
     assert unsafe_reason(receiver_specs["tls11"]) == "offers at most TLSv1.1"
+    assert unsafe_reason(receiver_specs["strip-starttls"]) == (
+        "a man in the middle removes STARTTLS from the EHLO reply"
+    )
+    assert unsafe_reason(receiver_specs["starttls-injection"]) is None  # TLS still reaches it
     assert unsafe_reason(receiver_specs["expired"]) == "expired certificate"
+    assert unsafe_reason(receiver_specs["weak-key"]) == "weak-key certificate"
+    assert unsafe_reason(receiver_specs["no-shared-cipher"]) == "offers only NULL-encryption suites"
 
 
 def test_a_receiver_that_can_do_tls12_among_older_versions_is_safe() -> None:
@@ -60,8 +72,19 @@ def test_a_receiver_that_can_do_tls12_among_older_versions_is_safe() -> None:
     # negative controls: the same range without STARTTLS, capped at 1.1, or with a bad certificate
     assert not is_safe(wide.model_copy(update={"starttls": False}))
     assert not is_safe(ReceiverSpec(id="old", tls_min=TlsVersion.TLS10, tls_max=TlsVersion.TLS11))
+    valid_for_the_mx_host = {CertState.VALID, CertState.WILDCARD, CertState.SNI_ONLY}
     for state in CertState:
-        assert is_safe(wide.model_copy(update={"certificate": state})) is (state is CertState.VALID)
+        safe = is_safe(wide.model_copy(update={"certificate": state}))
+        assert safe is (state in valid_for_the_mx_host), state
+
+
+def test_a_cipher_list_is_unsafe_only_when_nothing_in_it_encrypts() -> None:
+    tls12 = ReceiverSpec(id="r", tls_max=TlsVersion.TLS12, ciphers="AES128-SHA256")
+    assert is_safe(tls12)
+    null = tls12.model_copy(update={"ciphers": "NULL-SHA256:@SECLEVEL=0"})
+    assert unsafe_reason(null) == "offers only NULL-encryption suites"
+    mixed = tls12.model_copy(update={"ciphers": "NULL-SHA256:AES128-SHA256:@SECLEVEL=0"})
+    assert is_safe(mixed)
 
 
 # --- strict judged per receiver kind x outcome ------------------------------------------
@@ -257,7 +280,7 @@ def test_strict_suite_ses_fails_the_weak_cells_and_passes_the_safe_ones(
     strict_run: tuple[Ran, dict[tuple[str, str], dict[str, object]]], sender: str
 ) -> None:
     ran, cells = strict_run
-    for receiver in SAFE:
+    for receiver in ("tls12", "tls13"):  # the safe rows of the strict-policy suite
         assert cells[receiver, sender]["verdict"] == "pass", receiver
     for receiver in ("tls10", "tls11", "self-signed", "expired", "mismatched", "untrusted-ca"):
         assert cells[receiver, sender]["verdict"] == "fail", receiver

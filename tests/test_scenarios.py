@@ -501,3 +501,9 @@ def test_odd_documents_raise_only_scenario_error(fuzz_root: Path, text: str) -> 
         load_receiver(receiver)
     with pytest.raises(ScenarioError):
         load_suite("odd", fuzz_root)
+
+
+def test_bad_cipher_string_names_the_file_field_and_fix(root: Path) -> None:
+    path = root / "receivers" / "tls12.yaml"
+    path.write_text("tls_max: TLSv1.2\nciphers: NO-SUCH-SUITE\n")
+    expect_error(lambda: load_receiver(path), path, "ciphers", "openssl ciphers")

@@ -153,6 +153,13 @@ def test_cert_state_vocabulary() -> None:
         "expired",
         "mismatched",
         "untrusted-ca",
+        "not-yet-valid",
+        "missing-intermediate",
+        "weak-key",
+        "sha1-signature",
+        "wrong-eku",
+        "wildcard",
+        "sni-only",
     ]
     with pytest.raises(ValueError, match="revoked"):
         CertState("revoked")
@@ -210,3 +217,20 @@ def test_range_error_states_the_whole_allowed_range() -> None:
 def test_specs_survive_the_json_the_receiver_child_reads() -> None:
     spec = ReceiverSpec(id="x", starttls=False, max_sessions=7, idle_timeout_seconds=2)
     assert ReceiverSpec.model_validate_json(spec.model_dump_json()) == spec
+
+
+def test_ciphers_accepts_a_suite_openssl_knows_for_tls12_and_older() -> None:
+    spec = ReceiverSpec(id="no-pfs", tls_max=TlsVersion.TLS12, ciphers="AES128-SHA256")
+    assert spec.ciphers == "AES128-SHA256"
+    assert ReceiverSpec(id="default").ciphers is None  # control: unset by default
+
+
+@pytest.mark.parametrize("bad", ["NO-SUCH-SUITE", "!ALL", "TLS_AES_128_GCM_SHA256"])
+def test_ciphers_rejects_a_string_openssl_selects_nothing_from(bad: str) -> None:
+    with pytest.raises(ValidationError, match="OpenSSL selects no cipher"):
+        ReceiverSpec(id="r", tls_max=TlsVersion.TLS12, ciphers=bad)
+
+
+def test_ciphers_with_tls13_offered_is_rejected() -> None:
+    with pytest.raises(ValidationError, match=r"set tls_max: TLSv1\.2"):
+        ReceiverSpec(id="r", ciphers="AES128-SHA256")

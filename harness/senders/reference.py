@@ -21,6 +21,9 @@ CONNECT_TIMEOUT = 10.0
 LEGACY_CIPHERS = "DEFAULT:@SECLEVEL=0"
 RETRIES = 1  # a deferred message is retried once ...
 RETRY_DELAY = 1.0  # ... this many seconds later (Postfix's minimal_backoff_time, compressed)
+# OpenSSL's own default suites at Python's level, named so that the model does not depend on how
+# Python was built (python.org builds offer forward-secret suites only, Debian's OpenSSL's DEFAULT)
+MODERN_CIPHERS = "DEFAULT:@SECLEVEL=2"
 
 
 class Router(Protocol):
@@ -73,8 +76,7 @@ def client_context(profile: ReferenceSenderProfile, ca_cert: Path) -> ssl.SSLCon
         warnings.simplefilter("ignore", DeprecationWarning)
         context.minimum_version = profile.min_version.ssl_version
         context.maximum_version = TlsVersion.TLS13.ssl_version
-    if profile.min_version.is_legacy:
-        context.set_ciphers(LEGACY_CIPHERS)
+    context.set_ciphers(LEGACY_CIPHERS if profile.min_version.is_legacy else MODERN_CIPHERS)
     if profile.verify:
         context.load_verify_locations(cafile=str(ca_cert))
     else:
