@@ -17,7 +17,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from lab.spec import TlsVersion
+from lab.spec import CertState, TlsVersion
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 ID_MAX_LENGTH = 64
@@ -40,6 +40,19 @@ class Verdict(enum.StrEnum):
 
     PASS = "pass"
     FAIL = "fail"
+    ERROR = "error"
+
+
+class Risk(enum.StrEnum):
+    """What a cell's delivery means for the message, derived from the receiver's facts."""
+
+    VERIFIED = "verified"
+    UNVERIFIED = "unverified"
+    LEGACY = "legacy"
+    DOWNGRADED = "downgraded"
+    PLAINTEXT = "plaintext"
+    NOT_DELIVERED = "not-delivered"
+    NOT_OBSERVED = "not-observed"
     ERROR = "error"
 
 
@@ -312,6 +325,10 @@ class CellResult(Frozen):
     received: str | None = None
     detail: str
     study: bool = False
+    note: str = Field(default="", description="the suite's note on this cell, shown with it")
+    risk: Risk | None = Field(
+        default=None, description="set when the report is written, from the receiver's facts"
+    )
     message_id: str = ""
     sender_report: str = ""
     sessions: tuple[SessionSummary, ...] = ()
@@ -332,6 +349,23 @@ class SenderInfo(Frozen):
     models: str = ""
 
 
+class ReceiverInfo(Frozen):
+    """How a report describes one receiver row: the facts its risk and TLS-RPT results rest on."""
+
+    id: str
+    description: str = ""
+    certificate: CertState
+    tls_min: TlsVersion
+    tls_max: TlsVersion
+    starttls: bool
+    policy: Literal["no-policy-found", "sts", "tlsa"] = "no-policy-found"
+
+    @property
+    def authenticated(self) -> bool:
+        """Return True when a verifying sender accepts the receiver's certificate."""
+        return self.certificate is CertState.VALID
+
+
 class RunReport(Frozen):
     """One run of a suite on a backend: the contract behind results.json."""
 
@@ -343,7 +377,17 @@ class RunReport(Frozen):
     finished: str
     receivers: tuple[str, ...]
     senders: tuple[SenderInfo, ...]
+    receiver_info: tuple[ReceiverInfo, ...] = Field(
+        default=(), description="the facts of each receiver row (id, certificate, TLS range)"
+    )
     results: tuple[CellResult, ...]
+
+    def receiver(self, receiver: str) -> ReceiverInfo | None:
+        """Return the facts of one receiver row, or None when the run did not record them."""
+        for info in self.receiver_info:
+            if info.id == receiver:
+                return info
+        return None
 
     def cell(self, receiver: str, sender: str) -> CellResult | None:
         """Return the result of one cell, or None when it did not run."""

@@ -19,6 +19,7 @@ from harness.expectations import failure_note
 from harness.model import (
     CellExpectation,
     CellResult,
+    ReceiverInfo,
     RunReport,
     SenderInfo,
     SessionSummary,
@@ -31,7 +32,7 @@ from harness.senders.base import ExternalSender, SendAction
 from lab.backends import BACKENDS, Backend, BackendError, RunningLab
 from lab.evidence_store import read_messages, read_sessions
 from lab.pki import ensure_certs
-from lab.spec import TlsVersion
+from lab.spec import ReceiverSpec, TlsVersion
 
 SESSION_WAIT = 5.0
 POLL_INTERVAL = 0.005
@@ -155,6 +156,7 @@ class LabRun:
             received=arrivals[0].received if arrivals else None,
             detail=detail,
             study=expected.study,
+            note=expected.note,
             message_id=message.message_id,
             sender_report=f"{report.action.value}: {report.reason}",
             sessions=tuple(summarise(r) for r in sessions),
@@ -208,8 +210,25 @@ class LabRun:
                 for p in self.loaded.senders.values()
                 if any(c.sender == p.id for c in results)
             ),
+            receiver_info=tuple(
+                receiver_info(spec)
+                for spec in self.loaded.receivers.values()
+                if any(c.receiver == spec.id for c in results)
+            ),
             results=tuple(results),
         )
+
+
+def receiver_info(spec: ReceiverSpec) -> ReceiverInfo:
+    """Return the facts a report shows about a receiver: certificate, TLS range, STARTTLS."""
+    return ReceiverInfo(
+        id=spec.id,
+        description=spec.description,
+        certificate=spec.certificate,
+        tls_min=spec.tls_min,
+        tls_max=spec.tls_max,
+        starttls=spec.starttls,
+    )
 
 
 def _tls_expectation(expected: CellExpectation) -> str | None:

@@ -24,9 +24,9 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from harness.classify import Arrival, Bounce, Watched, classify, judge
-from harness.model import CellExpectation, CellResult, Outcome, TlsFacts, Verdict
+from harness.labels import risk_of
+from harness.model import CellExpectation, CellResult, Outcome, Risk, TlsFacts, Verdict
 from harness.observe import describe_attempts, dsn_summary, find_copies, is_bounce_mailbox
-from harness.report import tone
 from harness.runner import LabRun, open_run
 from harness.scenarios import DEFAULT_ROOT, load_suite
 from harness.senders.base import SendAction, SendReport, TestMessage
@@ -106,7 +106,7 @@ def test_reports_show_not_observed_as_its_own_colour_and_count_no_session() -> N
         receiver="tls12", sender="ses", outcome=Outcome.NOT_OBSERVED, expected=Outcome.REFUSED,
         verdict=Verdict.FAIL, detail="neither the message nor a bounce arrived within 2 s",
     )  # fmt: skip
-    assert tone(cell) == "unseen"
+    assert risk_of(cell, None) is Risk.NOT_OBSERVED
     summary = _policy(cell)["summary"]
     assert summary == {"total-successful-session-count": 0, "total-failure-session-count": 0}
 

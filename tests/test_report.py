@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 from datetime import datetime
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.model import CellResult, Outcome, RunReport, SenderInfo, SessionSummary, TlsFacts
+from harness.html_report import CSS
+from harness.labels import RISK_SCALE, risk_of
+from harness.model import (
+    CellResult,
+    Outcome,
+    ReceiverInfo,
+    Risk,
+    RunReport,
+    SenderInfo,
+    SessionSummary,
+    TlsFacts,
+)
 from harness.model import Verdict as V
 from harness.report import (
     SCHEMA_ID,
@@ -21,8 +35,9 @@ from harness.report import (
     results_schema,
     write_report,
 )
+from harness.report_view import assess
 from harness.tlsrpt import build_tlsrpt, peer_ip, rfc3339
-from lab.spec import TlsVersion
+from lab.spec import CertState, TlsVersion
 
 D, R, F, E = Outcome.DELIVERED, Outcome.REFUSED, Outcome.FALLBACK, Outcome.ERROR
 EVIL = "from evil (<script>alert('x')</script>) by mx.tls10.lab.test with ESMTPS"
@@ -42,6 +57,31 @@ SENDERS = (
         description="TLS required, no verification",
         models="Amazon SES (Require TLS)",
     ),
+)
+
+
+def info(
+    receiver: str,
+    certificate: CertState = CertState.VALID,
+    low: TlsVersion = TlsVersion.TLS12,
+    high: TlsVersion = TlsVersion.TLS13,
+    starttls: bool = True,
+) -> ReceiverInfo:
+    return ReceiverInfo(
+        id=receiver,
+        description=f"the {receiver} receiver",
+        certificate=certificate,
+        tls_min=low,
+        tls_max=high,
+        starttls=starttls,
+    )
+
+
+RECEIVER_INFO = (
+    info("tls13", low=TlsVersion.TLS13),
+    info("tls10", low=TlsVersion.TLS10, high=TlsVersion.TLS10),
+    info("no-starttls", starttls=False),
+    info("self-signed", CertState.SELF_SIGNED),
 )
 
 
@@ -99,6 +139,7 @@ def make_report(run_id: str = "20250101T000000Z", *, study: bool = True) -> RunR
         finished="2025-01-01T00:01:30+00:00",
         receivers=("tls13", "tls10", "no-starttls", "self-signed"),
         senders=SENDERS,
+        receiver_info=RECEIVER_INFO,
         results=results,
     )
 
@@ -158,6 +199,10 @@ def test_results_json_has_every_key_the_committed_schema_requires(run_dir: Path)
     assert {"suite", "backend", "started", "results"} <= set(schema["required"])
     contract = {"receiver", "sender", "outcome", "expected", "verdict", "tls", "received", "detail"}
     assert contract <= set(schema["$defs"]["CellResult"]["required"])
+    assert {"note", "risk"} <= set(schema["$defs"]["CellResult"]["required"])
+    assert "receiver_info" in schema["required"]
+    facts = {"id", "description", "certificate", "tls_min", "tls_max", "starttls", "policy"}
+    assert facts <= set(schema["$defs"]["ReceiverInfo"]["required"])
     data = read_json(run_dir / "results.json")
     assert set(schema["required"]) <= set(data)
     for row in data["results"]:
@@ -203,19 +248,26 @@ def test_summary_has_a_matrix_row_per_receiver(run_dir: Path) -> None:
     assert "local" in text
     assert "20250101T000000Z" in text
     assert "| receiver \\ sender | `ses-default` | `ses-require-tls` |" in text
+    ok, tls13 = "✅ as expected (expected delivered)", "🟩 TLSv1.3 to an authenticated receiver"
+    legacy = "🟨 legacy TLSv1.0, retired in 2021 (RFC 8996)"
     rows = {
-        "tls13": "| `tls13` | ✅ delivered TLSv1.3 | ✅ delivered TLSv1.3 |",
-        "tls10": "| `tls10` | ✅ delivered TLSv1.0 | ✅ delivered TLSv1.0 |",
+        "tls13": f"| `tls13` | {tls13} · {ok} ★ | {tls13} · {ok} ★ |",
+        "tls10": f"| `tls10` | {legacy} · {ok} ★ | {legacy} · {ok} ★ |",
         "no-starttls": (
-            "| `no-starttls` | ✅ delivered plaintext | ❌ delivered plaintext (expected refused) |"
+            "| `no-starttls` | 🟥 plaintext: the receiver offers no TLS · ✅ as expected "
+            "(expected delivered plaintext) ★ | 🟥 plaintext: the receiver offers no TLS · "
+            "❌ differs from expectation (expected refused) ★ |"
         ),
-        "self-signed": "| `self-signed` | ❌ refused (expected delivered) | ⚠️ error |",
+        "self-signed": (
+            "| `self-signed` | 🟦 not delivered (refused) · ❌ differs from expectation "
+            "(expected delivered) | ⬛ lab error · ⚠️ not judged (lab error) (expected delivered) |"
+        ),
     }
     lines = text.splitlines()
     for receiver, row in rows.items():
         assert row in lines, f"row of {receiver} missing or wrong"
     assert "Study cells reproduced: 5/6" in lines
-    assert "Totals: 5 pass, 2 fail, 1 error (8 cells)." in lines
+    assert "Totals: 5 as expected, 2 differ, 1 lab error (8 cells)." in lines
 
 
 def test_summary_notes_policy_models_and_lists_evidence(run_dir: Path) -> None:
@@ -223,18 +275,48 @@ def test_summary_notes_policy_models_and_lists_evidence(run_dir: Path) -> None:
     assert "policy models of the named services" in text
     assert "not the services themselves" in text
     assert "Amazon SES (default, TlsPolicy OPTIONAL)" in text
-    assert "### `tls10-ses-default`" in text
-    assert f"```text\n{EVIL}\n```" in text
+    assert "### `tls10-ses-default` 🟨 legacy TLS 1.0/1.1 · ✅" in text
+    assert f"```text\nReceived: {EVIL}\n```" in text, "the header with its field name, as stored"
     assert "no message arrived" in text
     assert "receiver did not start" in text
     assert "alert unknown_ca" in text
+
+
+def test_summary_lists_receivers_with_facts_and_one_sentence_per_row_and_column(
+    run_dir: Path,
+) -> None:
+    text = (run_dir / "summary.md").read_text(encoding="utf-8")
+    assert "## Receivers" in text
+    assert "- `tls10`: the tls10 receiver" in text
+    assert (
+        "  tls10 (STARTTLS, TLSv1.0 only, certificate valid; unsafe: offers at most TLSv1.0): "
+        "2 of 2 senders delivered (legacy TLS 1.0/1.1: 2)."
+    ) in text
+    assert (
+        "  ses-require-tls delivered to 2 of 3 unsafe receivers (TLS ≥ 1.2, authenticated "
+        "receiver: 1, legacy TLS 1.0/1.1: 1, plaintext: 1, lab error: 1)."
+    ) in text
+
+
+def test_summary_says_sender_report_only_when_the_detail_does_not(tmp_path: Path) -> None:
+    report = make_report()
+    same = report.results[0].model_copy(
+        update={"sender_report": "refused: 550 no", "detail": "550 no"}
+    )
+    other = report.results[1].model_copy(
+        update={"sender_report": "delivered: 250 ok", "detail": "arrived over TLS"}
+    )
+    report = report.model_copy(update={"results": (same, other, *report.results[2:])})
+    text = (write_report(report, tmp_path) / "summary.md").read_text(encoding="utf-8")
+    assert "Sender report: refused: 550 no" not in text, "duplicates the detail"
+    assert "Sender report: delivered: 250 ok" in text
 
 
 def test_summary_without_study_cells_has_no_study_line(tmp_path: Path) -> None:
     run = write_report(make_report(study=False), tmp_path)
     text = (run / "summary.md").read_text(encoding="utf-8")
     assert "Study cells reproduced" not in text
-    assert "Totals: 5 pass, 2 fail, 1 error" in text
+    assert "Totals: 5 as expected, 2 differ, 1 lab error" in text
 
 
 def test_summary_fence_outgrows_backticks_in_a_header(tmp_path: Path) -> None:
@@ -243,7 +325,7 @@ def test_summary_fence_outgrows_backticks_in_a_header(tmp_path: Path) -> None:
     odd = report.results[0].model_copy(update={"received": header})
     report = report.model_copy(update={"results": (odd, *report.results[1:])})
     text = (write_report(report, tmp_path) / "summary.md").read_text(encoding="utf-8")
-    assert f"````text\n{header}\n````" in text
+    assert f"````text\nReceived: {header}\n````" in text
 
 
 # report.html ----------------------------------------------------------------------------------
@@ -264,18 +346,152 @@ def test_html_escapes_received_headers(run_dir: Path) -> None:
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
 
 
-def test_html_colours_cells_and_marks_failures(run_dir: Path) -> None:
+class Cells(HTMLParser):
+    """Collect every matrix cell's attributes and its visible text, keyed by `data-cell`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: dict[str, dict[str, str]] = {}
+        self.text: dict[str, str] = {}
+        self._open: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {k: v or "" for k, v in attrs}
+        if tag == "td":
+            self._open = found.get("data-cell", "")
+            self.cells[self._open] = found
+            self.text[self._open] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td":
+            self._open = None
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self.text[self._open] += data
+
+
+def html_cells(page: str) -> Cells:
+    parser = Cells()
+    parser.feed(page)
+    return parser
+
+
+def test_html_cells_carry_hooks_risk_and_match(run_dir: Path) -> None:
     page = (run_dir / "report.html").read_text(encoding="utf-8")
-    assert '<td class="tls" title="tls13-ses-default">' in page
-    assert '<td class="weak" title="tls10-ses-default">' in page
-    assert '<td class="plain" title="no-starttls-ses-default">' in page
-    assert '<td class="plain fail" title="no-starttls-ses-require-tls">' in page
-    assert '<td class="held fail" title="self-signed-ses-default">' in page
-    assert '<td class="error verdict-error" title="self-signed-ses-require-tls">' in page
+    parsed = html_cells(page)
+    hooks = {
+        cell: (a["data-outcome"], a["data-risk"], a["data-verdict"])
+        for cell, a in parsed.cells.items()
+    }
+    assert hooks == {
+        "tls13-ses-default": ("delivered", "verified", "pass"),
+        "tls13-ses-require-tls": ("delivered", "verified", "pass"),
+        "tls10-ses-default": ("delivered", "legacy", "pass"),
+        "tls10-ses-require-tls": ("delivered", "legacy", "pass"),
+        "no-starttls-ses-default": ("delivered", "plaintext", "pass"),
+        "no-starttls-ses-require-tls": ("delivered", "plaintext", "fail"),
+        "self-signed-ses-default": ("refused", "not-delivered", "fail"),
+        "self-signed-ses-require-tls": ("error", "error", "error"),
+    }
+    for cell, attrs in parsed.cells.items():
+        assert f"r-{attrs['data-risk']}" in attrs["class"].split(), cell
+        assert "expected: " in parsed.text[cell], f"{cell}: the expectation is on every cell"
+    assert "✓ as expected" in parsed.text["no-starttls-ses-default"], "red cell, matched"
+    assert "plaintext: the receiver offers no TLS" in parsed.text["no-starttls-ses-default"]
+    assert "✗ differs from expectation" in parsed.text["no-starttls-ses-require-tls"]
+    assert "expected: refused" in parsed.text["no-starttls-ses-require-tls"]
     assert "Study cells reproduced: 5/6" in page
     assert "not the services themselves" in page
     assert "Amazon SES (Require TLS)" in page
     assert 'class="legend"' in page
+
+
+def test_html_legend_and_markdown_share_one_risk_scale(run_dir: Path) -> None:
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    text = (run_dir / "summary.md").read_text(encoding="utf-8")
+    start = page.index('id="legend"')
+    legend = page[start : page.index("</section>", start)]
+    for risk, (name, swatch, meaning) in RISK_SCALE.items():
+        assert f'class="sw r-{risk.value}"' in legend
+        assert html.escape(name) in legend
+        assert html.escape(meaning, quote=True) in legend
+        assert f"- {swatch} **{name}**: {meaning}" in text
+    for mark in ("as expected", "differs from expectation"):
+        assert mark in legend
+        assert f"**{mark}**" in text
+    assert page.index('id="legend"') < page.index('class="matrix"'), "legend above the matrix"
+
+
+def test_html_colours_differ_per_risk_class() -> None:
+    colours = [re.search(rf"\.r-{r.value}\{{background:(#[0-9a-f]{{6}})", CSS) for r in Risk]
+    assert all(colours), "every risk class has a colour"
+    assert len({m.group(1) for m in colours if m}) == len(Risk)
+
+
+def test_html_risk_comes_from_receiver_facts_not_its_id(tmp_path: Path) -> None:
+    report = make_report()
+    mine = cell("my-expired", "ses-default", D, D, V.PASS, TLS13)
+    named = cell("self-signed", "ses-require-tls", D, D, V.PASS, TLS13)
+    report = report.model_copy(
+        update={
+            "receivers": ("my-expired", "self-signed"),
+            "receiver_info": (info("my-expired", CertState.EXPIRED), info("self-signed")),
+            "results": (mine, named),
+        }
+    )
+    parsed = html_cells((write_report(report, tmp_path) / "report.html").read_text("utf-8"))
+    assert parsed.cells["my-expired-ses-default"]["data-risk"] == "unverified"
+    assert "accepted an expired certificate over TLSv1.3" in parsed.text["my-expired-ses-default"]
+    assert parsed.cells["self-signed-ses-require-tls"]["data-risk"] == "verified", "by facts"
+    assert parsed.cells["self-signed-ses-default"]["data-risk"] == "not-run"
+    assert parsed.text["self-signed-ses-default"] == "not run"
+
+
+@pytest.mark.parametrize(
+    ("receiver", "tls", "sessions", "risk"),
+    [
+        (info("r", CertState.SELF_SIGNED), TLS13, (), Risk.UNVERIFIED),
+        (info("r", CertState.MISMATCHED, TlsVersion.TLS10), TLS10, (), Risk.UNVERIFIED),
+        (info("r", low=TlsVersion.TLS10), TLS10, (), Risk.LEGACY),
+        (info("r"), TLS12, (), Risk.VERIFIED),
+        (None, TLS13, (), Risk.UNVERIFIED),
+        (info("r"), None, (), Risk.DOWNGRADED),
+        (info("r", starttls=False), None, (session(),), Risk.DOWNGRADED),
+        (info("r", starttls=False), None, (), Risk.PLAINTEXT),
+        (None, None, (), Risk.PLAINTEXT),
+    ],
+)
+def test_risk_of_a_delivery(
+    receiver: ReceiverInfo | None,
+    tls: TlsFacts | None,
+    sessions: tuple[SessionSummary, ...],
+    risk: Risk,
+) -> None:
+    delivered = cell("r", "s", D, D, V.PASS, tls, sessions=sessions)
+    assert risk_of(delivered, receiver) is risk
+
+
+@pytest.mark.parametrize(
+    ("outcome", "risk"),
+    [(R, Risk.NOT_DELIVERED), (F, Risk.NOT_DELIVERED), (Outcome.DEFERRED, Risk.NOT_DELIVERED),
+     (Outcome.NOT_OBSERVED, Risk.NOT_OBSERVED), (E, Risk.ERROR)],
+)  # fmt: skip
+def test_risk_of_a_non_delivery(outcome: Outcome, risk: Risk) -> None:
+    assert risk_of(cell("r", "s", outcome, D, V.FAIL, TLS13), info("r")) is risk
+
+
+def test_note_is_on_the_cell_and_in_results_json(tmp_path: Path) -> None:
+    report = make_report()
+    noted = report.results[2].model_copy(update={"note": "TLS 1.0 is retired (RFC 8996)"})
+    report = report.model_copy(update={"results": (report.results[0], noted)})
+    run = write_report(report, tmp_path)
+    row = read_json(run / "results.json")["results"][1]
+    assert row["note"] == "TLS 1.0 is retired (RFC 8996)"
+    assert row["risk"] == "legacy"
+    parsed = html_cells((run / "report.html").read_text("utf-8"))
+    assert "TLS 1.0 is retired (RFC 8996)" in parsed.text["tls10-ses-default"], "on a passing cell"
+    assert "_TLS 1.0 is retired (RFC 8996)_" in (run / "summary.md").read_text("utf-8")
 
 
 def test_html_without_study_cells_has_no_study_score(tmp_path: Path) -> None:
@@ -406,7 +622,7 @@ def test_rfc3339() -> None:
 
 
 def test_load_results_round_trips(run_dir: Path) -> None:
-    report = make_report()
+    report = assess(make_report())
     assert load_results(run_dir) == report
     assert load_results(run_dir / "results.json") == report
     assert load_results(run_dir.parent / "latest") == report
