@@ -16,7 +16,13 @@ from harness.commands import EvidenceFileError, add_commands, report_drift
 from harness.paths import certs_dir, reports_dir
 from harness.report import ReportError, load_results, render_all, write_report
 from harness.runner import backend_named, open_run
-from harness.scenarios import ScenarioError, load_receiver, load_suite, scenarios_root
+from harness.scenarios import (
+    LoadedSuite,
+    ScenarioError,
+    load_receiver,
+    load_suite,
+    scenarios_root,
+)
 from lab.backends import BackendError
 from lab.backends.docker import docker_client, remove_run
 from lab.pki import CertificateError, ensure_certs
@@ -25,6 +31,11 @@ from lab.spec import ReceiverSpec
 
 USAGE_ERRORS = (ScenarioError, CertificateError, ReportError, BackendError, EvidenceFileError)
 EXIT_USAGE = 2
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + the signal number, as shells report it
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every started resource is cleaned up."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,9 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USAGE_ERRORS as error:
         print(f"tlslab: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print("tlslab: interrupted; evidence recorded so far stays on disk", file=sys.stderr)
-        return 130
+        return EXIT_SIGTERM if isinstance(stop, Terminated) else EXIT_SIGINT
     except BrokenPipeError:  # e.g. `tlslab evidence x.eml | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
@@ -55,8 +66,8 @@ def _positive(text: str) -> int:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    """Turn SIGTERM into KeyboardInterrupt so every started resource is cleaned up."""
-    raise KeyboardInterrupt
+    """Turn SIGTERM into Terminated (a KeyboardInterrupt) so every resource is cleaned up."""
+    raise Terminated
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reports", type=Path, help="reports folder (default: reports/)")
     run.add_argument(
         "--baseline", type=Path, help="a stored run (results.json or folder); exit 1 on any change"
+    )
+    run.add_argument(
+        "--receivers", help="comma-separated receiver ids: run only their rows (default: all)"
     )
     run.add_argument(
         "--jobs", type=_positive, default=4, help="cells run at once (default: 4; 1 = in order)"
@@ -109,18 +123,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     baseline = load_results(args.baseline) if args.baseline else None  # before `latest` moves
     backend = backend_named(args.backend)
     reports = reports_dir(args.reports)
-    total = len(loaded.suite.cell_ids)
+    cells = _cells_of(loaded, args.receivers)
+    total = len(cells)
     print(f"Suite {loaded.suite.id}: {total} cells on the {backend.name} backend")
     with open_run(loaded, backend, certs_dir(args.certs), reports) as run:
         done = iter(range(1, total + 1))
+        stopped = ""
         try:
             run.run_cells(
-                loaded.suite.cell_ids,
-                args.jobs,
-                lambda result: console.progress(next(done), total, result),
+                cells, args.jobs, lambda result: console.progress(next(done), total, result)
             )
+        except KeyboardInterrupt as stop:
+            stopped = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
+            raise
+        except BaseException as error:
+            stopped = f"a lab failure ({type(error).__name__})"
+            raise
         finally:
-            run_dir = write_report(run.report(), reports)
+            run_dir = write_report(run.report(stopped), reports)
+            if stopped:
+                print(
+                    f"tlslab: run stopped by {stopped}; its partial report is in {run_dir}; "
+                    f"{reports / 'latest'} still points at the last complete run",
+                    file=sys.stderr,
+                )
     report = run.report()
     print()
     print(console.matrix(report))
@@ -128,6 +154,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"Report: {run_dir}")
     drift = baseline is not None and report_drift(baseline, args.baseline, report)
     return 0 if console.all_passed(report) and not drift else 1
+
+
+def _cells_of(loaded: LoadedSuite, wanted: str | None) -> list[tuple[str, str]]:
+    """Return the suite's cells, or those of the comma-separated receivers asked for."""
+    if not wanted:
+        return loaded.suite.cell_ids
+    rows = [w.strip() for w in wanted.split(",") if w.strip()]
+    for row in rows:
+        if row not in loaded.suite.receivers:
+            raise ScenarioError(
+                loaded.path, "--receivers", f"'{row}' is not a receiver of this suite",
+                f"use some of {list(loaded.suite.receivers)}",
+            )  # fmt: skip
+    return [(r, s) for r, s in loaded.suite.cell_ids if r in rows]
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -20,10 +20,12 @@ from harness.report_view import (
     POLICY_NOTE,
     axes,
     column_sentence,
+    incomplete_banner,
     policy_models,
     receiver_facts,
     row_sentence,
     sessions_line,
+    study_line,
     totals,
 )
 
@@ -64,7 +66,8 @@ summary .more{display:block;font-size:11px;text-decoration:underline;margin-top:
 details pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#fff;color:#1b1f24;
 padding:.4rem;border-radius:4px}details p{font-size:12px;margin:.3rem 0}
 .who{display:grid;grid-template-columns:repeat(auto-fit,minmax(20rem,1fr));gap:0 2rem}
-dt{font-weight:700}dd{margin:0 0 .6rem 1rem}
+.banner{background:#ffebe9;border:2px solid #cf222e;color:#82071e;font-weight:700;
+padding:.5rem .8rem;border-radius:6px}dt{font-weight:700}dd{margin:0 0 .6rem 1rem}
 """
     + "".join(f".r-{k}{{background:{v}}}" for k, v in RISK_COLOURS.items())
     + "\n"
@@ -169,9 +172,9 @@ def render_html(report: RunReport) -> str:
             html_cell(report, c) if (c := report.cell(r, s)) else _not_run(f"{r}-{s}") for s in cols
         )
         body += f"<tr><th>{_e(r)}</th>{cells}</tr>"
-    passed, total = report.study_reproduced
     count = totals(report)
-    score = f'<div class="big">Study cells reproduced: {passed}/{total}</div>' if total else ""
+    line = study_line(report)
+    score = f'<div class="big">{_e(line)}</div>' if line else ""
     score += (
         f"<div>{HTML_MARKS[Verdict.PASS]} {count[Verdict.PASS]} as expected · "
         f"{HTML_MARKS[Verdict.FAIL]} {count[Verdict.FAIL]} differ · "
@@ -185,6 +188,7 @@ def render_html(report: RunReport) -> str:
         else ""
     )
     title = f"Sender TLS Lab: {report.suite} on {report.backend}"
+    banner = incomplete_banner(report)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -193,7 +197,8 @@ def render_html(report: RunReport) -> str:
         + (f"<p>{_e(report.title)}</p>" if report.title else "")
         + f'<p class="meta">run {_e(report.run_id)} · started {_e(report.started)} · finished '
         f"{_e(report.finished)}</p></header>"
-        f'<section class="score">{score}</section>{note}{_legend()}'
+        + (f'<p class="banner" role="alert">{_e(banner)}</p>' if banner else "")
+        + f'<section class="score">{score}</section>{note}{_legend()}'
         f'<div class="scroll"><table class="matrix"><thead><tr><th>receiver \\ sender</th>{head}'
         f"</tr></thead><tbody>{body}</tbody></table></div>"
         f"{_people(report, rows)}"

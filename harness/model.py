@@ -366,6 +366,14 @@ class ReceiverInfo(Frozen):
         return self.certificate is CertState.VALID
 
 
+class CellRef(Frozen):
+    """A cell of the suite named by its receiver and sender, and whether it is a study cell."""
+
+    receiver: str
+    sender: str
+    study: bool = False
+
+
 class RunReport(Frozen):
     """One run of a suite on a backend: the contract behind results.json."""
 
@@ -381,6 +389,11 @@ class RunReport(Frozen):
         default=(), description="the facts of each receiver row (id, certificate, TLS range)"
     )
     results: tuple[CellResult, ...]
+    complete: bool = Field(
+        default=True, description="every cell of the suite ran and nothing interrupted the run"
+    )
+    stopped_by: str = Field(default="", description="what interrupted the run, e.g. SIGTERM")
+    not_run: tuple[CellRef, ...] = Field(default=(), description="the suite's cells not run")
 
     def receiver(self, receiver: str) -> ReceiverInfo | None:
         """Return the facts of one receiver row, or None when the run did not record them."""
@@ -401,3 +414,8 @@ class RunReport(Frozen):
         """Return (passed, total) over the cells marked as study cells."""
         study = [r for r in self.results if r.study]
         return sum(r.verdict is Verdict.PASS for r in study), len(study)
+
+    @property
+    def study_planned(self) -> int:
+        """Return how many study cells the suite has: those run plus those not run."""
+        return sum(r.study for r in self.results) + sum(c.study for c in self.not_run)

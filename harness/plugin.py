@@ -139,13 +139,17 @@ def _lab_run(config: pytest.Config, loaded: LoadedSuite) -> LabRun:
     return runs[loaded.path][1]
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Stop every lab this session started and write a report for each suite run."""
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop every lab this session started and write a report for each suite run.
+
+    A session interrupted (Ctrl-C) writes its reports marked so and leaves `latest` alone.
+    """
     runs = session.config.stash.get(RUNS_KEY, {})
+    stopped = "SIGINT" if exitstatus == pytest.ExitCode.INTERRUPTED else ""
     for stack, run in runs.values():
         with stack:
             if run.results and not session.config.getoption("--lab-no-report"):
-                folder = write_report(run.report(), run.run_dir.parent)
+                folder = write_report(run.report(stopped), run.run_dir.parent)
                 session.config.stash.setdefault(REPORTS_KEY, []).append(folder)
     runs.clear()
 

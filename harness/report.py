@@ -148,8 +148,11 @@ def _point_latest(reports_dir: Path, run_dir: Path) -> None:
         ) from None
 
 
-def write_report(report: RunReport, reports_dir: Path) -> Path:
-    """Write `reports_dir/<run_id>/` (the four files), point `latest` at it; return the folder."""
+def write_report(report: RunReport, reports_dir: Path, *, move_latest: bool | None = None) -> Path:
+    """Write `reports_dir/<run_id>/` (the four files), point `latest` at it; return the folder.
+
+    An interrupted run (`stopped_by` set) leaves `latest` where it was unless `move_latest`.
+    """
     run_id = report.run_id
     if run_id in ("", ".", "..", LATEST) or any(c in run_id for c in "/\\\0"):
         raise ReportError(
@@ -157,7 +160,8 @@ def write_report(report: RunReport, reports_dir: Path) -> Path:
         )
     run_dir = reports_dir / run_id
     render_all(report, run_dir)
-    _point_latest(reports_dir, run_dir)
+    if move_latest or (move_latest is None and not report.stopped_by):
+        _point_latest(reports_dir, run_dir)
     return run_dir
 
 

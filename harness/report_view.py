@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from harness.labels import RISK_SCALE, risk_name, risk_of
-from harness.model import CellResult, Outcome, ReceiverInfo, RunReport, Verdict
+from harness.model import CellResult, Outcome, ReceiverInfo, RunReport, Verdict, cell_id
 from lab.spec import TlsVersion
 
 POLICY_NOTE = (
@@ -56,6 +56,30 @@ def sessions_line(cell: CellResult) -> str:
         starttls = "STARTTLS" if s.starttls else "no STARTTLS"
         parts.append(f"{s.peer}: {starttls}, handshake {s.handshake}{tls}{alert}")
     return "; ".join(parts)
+
+
+def study_line(report: RunReport) -> str:
+    """Return `Study cells reproduced: 14/14`, or `8 of 14 study cells run, 8 reproduced`."""
+    passed, ran = report.study_reproduced
+    planned = report.study_planned
+    if report.complete:
+        return f"Study cells reproduced: {passed}/{ran}" if ran else ""
+    return f"{ran} of {planned} study cells run, {passed} reproduced" if planned else ""
+
+
+def incomplete_banner(report: RunReport) -> str:
+    """Return why the run is incomplete and what is missing, or '' for a complete run."""
+    if report.complete:
+        return ""
+    planned = len(report.results) + len(report.not_run)
+    why = f"interrupted by {report.stopped_by}" if report.stopped_by else "a subset of the suite"
+    missing = ", ".join(cell_id(c.receiver, c.sender) for c in report.not_run[:6])
+    more = f" and {len(report.not_run) - 6} more" if len(report.not_run) > 6 else ""
+    listed = f" (not run: {missing}{more})" if missing else ""
+    return (
+        f"Incomplete run ({why}): {len(report.results)} of {planned} cells run{listed}. "
+        "Its counts cover only the cells that ran."
+    )
 
 
 def unsafe_reason(info: ReceiverInfo) -> str | None:
@@ -118,11 +142,13 @@ __all__ = [
     "assess",
     "axes",
     "column_sentence",
+    "incomplete_banner",
     "ordered",
     "policy_models",
     "receiver_facts",
     "row_sentence",
     "sessions_line",
+    "study_line",
     "totals",
     "unsafe_reason",
 ]

@@ -18,6 +18,7 @@ from harness.evidence import parse_received, received_headers
 from harness.expectations import failure_note
 from harness.model import (
     CellExpectation,
+    CellRef,
     CellResult,
     ReceiverInfo,
     RunReport,
@@ -192,11 +193,17 @@ class LabRun:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def report(self) -> RunReport:
-        """Return the RunReport of the cells run so far, in suite order."""
+    def report(self, stopped_by: str = "") -> RunReport:
+        """Return the RunReport of the cells run so far, in suite order, with those not run."""
         suite = self.loaded.suite
         order = {cell: i for i, cell in enumerate(suite.cell_ids)}
         results = sorted(self.results, key=lambda r: order.get((r.receiver, r.sender), 0))
+        ran = {(r.receiver, r.sender) for r in results}
+        not_run = tuple(
+            CellRef(receiver=r, sender=s, study=self.loaded.expectation(r, s).study)
+            for r, s in suite.cell_ids
+            if (r, s) not in ran
+        )
         return RunReport(
             suite=suite.id,
             title=suite.title,
@@ -204,18 +211,16 @@ class LabRun:
             run_id=self.run_id,
             started=self.started,
             finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            receivers=tuple(r for r in suite.receivers if any(c.receiver == r for c in results)),
+            receivers=suite.receivers,
             senders=tuple(
                 SenderInfo(id=p.id, driver=p.driver, description=p.description, models=p.models)
                 for p in self.loaded.senders.values()
-                if any(c.sender == p.id for c in results)
             ),
-            receiver_info=tuple(
-                receiver_info(spec)
-                for spec in self.loaded.receivers.values()
-                if any(c.receiver == spec.id for c in results)
-            ),
+            receiver_info=tuple(receiver_info(spec) for spec in self.loaded.receivers.values()),
             results=tuple(results),
+            complete=not not_run and not stopped_by,
+            stopped_by=stopped_by,
+            not_run=not_run,
         )
 
 

@@ -22,10 +22,12 @@ from harness.report_view import (
     POLICY_NOTE,
     axes,
     column_sentence,
+    incomplete_banner,
     ordered,
     policy_models,
     row_sentence,
     sessions_line,
+    study_line,
     totals,
 )
 
@@ -84,6 +86,8 @@ def render_summary(report: RunReport) -> str:
     if report.title:
         out += [report.title, ""]
     out += [f"Run `{report.run_id}`, started {report.started}, finished {report.finished}.", ""]
+    if banner := incomplete_banner(report):
+        out += [f"> **{banner}**", ""]
     out += _legend()
     out += ["| receiver \\ sender | " + " | ".join(f"`{_md(s)}`" for s in cols) + " |"]
     out += ["|---" * (len(cols) + 1) + "|"]
@@ -91,9 +95,8 @@ def render_summary(report: RunReport) -> str:
         cells = [_md(cell_text(report, report.cell(r, s))) for s in cols]
         out.append(f"| `{_md(r)}` | " + " | ".join(cells) + " |")
     out.append("")
-    passed, total = report.study_reproduced
-    if total:
-        out += [f"Study cells reproduced: {passed}/{total}", ""]
+    if line := study_line(report):
+        out += [line, ""]
     count = totals(report)
     out += [
         f"Totals: {count[Verdict.PASS]} as expected, {count[Verdict.FAIL]} differ, "
