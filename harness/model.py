@@ -359,6 +359,7 @@ class ReceiverInfo(Frozen):
     tls_max: TlsVersion
     starttls: bool
     policy: Literal["no-policy-found", "sts", "tlsa"] = "no-policy-found"
+    domain: str = Field(default="", description="its recipient domain; empty: <id>.lab.test")
 
     @property
     def authenticated(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import tempfile
 from pathlib import Path
@@ -14,10 +15,11 @@ from pydantic import ValidationError
 
 from harness.html_report import render_html
 from harness.labels import expected_label, outcome_label
-from harness.model import RunReport
+from harness.model import ID_MAX_LENGTH, ID_PATTERN, RunReport
 from harness.report_view import assess
 from harness.summary_md import render_summary
-from harness.tlsrpt import build_tlsrpt
+from harness.tlsrpt import FOLDER as TLSRPT_FOLDER
+from harness.tlsrpt import build_tlsrpt, tlsrpt_index
 
 SCHEMA_ID = "sender-tls-lab/results/v1"
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
@@ -120,15 +122,24 @@ def _json(data: dict[str, Any]) -> str:
 
 
 def render_all(report: RunReport, run_dir: Path) -> list[Path]:
-    """(Re)write results.json, summary.md, report.html and tlsrpt.json into run_dir."""
+    """(Re)write results.json, summary.md, report.html, tlsrpt.json and tlsrpt/<sender>.json."""
     report = assess(report)
+    tlsrpt = build_tlsrpt(report)
+    for sender in tlsrpt:
+        if not re.fullmatch(ID_PATTERN, sender) or len(sender) > ID_MAX_LENGTH:
+            raise ReportError(
+                run_dir / RESULTS, "results[].sender", f"{sender[:60]!r} is not a sender id; "
+                "restore the file from the run that wrote it",
+            )  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / TLSRPT_FOLDER).mkdir(exist_ok=True)
     files = {
         RESULTS: _json(results_document(report)),
         SUMMARY: render_summary(report),
         HTML: render_html(report),
-        TLSRPT: _json(build_tlsrpt(report)),
+        TLSRPT: _json(tlsrpt_index(tlsrpt)),
     }
+    files |= {f"{TLSRPT_FOLDER}/{sender}.json": _json(doc) for sender, doc in tlsrpt.items()}
     for name, text in files.items():
         _atomic_write(run_dir / name, text)
     return [run_dir / name for name in files]

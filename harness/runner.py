@@ -233,6 +233,7 @@ def receiver_info(spec: ReceiverSpec) -> ReceiverInfo:
         tls_min=spec.tls_min,
         tls_max=spec.tls_max,
         starttls=spec.starttls,
+        domain=spec.domain,
     )
 
 

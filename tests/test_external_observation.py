@@ -30,7 +30,7 @@ from harness.observe import describe_attempts, dsn_summary, find_copies, is_boun
 from harness.runner import LabRun, open_run
 from harness.scenarios import DEFAULT_ROOT, load_suite
 from harness.senders.base import SendAction, SendReport, TestMessage
-from harness.tlsrpt import _policy
+from harness.tlsrpt import cell_policy
 from lab.backends.base import RunningLab
 from lab.backends.local import LocalBackend
 from lab.spec import TlsVersion
@@ -107,7 +107,7 @@ def test_reports_show_not_observed_as_its_own_colour_and_count_no_session() -> N
         verdict=Verdict.FAIL, detail="neither the message nor a bounce arrived within 2 s",
     )  # fmt: skip
     assert risk_of(cell, None) is Risk.NOT_OBSERVED
-    summary = _policy(cell)["summary"]
+    summary = cell_policy(cell, None)["summary"]
     assert summary == {"total-successful-session-count": 0, "total-failure-session-count": 0}
 
 

@@ -36,7 +36,6 @@ from harness.report import (
     write_report,
 )
 from harness.report_view import assess
-from harness.tlsrpt import build_tlsrpt, peer_ip, rfc3339
 from lab.spec import CertState, TlsVersion
 
 D, R, F, E = Outcome.DELIVERED, Outcome.REFUSED, Outcome.FALLBACK, Outcome.ERROR
@@ -156,9 +155,11 @@ def read_json(path: Path) -> Any:
 # results.json ---------------------------------------------------------------------------------
 
 
-def test_write_report_creates_the_four_files(run_dir: Path) -> None:
+def test_write_report_creates_the_four_files_and_one_tlsrpt_file_per_sender(run_dir: Path) -> None:
     names = sorted(p.name for p in run_dir.iterdir())
-    assert names == ["report.html", "results.json", "summary.md", "tlsrpt.json"]
+    assert names == ["report.html", "results.json", "summary.md", "tlsrpt", "tlsrpt.json"]
+    tlsrpt = sorted(p.name for p in (run_dir / "tlsrpt").iterdir())
+    assert tlsrpt == ["ses-default.json", "ses-require-tls.json"]
     assert not [p for p in run_dir.parent.iterdir() if p.name.startswith(".")], "temp files left"
 
 
@@ -499,125 +500,6 @@ def test_html_without_study_cells_has_no_study_score(tmp_path: Path) -> None:
     assert "Study cells reproduced" not in page
 
 
-# tlsrpt.json ----------------------------------------------------------------------------------
-
-
-def policies(data: dict[str, Any], sender: str) -> dict[str, dict[str, Any]]:
-    (one,) = [r for r in data["reports"] if r["report-id"].endswith(f".{sender}")]
-    return {p["policy"]["policy-domain"]: p for p in one["policies"]}
-
-
-def test_tlsrpt_file_is_one_rfc8460_report_per_sender(run_dir: Path) -> None:
-    data = read_json(run_dir / "tlsrpt.json")
-    assert data == build_tlsrpt(make_report())
-    assert len(data["reports"]) == 2
-    for report in data["reports"]:
-        assert report["organization-name"] == "Sender TLS Lab"
-        assert report["date-range"] == {
-            "start-datetime": "2025-01-01T00:00:00Z",
-            "end-datetime": "2025-01-01T00:01:30Z",
-        }
-        assert report["contact-info"]
-        assert report["report-id"].startswith("20250101T000000Z.")
-        assert [p["policy"]["policy-domain"] for p in report["policies"]] == [
-            "tls13.lab.test",
-            "tls10.lab.test",
-            "no-starttls.lab.test",
-            "self-signed.lab.test",
-        ]
-
-
-def test_tlsrpt_result_types_and_counts_per_state() -> None:
-    data = build_tlsrpt(make_report(), organization="Acme")
-    assert data["reports"][0]["organization-name"] == "Acme"
-    default = policies(data, "ses-default")
-    sound = default["tls13.lab.test"]
-    assert sound["policy"] == {
-        "policy-type": "no-policy-found",
-        "policy-domain": "tls13.lab.test",
-        "mx-host": ["mx.tls13.lab.test"],
-    }
-    assert sound["summary"] == {
-        "total-successful-session-count": 1,
-        "total-failure-session-count": 0,
-    }
-    assert sound["failure-details"] == []
-    (weak,) = default["tls10.lab.test"]["failure-details"]
-    assert weak["result-type"] == "validation-failure"
-    assert weak["receiving-mx-hostname"] == "mx.tls10.lab.test"
-    assert weak["failed-session-count"] == 1
-    assert "sending-mta-ip" not in weak, "no session recorded: the ip is unknown"
-    (plain,) = default["no-starttls.lab.test"]["failure-details"]
-    assert plain["result-type"] == "starttls-not-supported"
-    bad_cert = default["self-signed.lab.test"]
-    assert bad_cert["summary"]["total-failure-session-count"] == 2, "len(sessions) sessions"
-    (detail,) = bad_cert["failure-details"]
-    assert detail["result-type"] == "certificate-not-trusted"
-    assert detail["sending-mta-ip"] == "2001:db8::1"
-    assert detail["failure-reason-code"] == "unknown_ca"
-
-
-def test_tlsrpt_refusal_by_weak_state_is_a_failure_and_lab_errors_count_nothing() -> None:
-    require = policies(build_tlsrpt(make_report()), "ses-require-tls")
-    refused = require["no-starttls.lab.test"]
-    assert refused["summary"]["total-failure-session-count"] == 1
-    assert refused["failure-details"][0]["result-type"] == "starttls-not-supported"
-    broken = require["self-signed.lab.test"]
-    assert broken["summary"] == {
-        "total-successful-session-count": 0,
-        "total-failure-session-count": 0,
-    }
-    assert broken["failure-details"] == []
-
-
-@pytest.mark.parametrize(
-    ("receiver", "outcome", "tls", "result_type"),
-    [
-        ("expired", D, TLS12, "certificate-expired"),
-        ("mismatched", D, TLS12, "certificate-host-mismatch"),
-        ("untrusted-ca", R, None, "certificate-not-trusted"),
-        ("tls11", D, TLS10, "validation-failure"),
-        ("tls12", F, None, "validation-failure"),
-        ("weird-new-state", R, None, "validation-failure"),
-    ],
-)
-def test_tlsrpt_failure_result_type_per_receiver_state(
-    receiver: str, outcome: Outcome, tls: TlsFacts | None, result_type: str
-) -> None:
-    one = cell(receiver, "ses-default", outcome, outcome, V.PASS, tls)
-    report = make_report().model_copy(update={"receivers": (receiver,), "results": (one,)})
-    (policy,) = build_tlsrpt(report)["reports"][0]["policies"]
-    assert policy["summary"]["total-failure-session-count"] == 1
-    assert policy["failure-details"][0]["result-type"] == result_type
-
-
-def test_tlsrpt_sound_delivery_to_a_new_state_is_a_success() -> None:
-    one = cell("weird-new-state", "ses-default", D, D, V.PASS, TLS12)
-    report = make_report().model_copy(update={"receivers": ("weird-new-state",), "results": (one,)})
-    (policy,) = build_tlsrpt(report)["reports"][0]["policies"]
-    assert policy["summary"]["total-successful-session-count"] == 1
-
-
-@pytest.mark.parametrize(
-    ("peer", "ip"),
-    [
-        ("127.0.0.1", "127.0.0.1"),
-        ("127.0.0.1:40001", "127.0.0.1"),
-        ("[::1]:25", "::1"),
-        ("('10.1.2.3', 5555)", "10.1.2.3"),
-        ("unknown", None),
-    ],
-)
-def test_peer_ip(peer: str, ip: str | None) -> None:
-    assert peer_ip(peer) == ip
-
-
-def test_rfc3339() -> None:
-    assert rfc3339("2025-01-01T02:00:00+02:00") == "2025-01-01T00:00:00Z"
-    assert rfc3339("2025-01-01T00:00:00") == "2025-01-01T00:00:00Z"
-    assert rfc3339("not a time") == "not a time"
-
-
 # load_results / render_all --------------------------------------------------------------------
 
 
@@ -629,13 +511,14 @@ def test_load_results_round_trips(run_dir: Path) -> None:
 
 
 def test_render_all_rewrites_the_files_identically(run_dir: Path) -> None:
-    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    before = {p.relative_to(run_dir): p.read_bytes() for p in files}
     report = load_results(run_dir)
-    for p in run_dir.iterdir():
+    for p in files:
         p.unlink()
     written = render_all(report, run_dir)
-    assert sorted(p.name for p in written) == sorted(before)
-    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+    assert sorted(p.relative_to(run_dir) for p in written) == sorted(before)
+    assert {p: (run_dir / p).read_bytes() for p in before} == before
 
 
 def broken(run_dir: Path, change: Any) -> Path:
