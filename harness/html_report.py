@@ -22,6 +22,7 @@ from harness.report_view import (
     column_sentence,
     incomplete_banner,
     policy_models,
+    provenance_rows,
     receiver_facts,
     row_sentence,
     sessions_line,
@@ -67,7 +68,8 @@ details pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#fff;color:#1
 padding:.4rem;border-radius:4px}details p{font-size:12px;margin:.3rem 0}
 .who{display:grid;grid-template-columns:repeat(auto-fit,minmax(20rem,1fr));gap:0 2rem}
 .banner{background:#ffebe9;border:2px solid #cf222e;color:#82071e;font-weight:700;
-padding:.5rem .8rem;border-radius:6px}dt{font-weight:700}dd{margin:0 0 .6rem 1rem}
+padding:.5rem .8rem;border-radius:6px}.prov{display:grid;grid-template-columns:max-content 1fr;
+gap:.1rem 1rem}.prov dd{margin:0;overflow-wrap:anywhere}dt{font-weight:700}dd{margin:0 0 .6rem 1rem}
 """
     + "".join(f".r-{k}{{background:{v}}}" for k, v in RISK_COLOURS.items())
     + "\n"
@@ -157,6 +159,17 @@ def _people(report: RunReport, rows: list[str]) -> str:
     )
 
 
+def _provenance(report: RunReport) -> str:
+    """Return the provenance block: lab version and commit, tools, host, suite file and hash."""
+    rows = provenance_rows(report)
+    if not rows:
+        return ""
+    items = "".join(
+        f"<dt>{_e(label)}</dt><dd><code>{_e(value)}</code></dd>" for label, value in rows
+    )
+    return f'<section id="provenance"><h2>Provenance</h2><dl class="prov">{items}</dl></section>'
+
+
 def render_html(report: RunReport) -> str:
     """Return report.html: one self-contained page (inline CSS, no scripts, no external assets)."""
     rows, cols = axes(report)
@@ -201,7 +214,7 @@ def render_html(report: RunReport) -> str:
         + f'<section class="score">{score}</section>{note}{_legend()}'
         f'<div class="scroll"><table class="matrix"><thead><tr><th>receiver \\ sender</th>{head}'
         f"</tr></thead><tbody>{body}</tbody></table></div>"
-        f"{_people(report, rows)}"
+        f"{_people(report, rows)}{_provenance(report)}"
         '<p class="meta">Evidence: click a cell for the Received header exactly as the '
         "receiver stored it, the receiver's session records and the lab's detail.</p>"
         "</body></html>\n"

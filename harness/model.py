@@ -375,6 +375,22 @@ class CellRef(Frozen):
     study: bool = False
 
 
+class Provenance(Frozen):
+    """Where a run's results came from: the lab, the tools, the host and the suite file."""
+
+    lab_version: str
+    lab_commit: str
+    python: str
+    openssl: str
+    aiosmtpd: str
+    backend: str
+    host: str
+    suite_file: str
+    suite_sha256: str
+    started: str
+    finished: str
+
+
 class RunReport(Frozen):
     """One run of a suite on a backend: the contract behind results.json."""
 
@@ -395,6 +411,9 @@ class RunReport(Frozen):
     )
     stopped_by: str = Field(default="", description="what interrupted the run, e.g. SIGTERM")
     not_run: tuple[CellRef, ...] = Field(default=(), description="the suite's cells not run")
+    provenance: Provenance | None = Field(
+        default=None, description="lab version and commit, tool versions, host, suite file"
+    )
 
     def receiver(self, receiver: str) -> ReceiverInfo | None:
         """Return the facts of one receiver row, or None when the run did not record them."""

@@ -82,6 +82,25 @@ def incomplete_banner(report: RunReport) -> str:
     )
 
 
+def provenance_rows(report: RunReport) -> list[tuple[str, str]]:
+    """Return the provenance of the run as (label, value) rows; none for an older results.json."""
+    p = report.provenance
+    if p is None:
+        return []
+    return [
+        ("lab", f"sender-tls-lab {p.lab_version}, commit {p.lab_commit}"),
+        ("Python", p.python),
+        ("OpenSSL", p.openssl),
+        ("aiosmtpd", p.aiosmtpd),
+        ("backend", p.backend),
+        ("host", p.host),
+        ("suite file", p.suite_file),
+        ("suite sha256", p.suite_sha256),
+        ("started", p.started),
+        ("finished", p.finished),
+    ]
+
+
 def unsafe_reason(info: ReceiverInfo) -> str | None:
     """Return why a receiver is unsafe to deliver to (no TLS >= 1.2, bad certificate), or None."""
     if not info.starttls:
@@ -145,6 +164,7 @@ __all__ = [
     "incomplete_banner",
     "ordered",
     "policy_models",
+    "provenance_rows",
     "receiver_facts",
     "row_sentence",
     "sessions_line",

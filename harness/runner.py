@@ -13,6 +13,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
+from harness import provenance
 from harness.classify import Arrival, classify, judge
 from harness.evidence import parse_received, received_headers
 from harness.expectations import failure_note
@@ -199,6 +200,8 @@ class LabRun:
         order = {cell: i for i, cell in enumerate(suite.cell_ids)}
         results = sorted(self.results, key=lambda r: order.get((r.receiver, r.sender), 0))
         ran = {(r.receiver, r.sender) for r in results}
+        finished = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        backend = self.lab.backend
         not_run = tuple(
             CellRef(receiver=r, sender=s, study=self.loaded.expectation(r, s).study)
             for r, s in suite.cell_ids
@@ -207,10 +210,10 @@ class LabRun:
         return RunReport(
             suite=suite.id,
             title=suite.title,
-            backend=self.lab.backend,
+            backend=backend,
             run_id=self.run_id,
             started=self.started,
-            finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            finished=finished,
             receivers=suite.receivers,
             senders=tuple(
                 SenderInfo(id=p.id, driver=p.driver, description=p.description, models=p.models)
@@ -221,6 +224,7 @@ class LabRun:
             complete=not not_run and not stopped_by,
             stopped_by=stopped_by,
             not_run=not_run,
+            provenance=provenance.collect(self.loaded.path, backend, self.started, finished),
         )
 
 

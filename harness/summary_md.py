@@ -25,6 +25,7 @@ from harness.report_view import (
     incomplete_banner,
     ordered,
     policy_models,
+    provenance_rows,
     row_sentence,
     sessions_line,
     study_line,
@@ -120,6 +121,9 @@ def render_summary(report: RunReport) -> str:
         info = report.receiver(r)
         described = f": {' '.join(info.description.split())}" if info and info.description else ""
         out += [f"- `{r}`{described}", f"  {row_sentence(report, r)}"]
+    if rows_of := provenance_rows(report):
+        out += ["", "## Provenance", ""]
+        out += [f"- {label}: `{_md(value)}`" for label, value in rows_of]
     out += ["", "## Evidence per cell", ""]
     for c in ordered(report):
         out += _evidence(report, c)

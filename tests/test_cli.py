@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -218,6 +219,12 @@ def test_shipped_suite_reproduces_the_study(shipped_run: tuple[Ran, Path]) -> No
     assert cells["no-starttls", "ses-default"]["received"] is not None
     assert cells["no-starttls", "ses-require-tls"]["outcome"] == "refused"
     assert cells["no-starttls", "ses-require-tls"]["received"] is None
+    made = data["provenance"]
+    assert made["suite_sha256"] == hashlib.sha256(SHIPPED_SUITE.encode()).hexdigest()
+    assert made["suite_file"].endswith("scenarios/suites/ses-2025.yaml")
+    assert made["backend"] == "local"
+    assert made["started"] == data["started"]
+    assert made["finished"] == data["finished"]
 
 
 def test_shipped_run_writes_rfc8460_files_the_schema_accepts(
