@@ -56,9 +56,11 @@ docker-ready: docker-engine ## Engine up plus a base image (LAB_BASE_IMAGE, a lo
 down: venv ## Remove Docker containers and networks any lab run left behind
 	$(BIN)/tlslab down
 
-system-deps: ## Install the Debian tools the integration tests drive (openssl, swaks) if missing
+system-deps: ## Install the Debian tools the integration tests drive (openssl, swaks, chromium) if missing
 	@command -v swaks >/dev/null && command -v openssl >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl swaks libnet-ssleay-perl; }
+	@command -v chromium >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; }
 
 clean: ## Remove generated certificates, reports and caches (keeps their READMEs)
 	find certs reports -mindepth 1 -not -name README.md -exec rm -rf {} +

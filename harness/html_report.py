@@ -72,7 +72,19 @@ padding:.5rem .8rem;border-radius:6px}.prov{display:grid;grid-template-columns:m
 gap:.1rem 1rem}.prov dd{margin:0;overflow-wrap:anywhere}dt{font-weight:700}dd{margin:0 0 .6rem 1rem}
 """
     + "".join(f".r-{k}{{background:{v}}}" for k, v in RISK_COLOURS.items())
-    + "\n"
+    + """
+@media (prefers-color-scheme:dark){body{background:#0d1117;color:#e6edf3}
+.matrix tbody th{background:#0d1117}.meta,.matrix th small{color:#9198a1}
+.note{background:#3b2e00;color:#f0e6c8}.banner{background:#3d0a0e;color:#ffc1c0}
+td.not-run{background:#21262d;color:#9198a1}td.v-fail{outline-color:#f0f6fc}
+details pre{background:#161b22;color:#e6edf3}.sw{border-color:#fff5}}
+@media print{body{max-width:none;margin:0;padding:0;font-size:11px}.scroll{overflow:visible}
+*{-webkit-print-color-adjust:exact;print-color-adjust:exact}.matrix td{max-width:none}
+tr,td,dt,dd,.legend span{break-inside:avoid}summary .more{display:none}
+details::details-content{content-visibility:visible;display:block}
+details pre,.matrix td,.what{overflow-wrap:normal;word-break:normal;hyphens:none}
+details pre{white-space:pre-wrap}}
+"""
 )
 
 

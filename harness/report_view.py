@@ -148,11 +148,10 @@ def row_sentence(report: RunReport, receiver: str) -> str:
     cells = [c for c in report.results if c.receiver == receiver]
     info = report.receiver(receiver)
     delivered = sum(c.outcome is Outcome.DELIVERED for c in cells)
-    facts = receiver_facts(info) if info else "facts not recorded"
     why = unsafe_reason(info) if info else None
-    safety = f"unsafe: {why}" if why else ("safe" if info else "safety unknown")
+    safety = f"unsafe ({why})" if why else ("safe" if info else "facts not recorded")
     counts = _risk_counts(report, cells)
-    head = f"{receiver} ({facts}; {safety}): {delivered} of {len(cells)} senders delivered"
+    head = f"{receiver} is {safety}: {delivered} of {len(cells)} senders delivered"
     return f"{head} ({counts})." if counts else f"{head}."
 
 

@@ -26,6 +26,7 @@ from harness.report_view import (
     ordered,
     policy_models,
     provenance_rows,
+    receiver_facts,
     row_sentence,
     sessions_line,
     study_line,
@@ -119,8 +120,9 @@ def render_summary(report: RunReport) -> str:
     out += ["", "## Receivers", ""]
     for r in rows:
         info = report.receiver(r)
+        facts = f" ({receiver_facts(info)})" if info else ""
         described = f": {' '.join(info.description.split())}" if info and info.description else ""
-        out += [f"- `{r}`{described}", f"  {row_sentence(report, r)}"]
+        out += [f"- `{r}`{facts}{described}", f"  {row_sentence(report, r)}"]
     if rows_of := provenance_rows(report):
         out += ["", "## Provenance", ""]
         out += [f"- {label}: `{_md(value)}`" for label, value in rows_of]

@@ -288,11 +288,12 @@ def test_summary_lists_receivers_with_facts_and_one_sentence_per_row_and_column(
 ) -> None:
     text = (run_dir / "summary.md").read_text(encoding="utf-8")
     assert "## Receivers" in text
-    assert "- `tls10`: the tls10 receiver" in text
+    assert "- `tls10` (STARTTLS, TLSv1.0 only, certificate valid): the tls10 receiver" in text
     assert (
-        "  tls10 (STARTTLS, TLSv1.0 only, certificate valid; unsafe: offers at most TLSv1.0): "
-        "2 of 2 senders delivered (legacy TLS 1.0/1.1: 2)."
+        "  tls10 is unsafe (offers at most TLSv1.0): 2 of 2 senders delivered "
+        "(legacy TLS 1.0/1.1: 2)."
     ) in text
+    assert "  tls13 is safe: 2 of 2 senders delivered" in text
     assert (
         "  ses-require-tls delivered to 2 of 3 unsafe receivers (TLS ≥ 1.2, authenticated "
         "receiver: 1, legacy TLS 1.0/1.1: 1, plaintext: 1, lab error: 1)."
