@@ -19,6 +19,7 @@ from harness.model import CellResult, RunReport, Verdict
 from harness.report_view import (
     POLICY_NOTE,
     axes,
+    claim_text,
     column_sentence,
     incomplete_banner,
     policy_models,
@@ -69,7 +70,13 @@ padding:.4rem;border-radius:4px}details p{font-size:12px;margin:.3rem 0}
 .who{display:grid;grid-template-columns:repeat(auto-fit,minmax(20rem,1fr));gap:0 2rem}
 .banner{background:#ffebe9;border:2px solid #cf222e;color:#82071e;font-weight:700;
 padding:.5rem .8rem;border-radius:6px}.prov{display:grid;grid-template-columns:max-content 1fr;
-gap:.1rem 1rem}.prov dd{margin:0;overflow-wrap:anywhere}dt{font-weight:700}dd{margin:0 0 .6rem 1rem}
+gap:.1rem 1rem}.prov dd{margin:0;overflow-wrap:anywhere}
+#headline h2{font-size:1.1rem;margin:.6rem 0 .2rem}#headline ul{margin:0;padding-left:1.2rem}
+#headline li{margin:.15rem 0}.claim{font-size:12px;padding:0 .3rem;border-radius:4px}
+.claim.ok{background:#dafbe1;color:#116329}.claim.differs{background:#ffebe9;color:#82071e}
+.counted{display:inline;margin-left:.4rem}.counted summary{display:inline;font-size:12px;
+text-decoration:underline;color:#0969da}.counted a{font-size:12px;margin-right:.3rem}
+dt{font-weight:700}dd{margin:0 0 .6rem 1rem}
 """
     + "".join(f".r-{k}{{background:{v}}}" for k, v in RISK_COLOURS.items())
     + """
@@ -127,7 +134,7 @@ def html_cell(report: RunReport, cell: CellResult) -> str:
         evidence += f"<p>sessions: {_e(sessions_line(cell))}</p>"
     body = f"{evidence}<p>{_e(cell.detail)}</p>"
     return (
-        f'<td class="{classes}" {hooks} title="{_e(cell.id)}">'
+        f'<td id="cell-{_e(cell.id)}" class="{classes}" {hooks} title="{_e(cell.id)}">'
         f"<details><summary>{''.join(face)}</summary>{body}</details></td>"
     )
 
@@ -169,6 +176,28 @@ def _people(report: RunReport, rows: list[str]) -> str:
         f'<div class="who"><section id="senders"><h2>Senders</h2><dl>{senders}</dl></section>'
         f'<section id="receivers"><h2>Receivers</h2><dl>{receivers}</dl></section></div>'
     )
+
+
+def _headline(report: RunReport) -> str:
+    """Return the headline findings, each linked to the cells it counts."""
+    if not report.headline:
+        return ""
+    items = ""
+    for finding in report.headline:
+        claim = claim_text(finding, report.complete)
+        tone = {True: "ok", False: "differs", None: "none"}[finding.matches_claim]
+        mark = {True: HTML_MARKS[Verdict.PASS], False: HTML_MARKS[Verdict.FAIL], None: ""}[
+            finding.matches_claim
+        ]
+        links = " ".join(f'<a href="#cell-{_e(c)}">{_e(c)}</a>' for c in finding.cells)
+        items += (
+            f'<li data-headline="{_e(finding.id)}" data-count="{finding.count}">'
+            f"<b>{_e(finding.text)}</b>"
+            + (f' <span class="claim {tone}">{mark} {_e(claim)}</span>' if claim else "")
+            + f'<details class="counted"><summary>{len(finding.cells)} cells counted</summary>'
+            f"{links or 'none'}</details></li>"
+        )
+    return f'<section id="headline"><h2>Headline findings</h2><ul>{items}</ul></section>'
 
 
 def _provenance(report: RunReport) -> str:
@@ -223,6 +252,7 @@ def render_html(report: RunReport) -> str:
         + f'<p class="meta">run {_e(report.run_id)} · started {_e(report.started)} · finished '
         f"{_e(report.finished)}</p></header>"
         + (f'<p class="banner" role="alert">{_e(banner)}</p>' if banner else "")
+        + _headline(report)
         + f'<section class="score">{score}</section>{note}{_legend()}'
         f'<div class="scroll"><table class="matrix"><thead><tr><th>receiver \\ sender</th>{head}'
         f"</tr></thead><tbody>{body}</tbody></table></div>"

@@ -17,9 +17,20 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from lab.spec import CertState, TlsVersion
+from harness.report_model import (
+    ID_PATTERN,
+    CellQuery,
+    CellRef,
+    HeadlineQuery,
+    HeadlineResult,
+    Provenance,
+    ReceiverInfo,
+    Risk,
+    SenderInfo,
+    SessionSummary,
+)
+from lab.spec import TlsVersion
 
-ID_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 ID_MAX_LENGTH = 64
 Id = Annotated[str, Field(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH)]
 
@@ -40,19 +51,6 @@ class Verdict(enum.StrEnum):
 
     PASS = "pass"
     FAIL = "fail"
-    ERROR = "error"
-
-
-class Risk(enum.StrEnum):
-    """What a cell's delivery means for the message, derived from the receiver's facts."""
-
-    VERIFIED = "verified"
-    UNVERIFIED = "unverified"
-    LEGACY = "legacy"
-    DOWNGRADED = "downgraded"
-    PLAINTEXT = "plaintext"
-    NOT_DELIVERED = "not-delivered"
-    NOT_OBSERVED = "not-observed"
     ERROR = "error"
 
 
@@ -283,6 +281,7 @@ class Suite(Frozen):
     senders: tuple[Id, ...]
     policy: SuitePolicy | None = None
     cells: dict[Id, dict[Id, CellExpectation]] = Field(default_factory=dict)
+    headline: tuple[HeadlineQuery, ...] = ()
 
     def expectation(self, receiver: str, sender: str) -> CellExpectation:
         """Return the expectation `cells` states for one cell (with a policy: LoadedSuite's)."""
@@ -297,19 +296,6 @@ class Suite(Frozen):
 def cell_id(receiver: str, sender: str) -> str:
     """Return the test id of a cell: `<receiver>-<sender>`."""
     return f"{receiver}-{sender}"
-
-
-class SessionSummary(Frozen):
-    """What the receiver recorded about one SMTP session the sender opened for this cell."""
-
-    peer: str
-    starttls: bool
-    handshake: str
-    version: str | None = None
-    cipher: str | None = None
-    alert: str | None = None
-    sni: str | None = None
-    message_ids: tuple[str, ...] = ()
 
 
 class CellResult(Frozen):
@@ -340,57 +326,6 @@ class CellResult(Frozen):
         return cell_id(self.receiver, self.sender)
 
 
-class SenderInfo(Frozen):
-    """How a report describes one sender column."""
-
-    id: str
-    driver: str
-    description: str = ""
-    models: str = ""
-
-
-class ReceiverInfo(Frozen):
-    """How a report describes one receiver row: the facts its risk and TLS-RPT results rest on."""
-
-    id: str
-    description: str = ""
-    certificate: CertState
-    tls_min: TlsVersion
-    tls_max: TlsVersion
-    starttls: bool
-    policy: Literal["no-policy-found", "sts", "tlsa"] = "no-policy-found"
-    domain: str = Field(default="", description="its recipient domain; empty: <id>.lab.test")
-
-    @property
-    def authenticated(self) -> bool:
-        """Return True when a verifying sender accepts the receiver's certificate."""
-        return self.certificate is CertState.VALID
-
-
-class CellRef(Frozen):
-    """A cell of the suite named by its receiver and sender, and whether it is a study cell."""
-
-    receiver: str
-    sender: str
-    study: bool = False
-
-
-class Provenance(Frozen):
-    """Where a run's results came from: the lab, the tools, the host and the suite file."""
-
-    lab_version: str
-    lab_commit: str
-    python: str
-    openssl: str
-    aiosmtpd: str
-    backend: str
-    host: str
-    suite_file: str
-    suite_sha256: str
-    started: str
-    finished: str
-
-
 class RunReport(Frozen):
     """One run of a suite on a backend: the contract behind results.json."""
 
@@ -411,6 +346,9 @@ class RunReport(Frozen):
     )
     stopped_by: str = Field(default="", description="what interrupted the run, e.g. SIGTERM")
     not_run: tuple[CellRef, ...] = Field(default=(), description="the suite's cells not run")
+    headline: tuple[HeadlineResult, ...] = Field(
+        default=(), description="the suite's headline findings, computed from the cells"
+    )
     provenance: Provenance | None = Field(
         default=None, description="lab version and commit, tool versions, host, suite file"
     )
@@ -439,3 +377,17 @@ class RunReport(Frozen):
     def study_planned(self) -> int:
         """Return how many study cells the suite has: those run plus those not run."""
         return sum(r.study for r in self.results) + sum(c.study for c in self.not_run)
+
+
+__all__ = [  # the report records are re-exported: `from harness.model import ReceiverInfo` works
+    "ID_PATTERN",
+    "CellQuery",
+    "CellRef",
+    "HeadlineQuery",
+    "HeadlineResult",
+    "Provenance",
+    "ReceiverInfo",
+    "Risk",
+    "SenderInfo",
+    "SessionSummary",
+]

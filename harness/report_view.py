@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections import Counter
 
 from harness.labels import RISK_SCALE, risk_name, risk_of
-from harness.model import CellResult, Outcome, ReceiverInfo, RunReport, Verdict, cell_id
+from harness.model import (
+    CellResult,
+    HeadlineResult,
+    Outcome,
+    ReceiverInfo,
+    RunReport,
+    Verdict,
+    cell_id,
+)
 from lab.spec import TlsVersion
 
 POLICY_NOTE = (
@@ -80,6 +88,16 @@ def incomplete_banner(report: RunReport) -> str:
         f"Incomplete run ({why}): {len(report.results)} of {planned} cells run{listed}. "
         "Its counts cover only the cells that ran."
     )
+
+
+def claim_text(finding: HeadlineResult, complete: bool) -> str:
+    """Return how a headline compares with the study: `as the study reported`, or what differs."""
+    if finding.claim is None:
+        return ""
+    if finding.matches_claim:
+        return "as the study reported"
+    partial = " (incomplete run: only the cells that ran are counted)" if not complete else ""
+    return f"differs from the study, which reported {finding.claim}{partial}"
 
 
 def provenance_rows(report: RunReport) -> list[tuple[str, str]]:
@@ -159,6 +177,7 @@ __all__ = [
     "POLICY_NOTE",
     "assess",
     "axes",
+    "claim_text",
     "column_sentence",
     "incomplete_banner",
     "ordered",

@@ -13,7 +13,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
-from harness import provenance
+from harness import headline, provenance
 from harness.classify import Arrival, classify, judge
 from harness.evidence import parse_received, received_headers
 from harness.expectations import failure_note
@@ -207,7 +207,7 @@ class LabRun:
             for r, s in suite.cell_ids
             if (r, s) not in ran
         )
-        return RunReport(
+        report = RunReport(
             suite=suite.id,
             title=suite.title,
             backend=backend,
@@ -226,6 +226,7 @@ class LabRun:
             not_run=not_run,
             provenance=provenance.collect(self.loaded.path, backend, self.started, finished),
         )
+        return report.model_copy(update={"headline": headline.evaluate(suite.headline, report)})
 
 
 def receiver_info(spec: ReceiverSpec) -> ReceiverInfo:

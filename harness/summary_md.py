@@ -21,6 +21,7 @@ from harness.model import CellResult, RunReport, Verdict
 from harness.report_view import (
     POLICY_NOTE,
     axes,
+    claim_text,
     column_sentence,
     incomplete_banner,
     ordered,
@@ -58,6 +59,20 @@ def _legend() -> list[str]:
     return [*out, "- ★ study cell: a cell of the published study this suite reproduces", ""]
 
 
+def _headline(report: RunReport) -> list[str]:
+    """Return the headline findings with the cells each counts and how it compares."""
+    if not report.headline:
+        return []
+    out = ["## Headline findings", ""]
+    for finding in report.headline:
+        claim = claim_text(finding, report.complete)
+        mark = {True: "✅ ", False: "❌ ", None: ""}[finding.matches_claim]
+        counted = ", ".join(f"`{c}`" for c in finding.cells) or "none"
+        out.append(f"- {mark}**{_md(finding.text)}**" + (f" ({claim})" if claim else ""))
+        out.append(f"  cells counted: {counted}")
+    return [*out, ""]
+
+
 def _evidence(report: RunReport, c: CellResult) -> list[str]:
     """Return the evidence section of one cell."""
     info = report.receiver(c.receiver)
@@ -90,6 +105,7 @@ def render_summary(report: RunReport) -> str:
     out += [f"Run `{report.run_id}`, started {report.started}, finished {report.finished}.", ""]
     if banner := incomplete_banner(report):
         out += [f"> **{banner}**", ""]
+    out += _headline(report)
     out += _legend()
     out += ["| receiver \\ sender | " + " | ".join(f"`{_md(s)}`" for s in cols) + " |"]
     out += ["|---" * (len(cols) + 1) + "|"]

@@ -219,6 +219,13 @@ def test_shipped_suite_reproduces_the_study(shipped_run: tuple[Ran, Path]) -> No
     assert cells["no-starttls", "ses-default"]["received"] is not None
     assert cells["no-starttls", "ses-require-tls"]["outcome"] == "refused"
     assert cells["no-starttls", "ses-require-tls"]["received"] is None
+    found = {h["id"]: (h["count"], h["claim"]) for h in data["headline"]}
+    assert found == {
+        "controlled-tests": (14, 14),
+        "invalid-certificates-delivered": (4, 4),
+        "legacy-tls-with-require-tls": (2, 2),
+        "failure-modes-with-require-tls": (3, 3),
+    }
     made = data["provenance"]
     assert made["suite_sha256"] == hashlib.sha256(SHIPPED_SUITE.encode()).hexdigest()
     assert made["suite_file"].endswith("scenarios/suites/ses-2025.yaml")
