@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from urllib.parse import quote
 
 from harness.labels import (
     HTML_MARKS,
@@ -41,6 +42,20 @@ RISK_COLOURS = {  # background of each risk class; white text on each is at leas
     "not-observed": "#6e7781",
     "error": "#24292f",
 }
+EVIDENCE_NAMES = {
+    "message": "stored message (.eml)",
+    "sessions": "session records",
+    "portal": "portal copy",
+}
+# the one script: "expand all" opens (or closes) every cell's evidence; the page works without it
+EXPAND_ALL = (
+    '<button type="button" id="expand-all">expand all evidence</button><script>'
+    "document.getElementById('expand-all').onclick=function(){"
+    "var d=document.querySelectorAll('.matrix details'),"
+    "o=![].some.call(d,function(x){return x.open});d.forEach(function(x){x.open=o});"
+    "this.textContent=o?'collapse all evidence':'expand all evidence'}"
+    "</script>"
+)
 CSS = (
     """
 body{font:15px/1.45 system-ui,sans-serif;margin:1.2rem auto;max-width:76rem;padding:0 1rem;
@@ -76,6 +91,7 @@ gap:.1rem 1rem}.prov dd{margin:0;overflow-wrap:anywhere}
 .claim.ok{background:#dafbe1;color:#116329}.claim.differs{background:#ffebe9;color:#82071e}
 .counted{display:inline;margin-left:.4rem}.counted summary{display:inline;font-size:12px;
 text-decoration:underline;color:#0969da}.counted a{font-size:12px;margin-right:.3rem}
+#expand-all{margin:.3rem 0;font:inherit;font-size:13px;cursor:pointer}.files a{color:#0969da}
 dt{font-weight:700}dd{margin:0 0 .6rem 1rem}
 """
     + "".join(f".r-{k}{{background:{v}}}" for k, v in RISK_COLOURS.items())
@@ -87,7 +103,7 @@ td.not-run{background:#21262d;color:#9198a1}td.v-fail{outline-color:#f0f6fc}
 details pre{background:#161b22;color:#e6edf3}.sw{border-color:#fff5}}
 @media print{body{max-width:none;margin:0;padding:0;font-size:11px}.scroll{overflow:visible}
 *{-webkit-print-color-adjust:exact;print-color-adjust:exact}.matrix td{max-width:none}
-tr,td,dt,dd,.legend span{break-inside:avoid}summary .more{display:none}
+tr,td,dt,dd,.legend span{break-inside:avoid}summary .more,#expand-all{display:none}
 details::details-content{content-visibility:visible;display:block}
 details pre,.matrix td,.what{overflow-wrap:normal;word-break:normal;hyphens:none}
 details pre{white-space:pre-wrap}}
@@ -132,6 +148,12 @@ def html_cell(report: RunReport, cell: CellResult) -> str:
         evidence = f'<pre class="received">Received: {_e(cell.received)}</pre>'
     if cell.sessions:
         evidence += f"<p>sessions: {_e(sessions_line(cell))}</p>"
+    if cell.evidence:
+        links = " · ".join(
+            f'<a href="{_e(quote(link.path))}">{EVIDENCE_NAMES[link.kind]}</a>'
+            for link in cell.evidence
+        )
+        evidence += f'<p class="files">{links}</p>'
     body = f"{evidence}<p>{_e(cell.detail)}</p>"
     return (
         f'<td id="cell-{_e(cell.id)}" class="{classes}" {hooks} title="{_e(cell.id)}">'
@@ -212,7 +234,7 @@ def _provenance(report: RunReport) -> str:
 
 
 def render_html(report: RunReport) -> str:
-    """Return report.html: one self-contained page (inline CSS, no scripts, no external assets)."""
+    """Return report.html: one self-contained page (inline CSS and script, no external assets)."""
     rows, cols = axes(report)
     info = {s.id: s for s in report.senders}
     head = "".join(
@@ -254,8 +276,8 @@ def render_html(report: RunReport) -> str:
         + (f'<p class="banner" role="alert">{_e(banner)}</p>' if banner else "")
         + _headline(report)
         + f'<section class="score">{score}</section>{note}{_legend()}'
-        f'<div class="scroll"><table class="matrix"><thead><tr><th>receiver \\ sender</th>{head}'
-        f"</tr></thead><tbody>{body}</tbody></table></div>"
+        f'{EXPAND_ALL}<div class="scroll"><table class="matrix"><thead><tr>'
+        f"<th>receiver \\ sender</th>{head}</tr></thead><tbody>{body}</tbody></table></div>"
         f"{_people(report, rows)}{_provenance(report)}"
         '<p class="meta">Evidence: click a cell for the Received header exactly as the '
         "receiver stored it, the receiver's session records and the lab's detail.</p>"

@@ -21,6 +21,7 @@ from harness.report_model import (
     ID_PATTERN,
     CellQuery,
     CellRef,
+    EvidenceLink,
     HeadlineQuery,
     HeadlineResult,
     Provenance,
@@ -319,6 +320,9 @@ class CellResult(Frozen):
     sender_report: str = ""
     sessions: tuple[SessionSummary, ...] = ()
     seconds: float = 0.0
+    evidence: tuple[EvidenceLink, ...] = Field(
+        default=(), description="the cell's stored message, session records and portal copy"
+    )
 
     @property
     def id(self) -> str:
@@ -383,6 +387,7 @@ __all__ = [  # the report records are re-exported: `from harness.model import Re
     "ID_PATTERN",
     "CellQuery",
     "CellRef",
+    "EvidenceLink",
     "HeadlineQuery",
     "HeadlineResult",
     "Provenance",

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from harness.evidence_links import link_evidence
 from harness.html_report import render_html
 from harness.labels import expected_label, outcome_label
 from harness.model import ID_MAX_LENGTH, ID_PATTERN, RunReport
@@ -123,7 +124,7 @@ def _json(data: dict[str, Any]) -> str:
 
 def render_all(report: RunReport, run_dir: Path) -> list[Path]:
     """(Re)write results.json, summary.md, report.html, tlsrpt.json and tlsrpt/<sender>.json."""
-    report = assess(report)
+    report = link_evidence(assess(report), run_dir)
     tlsrpt = build_tlsrpt(report)
     for sender in tlsrpt:
         if not re.fullmatch(ID_PATTERN, sender) or len(sender) > ID_MAX_LENGTH:

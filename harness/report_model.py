@@ -49,6 +49,13 @@ class SessionSummary(Frozen):
     message_ids: tuple[str, ...] = ()
 
 
+class EvidenceLink(Frozen):
+    """A file of a cell's evidence, as a path relative to the run folder."""
+
+    kind: Literal["message", "sessions", "portal"]
+    path: str
+
+
 class SenderInfo(Frozen):
     """How a report describes one sender column."""
 
@@ -158,6 +165,7 @@ class HeadlineQuery(Frozen):
 __all__ = [
     "CellQuery",
     "CellRef",
+    "EvidenceLink",
     "HeadlineQuery",
     "HeadlineResult",
     "Provenance",

@@ -90,6 +90,9 @@ def _evidence(report: RunReport, c: CellResult) -> list[str]:
         out += ["Received header:", "", f"{fence}text", f"Received: {c.received}", fence, ""]
     if c.sessions:
         out += [f"Receiver sessions: {sessions_line(c)}", ""]
+    if c.evidence:
+        files = ", ".join(f"[{link.kind}](<{link.path}>)" for link in c.evidence)
+        out += [f"Evidence files: {files}", ""]
     said = c.sender_report.partition(": ")[2]
     if c.sender_report and (not said or said not in c.detail):
         out += [f"Sender report: {' '.join(c.sender_report.split())}", ""]

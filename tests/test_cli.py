@@ -226,6 +226,19 @@ def test_shipped_suite_reproduces_the_study(shipped_run: tuple[Ran, Path]) -> No
         "legacy-tls-with-require-tls": (2, 2),
         "failure-modes-with-require-tls": (3, 3),
     }
+    for row in data["results"]:
+        for link in row["evidence"]:
+            assert (latest / link["path"]).is_file(), link
+    kinds = {
+        r["sender"]: {e["kind"] for e in r["evidence"]}
+        for r in data["results"]
+        if r["receiver"] == "self-signed"
+    }
+    assert kinds == {
+        "ses-default": {"message", "sessions"},
+        "ses-require-tls": {"message", "sessions"},
+        "paubox": {"sessions", "portal"},
+    }
     made = data["provenance"]
     assert made["suite_sha256"] == hashlib.sha256(SHIPPED_SUITE.encode()).hexdigest()
     assert made["suite_file"].endswith("scenarios/suites/ses-2025.yaml")

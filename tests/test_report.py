@@ -336,15 +336,64 @@ def test_summary_fence_outgrows_backticks_in_a_header(tmp_path: Path) -> None:
 def test_html_is_self_contained(run_dir: Path) -> None:
     page = (run_dir / "report.html").read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")
-    for needle in ("http://", "https://", "src=", "<link", "@import", "url(", "<script"):
-        assert needle not in page, f"external reference or script: {needle}"
+    for needle in ("http://", "https://", "src=", "<link", "@import", "url("):
+        assert needle not in page, f"external reference: {needle}"
+    assert page.count("<script") == 1, "one inline script: the expand-all button"
+    assert "<script>document.getElementById('expand-all')" in page
     assert "<style>" in page
     assert page.count("<details>") == 8
 
 
+def test_cells_link_their_stored_message_sessions_and_portal_copy(tmp_path: Path) -> None:
+    report = make_report()
+    run = tmp_path / report.run_id
+    store = run / "evidence" / "tls10"
+    store.mkdir(parents=True)
+    (store / "A1.eml").write_text("Received: x\r\n\r\nbody")
+    (store / "sessions.jsonl").write_text("")
+    ids = {"tls10-ses-default": "<tls10-ses-default.1@sender.lab.test>"}
+    records = [
+        {"message_id": ids["tls10-ses-default"], "eml": "A1.eml"},
+        {"message_id": "<other@x>", "eml": "B2.eml"},
+        {"message_id": ids["tls10-ses-default"], "eml": "../../escape.eml"},
+    ]
+    (store / "messages.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    portal = run / "portal" / "ses-require-tls"
+    portal.mkdir(parents=True)
+    (portal / "tls10-ses-require-tls.2_sender.lab.test.eml").write_text("x")
+    cells = list(report.results)
+    cells[2] = cells[2].model_copy(
+        update={"message_id": ids["tls10-ses-default"], "sessions": (session(),)}
+    )
+    cells[3] = cells[3].model_copy(
+        update={"message_id": "<tls10-ses-require-tls.2@sender.lab.test>"}
+    )
+    run = write_report(report.model_copy(update={"results": tuple(cells)}), tmp_path)
+    rows = {f"{r['receiver']}-{r['sender']}": r for r in read_json(run / "results.json")["results"]}
+    assert rows["tls10-ses-default"]["evidence"] == [
+        {"kind": "message", "path": "evidence/tls10/A1.eml"},
+        {"kind": "sessions", "path": "evidence/tls10/sessions.jsonl"},
+    ], "only a stored copy of this message, never a path out of the folder"
+    assert rows["tls10-ses-require-tls"]["evidence"] == [
+        {
+            "kind": "portal",
+            "path": "portal/ses-require-tls/tls10-ses-require-tls.2_sender.lab.test.eml",
+        }
+    ]
+    assert rows["tls13-ses-default"]["evidence"] == [], "no message id: nothing to link"
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert '<a href="evidence/tls10/A1.eml">stored message (.eml)</a>' in page
+    assert '<a href="evidence/tls10/sessions.jsonl">session records</a>' in page
+    text = (run / "summary.md").read_text(encoding="utf-8")
+    assert (
+        "Evidence files: [message](<evidence/tls10/A1.eml>), "
+        "[sessions](<evidence/tls10/sessions.jsonl>)"
+    ) in text
+
+
 def test_html_escapes_received_headers(run_dir: Path) -> None:
     page = (run_dir / "report.html").read_text(encoding="utf-8")
-    assert "<script>" not in page
+    assert "<script>alert" not in page
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
 
 

@@ -166,3 +166,23 @@ def test_print_keeps_colours_labels_and_evidence(desktop: Any, tmp_path: Path) -
     assert "received: from" in flat, "evidence is printed expanded"
     desktop.emulate_media(media="screen")
     assert not desktop.locator('td[data-cell="tls10-ses-default"] pre.received').is_visible()
+
+
+def test_expand_all_opens_every_cell_and_evidence_links_resolve(
+    desktop: Any, shipped_report: Path
+) -> None:
+    opened = "() => [...document.querySelectorAll('.matrix details')].filter(d => d.open).length"
+    assert desktop.evaluate(opened) == 0
+    desktop.locator("#expand-all").click()
+    assert desktop.evaluate(opened) == 27
+    assert desktop.locator("#expand-all").inner_text() == "collapse all evidence"
+    links = desktop.evaluate(
+        """() => [...document.querySelectorAll('td[data-cell="tls10-ses-default"] .files a')]
+        .map(a => [a.textContent, a.getAttribute('href'), a.href])"""
+    )
+    assert [name for name, _, _ in links] == ["stored message (.eml)", "session records"]
+    for _, relative, absolute in links:
+        assert not relative.startswith(("/", "file:")), "links are relative to the report"
+        assert Path(absolute.removeprefix("file://")).is_file(), absolute
+    desktop.locator("#expand-all").click()
+    assert desktop.evaluate(opened) == 0
