@@ -13,7 +13,10 @@ from pathlib import Path
 
 from harness import console, ses_setup, up_public
 from harness.commands import EvidenceFileError, add_commands, report_drift
+from harness.listing import add_list_command
 from harness.paths import certs_dir, reports_dir
+from harness.provenance import package_version
+from harness.prune import add_prune_command
 from harness.report import ReportError, load_results, render_all, write_report
 from harness.runner import backend_named, open_run
 from harness.scenarios import (
@@ -23,7 +26,7 @@ from harness.scenarios import (
     load_suite,
     scenarios_root,
 )
-from lab.backends import BackendError
+from lab.backends import BACKENDS, BackendError
 from lab.backends.docker import docker_client, remove_run
 from lab.pki import CertificateError, ensure_certs
 from lab.serve import print_endpoints_json
@@ -31,6 +34,8 @@ from lab.spec import ReceiverSpec
 
 USAGE_ERRORS = (ScenarioError, CertificateError, ReportError, BackendError, EvidenceFileError)
 EXIT_USAGE = 2
+BACKEND_CHOICES = "{" + ",".join(sorted(BACKENDS)) + "}"
+BACKEND_HELP = "where receivers run (default: local)"
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + the signal number, as shells report it
 
 
@@ -58,8 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _positive(text: str) -> int:
-    """Parse a positive integer argument."""
-    value = int(text)
+    """Parse a positive whole number; the error names the value (argparse names the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
@@ -73,6 +81,9 @@ def _interrupt(signum: int, frame: object) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with one sub-command per verb."""
     parser = argparse.ArgumentParser(prog="tlslab", description=__doc__)
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {package_version('sender-tls-lab')}"
+    )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--scenarios", type=Path, help="scenarios folder (default: the project's)")
@@ -80,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[common], help="run a suite and write its report")
     run.add_argument("--suite", default="ses-2025", help="suite id or path (default: ses-2025)")
-    run.add_argument("--backend", default="local", help="where receivers run (default: local)")
+    run.add_argument("--backend", default="local", metavar=BACKEND_CHOICES, help=BACKEND_HELP)
     run.add_argument("--reports", type=Path, help="reports folder (default: reports/)")
     run.add_argument(
         "--baseline", type=Path, help="a stored run (results.json or folder); exit 1 on any change"
@@ -94,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
 
     up = sub.add_parser("up", parents=[common], help="start receivers until Ctrl-C")
-    up.add_argument("--backend", default="local", help="local (default) or docker")
+    up.add_argument("--backend", default="local", metavar=BACKEND_CHOICES, help=BACKEND_HELP)
     up.add_argument("--receivers", help="comma-separated receiver ids (default: all)")
     up.add_argument("--evidence-dir", type=Path, default=Path("evidence"))
     up.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -113,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--run", help="only this run id (default: every lab run)")
     down.set_defaults(handler=cmd_down)
     add_commands(sub)
+    add_list_command(sub)
+    add_prune_command(sub)
     ses_setup.register(sub)
     return parser
 
