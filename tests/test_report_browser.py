@@ -186,3 +186,19 @@ def test_expand_all_opens_every_cell_and_evidence_links_resolve(
         assert Path(absolute.removeprefix("file://")).is_file(), absolute
     desktop.locator("#expand-all").click()
     assert desktop.evaluate(opened) == 0
+
+
+def test_dark_mode_darkens_the_page_and_keeps_the_risk_colours(
+    browser: Any, shipped_report: Path
+) -> None:
+    looks = "() => ['backgroundColor', 'color'].map(k => getComputedStyle(document.body)[k])"
+    seen: dict[str, tuple[list[str], dict[str, str]]] = {}
+    for scheme in ("light", "dark"):
+        page = browser.new_page(viewport=DESKTOP, color_scheme=scheme)
+        page.goto((shipped_report / "report.html").as_uri())
+        seen[scheme] = (page.evaluate(looks), {c["cell"]: c["colour"] for c in cells(page)})
+        page.close()
+    (light_page, light_cells), (dark_page, dark_cells) = seen["light"], seen["dark"]
+    assert light_page == ["rgb(255, 255, 255)", "rgb(27, 31, 36)"]
+    assert dark_page == ["rgb(13, 17, 23)", "rgb(230, 237, 243)"]
+    assert dark_cells == light_cells, "a risk class looks the same in both schemes"
