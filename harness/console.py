@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from harness.labels import TEXT_MARKS, expected_label, outcome_label
 from harness.model import CellResult, RunReport, Verdict
-from harness.report import expected_label, outcome_label
 from harness.report_view import incomplete_banner, study_line
 from lab.serve import ReceiverEndpoint
 
-MARKS = {Verdict.PASS: "pass", Verdict.FAIL: "FAIL", Verdict.ERROR: "ERROR"}
+MARKS = TEXT_MARKS
 
 
 def progress(index: int, total: int, result: CellResult) -> None:

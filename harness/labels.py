@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from harness.evidence import UNKNOWN_CIPHER
 from harness.expectations import expectation_label
-from harness.model import CellResult, Outcome, ReceiverInfo, Risk, Verdict
+from harness.model import CellResult, Outcome, ReceiverInfo, Risk, TlsFacts, Verdict
 from lab.spec import CertState, TlsVersion
 
 NOT_RUN = "not run"
 # Markdown marks (emoji); the HTML page uses text glyphs every common font carries
 MARKS = {Verdict.PASS: "✅", Verdict.FAIL: "❌", Verdict.ERROR: "⚠️"}
 HTML_MARKS = {Verdict.PASS: "✓", Verdict.FAIL: "✗", Verdict.ERROR: "⚠"}
+TEXT_MARKS = {Verdict.PASS: "pass", Verdict.FAIL: "FAIL", Verdict.ERROR: "ERROR"}  # the terminal
 MATCH = {
     Verdict.PASS: "as expected",
     Verdict.FAIL: "differs from expectation",
@@ -65,9 +67,24 @@ UNSAFE_RISKS = frozenset(
 )
 
 
+def facts_text(facts: TlsFacts | None) -> str:
+    """Return `TLSv1.2 ECDHE-RSA-AES256-GCM-SHA384 (256 bits)`, or `plaintext`."""
+    if facts is None:
+        return "plaintext"
+    if facts.cipher == UNKNOWN_CIPHER:
+        return f"{facts.version.value} (cipher not stated)"
+    bits = f" ({facts.bits} bits)" if facts.bits else ""
+    return f"{facts.version.value} {facts.cipher}{bits}"
+
+
 def expected_label(cell: CellResult) -> str:
     """Return the expectation as text: `refused`, `delivered TLSv1.2`, `not delivered`, ..."""
     return expectation_label(cell.expected, cell.expected_tls)
+
+
+def tls_label(cell: CellResult) -> str:
+    """Return a delivery's TLS version, or `plaintext`."""
+    return cell.tls.version.value if cell.tls else "plaintext"
 
 
 def outcome_label(cell: CellResult) -> str:
@@ -152,11 +169,14 @@ __all__ = [
     "MATCH",
     "NOT_RUN",
     "RISK_SCALE",
+    "TEXT_MARKS",
     "expected_label",
+    "facts_text",
     "match_label",
     "match_text",
     "outcome_label",
     "risk_name",
     "risk_of",
     "risk_words",
+    "tls_label",
 ]
