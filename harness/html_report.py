@@ -91,7 +91,7 @@ gap:.1rem 1rem}.prov dd{margin:0;overflow-wrap:anywhere}
 .claim.ok{background:#dafbe1;color:#116329}.claim.differs{background:#ffebe9;color:#82071e}
 .counted{display:inline;margin-left:.4rem}.counted summary{display:inline;font-size:12px;
 text-decoration:underline;color:#0969da}.counted a{font-size:12px;margin-right:.3rem}
-#expand-all{margin:.3rem 0;font:inherit;font-size:13px;cursor:pointer}.files a{color:#0969da}
+#expand-all{margin:.3rem 0;font:inherit;font-size:13px;cursor:pointer}.files a{color:#fff}
 dt{font-weight:700}dd{margin:0 0 .6rem 1rem}
 """
     + "".join(f".r-{k}{{background:{v}}}" for k, v in RISK_COLOURS.items())
@@ -100,8 +100,12 @@ dt{font-weight:700}dd{margin:0 0 .6rem 1rem}
 .matrix tbody th{background:#0d1117}.meta,.matrix th small{color:#9198a1}
 .note{background:#3b2e00;color:#f0e6c8}.banner{background:#3d0a0e;color:#ffc1c0}
 td.not-run{background:#21262d;color:#9198a1}td.v-fail{outline-color:#f0f6fc}
-details pre{background:#161b22;color:#e6edf3}.sw{border-color:#fff5}}
-@media print{body{max-width:none;margin:0;padding:0;font-size:11px}.scroll{overflow:visible}
+details pre{background:#161b22;color:#e6edf3}.sw{border-color:#fff5}
+.counted summary,.counted a{color:#4493f8}}
+@media print{body{max-width:none;margin:0;padding:0;font-size:11px;background:#fff;color:#1b1f24}
+.matrix tbody th{background:#fff}.meta,.matrix th small{color:#57606a}details pre{background:#fff;
+color:#1b1f24}.note{background:#fff8c5;color:#1b1f24}.counted a{display:none}
+.scroll{overflow:visible}
 *{-webkit-print-color-adjust:exact;print-color-adjust:exact}.matrix td{max-width:none}
 tr,td,dt,dd,.legend span{break-inside:avoid}summary .more,#expand-all{display:none}
 details::details-content{content-visibility:visible;display:block}

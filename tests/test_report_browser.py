@@ -202,3 +202,13 @@ def test_dark_mode_darkens_the_page_and_keeps_the_risk_colours(
     assert light_page == ["rgb(255, 255, 255)", "rgb(27, 31, 36)"]
     assert dark_page == ["rgb(13, 17, 23)", "rgb(230, 237, 243)"]
     assert dark_cells == light_cells, "a risk class looks the same in both schemes"
+
+
+def test_print_is_light_even_in_dark_mode(browser: Any, shipped_report: Path) -> None:
+    page = browser.new_page(viewport=DESKTOP, color_scheme="dark")
+    page.goto((shipped_report / "report.html").as_uri())
+    background = "() => getComputedStyle(document.body).backgroundColor"
+    assert page.evaluate(background) == "rgb(13, 17, 23)"
+    page.emulate_media(media="print")
+    assert page.evaluate(background) == "rgb(255, 255, 255)"
+    page.close()
