@@ -155,9 +155,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             run_dir = write_report(run.report(stopped), reports)
             if stopped:
+                latest = reports / "latest"
+                kept = "still points at the last complete run" if latest.exists() else "not made"
                 print(
                     f"tlslab: run stopped by {stopped}; its partial report is in {run_dir}; "
-                    f"{reports / 'latest'} still points at the last complete run",
+                    f"{latest} {kept}",
                     file=sys.stderr,
                 )
     report = run.report()

@@ -154,7 +154,7 @@ def test_sigterm_writes_an_incomplete_run_exits_143_and_keeps_latest(tmp_path: P
     assert "Traceback" not in err
     assert (reports / "latest").resolve() == (reports / "earlier").resolve(), "latest kept"
     (run_dir,) = [p for p in reports.iterdir() if p.name not in ("earlier", "latest")]
-    assert f"partial report is in {run_dir}" in err
+    assert f"partial report is in {run_dir}; {reports / 'latest'} still points at the last" in err
     data, text, page = incomplete(run_dir)
     assert data["complete"] is False
     assert data["stopped_by"] == "SIGTERM"
