@@ -165,3 +165,42 @@ def test_sigterm_writes_an_incomplete_run_exits_143_and_keeps_latest(tmp_path: P
     assert "Incomplete run (interrupted by SIGTERM): 1 of 4 cells run" in text
     assert "1 of 3 study cells run, 1 reproduced" in text
     assert "Incomplete run (interrupted by SIGTERM)" in page
+
+
+@pytest.mark.integration
+def test_sigterm_to_pytest_writes_an_incomplete_run_and_keeps_latest(tmp_path: Path) -> None:
+    silent = socket.create_server(("127.0.0.1", 0))
+    silent.settimeout(30)
+    root = make_root(tmp_path, {"hang": HANG_SUITE})
+    (root / "senders" / "hanging-relay.yaml").write_text(
+        "driver: relay\nhost: 127.0.0.1\n"
+        f"port: {silent.getsockname()[1]}\nsecurity: none\nobserve_timeout_seconds: 1\n"
+    )
+    reports = tmp_path / "r"
+    reports.mkdir()
+    (reports / "earlier").mkdir()
+    (reports / "latest").symlink_to("earlier")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TLSLAB_")}
+    command = [
+        sys.executable, "-m", "pytest", str(root / "suites" / "hang.yaml"),
+        "-p", "no:cacheprovider", "--lab-reports", str(reports), "--lab-certs", str(tmp_path / "c"),
+    ]  # fmt: skip
+    with subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            held, _ = silent.accept()
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+            held.close()
+        finally:
+            proc.kill()
+            silent.close()
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out + err
+    assert (reports / "latest").resolve() == (reports / "earlier").resolve(), "latest kept"
+    (run_dir,) = [p for p in reports.iterdir() if p.name not in ("earlier", "latest")]
+    assert f"Sender TLS Lab report: {run_dir}" in out
+    data, text, _ = incomplete(run_dir)
+    assert (data["complete"], data["stopped_by"]) == (False, "SIGTERM")
+    assert [(c["receiver"], c["sender"]) for c in data["results"]] == [("tls10", "ses-default")]
+    assert "Incomplete run (interrupted by SIGTERM): 1 of 4 cells run" in text
