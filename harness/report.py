@@ -138,7 +138,7 @@ def render_all(report: RunReport, run_dir: Path) -> list[Path]:
         RESULTS: _json(results_document(report)),
         SUMMARY: render_summary(report),
         HTML: render_html(report),
-        TLSRPT: _json(tlsrpt_index(tlsrpt)),
+        TLSRPT: _json(tlsrpt_index(tlsrpt, report.complete)),
     }
     files |= {f"{TLSRPT_FOLDER}/{sender}.json": _json(doc) for sender, doc in tlsrpt.items()}
     for name, text in files.items():

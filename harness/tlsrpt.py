@@ -181,8 +181,8 @@ def build_tlsrpt(report: RunReport, **options: str) -> dict[str, dict[str, Any]]
     return {s: sender_report(report, s, **options) for s in report_senders(report)}
 
 
-def tlsrpt_index(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Return tlsrpt.json: the media type and, per sender, its report's file, id and totals."""
+def tlsrpt_index(reports: dict[str, dict[str, Any]], complete: bool = True) -> dict[str, Any]:
+    """Return tlsrpt.json: media type, whether the run was complete, and each sender's file."""
     entries = []
     for sender, document in reports.items():
         summaries = [p["summary"] for p in document["policies"]]
@@ -199,7 +199,7 @@ def tlsrpt_index(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 ),
             }
         )
-    return {"media-type": MEDIA_TYPE, "reports": entries}
+    return {"media-type": MEDIA_TYPE, "complete": complete, "reports": entries}
 
 
 __all__ = ["build_tlsrpt", "cell_policy", "sender_report", "tlsrpt_index"]

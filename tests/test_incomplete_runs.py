@@ -105,6 +105,7 @@ def test_run_with_receivers_is_marked_incomplete(tmp_path: Path) -> None:
     data, text, page = incomplete(reports / "latest")
     assert data["complete"] is False
     assert data["stopped_by"] == ""
+    assert read_json(reports / "latest" / "tlsrpt.json")["complete"] is False
     assert len(data["not_run"]) == 24
     assert {c["receiver"] for c in data["not_run"]} == set(data["receivers"]) - {"tls10"}
     assert "2 of 14 study cells run, 2 reproduced" in text
@@ -158,6 +159,7 @@ def test_sigterm_writes_an_incomplete_run_exits_143_and_keeps_latest(tmp_path: P
     data, text, page = incomplete(run_dir)
     assert data["complete"] is False
     assert data["stopped_by"] == "SIGTERM"
+    assert json.loads((run_dir / "tlsrpt.json").read_text())["complete"] is False
     assert [(c["receiver"], c["sender"]) for c in data["results"]] == [("tls10", "ses-default")]
     assert [(c["receiver"], c["sender"]) for c in data["not_run"]] == [
         ("tls10", "hanging-relay"), ("tls12", "ses-default"), ("tls12", "hanging-relay"),

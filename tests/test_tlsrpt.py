@@ -215,6 +215,7 @@ def test_index_names_each_file_with_its_totals(run_dir: Path) -> None:
     index = read_json(run_dir / "tlsrpt.json")
     assert index == {
         "media-type": "application/tlsrpt+json",
+        "complete": True,
         "reports": [
             {"sender": "ses-default", "file": "tlsrpt/ses-default.json",
              "report-id": "run-1.ses-default", "total-successful-session-count": 3,
