@@ -56,7 +56,7 @@ docker-ready: docker-engine ## Engine up plus a base image (LAB_BASE_IMAGE, a lo
 down: venv ## Remove Docker containers and networks any lab run left behind
 	$(BIN)/tlslab down
 
-system-deps: ## Install what the tests drive unless it works: openssl, swaks with TLS, Postfix
+system-deps: ## Install what the tests drive unless it works: openssl, swaks with TLS, Postfix, gnutls-cli, chromium
 	@.ci/system-deps
 
 clean: ## Remove generated certificates, reports and caches (keeps their READMEs)

@@ -13,12 +13,21 @@ from pathlib import Path
 
 from harness import console, ses_setup, up_public
 from harness.commands import EvidenceFileError, add_commands, report_drift
+from harness.listing import add_list_command
 from harness.paths import certs_dir, reports_dir
+from harness.provenance import package_version
+from harness.prune import add_prune_command
 from harness.report import ReportError, load_results, render_all, write_report
 from harness.runner import backend_named, open_run
-from harness.scenarios import ScenarioError, load_receiver, load_suite, scenarios_root
+from harness.scenarios import (
+    LoadedSuite,
+    ScenarioError,
+    load_receiver,
+    load_suite,
+    scenarios_root,
+)
 from harness.up_lock import hold_evidence_dir
-from lab.backends import BackendError
+from lab.backends import BACKENDS, BackendError
 from lab.backends.docker import docker_client, remove_run
 from lab.pki import CertificateError, ensure_certs
 from lab.serve import print_endpoints_json
@@ -26,6 +35,13 @@ from lab.spec import ReceiverSpec
 
 USAGE_ERRORS = (ScenarioError, CertificateError, ReportError, BackendError, EvidenceFileError)
 EXIT_USAGE = 2
+BACKEND_CHOICES = "{" + ",".join(sorted(BACKENDS)) + "}"
+BACKEND_HELP = "where receivers run (default: local)"
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + the signal number, as shells report it
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every started resource is cleaned up."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,30 +55,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USAGE_ERRORS as error:
         print(f"tlslab: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print("tlslab: interrupted; evidence recorded so far stays on disk", file=sys.stderr)
-        return 130
+        return EXIT_SIGTERM if isinstance(stop, Terminated) else EXIT_SIGINT
     except BrokenPipeError:  # e.g. `tlslab evidence x.eml | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
 
 
 def _positive(text: str) -> int:
-    """Parse a positive integer argument."""
-    value = int(text)
+    """Parse a positive whole number; the error names the value (argparse names the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    """Turn SIGTERM into KeyboardInterrupt so every started resource is cleaned up."""
-    raise KeyboardInterrupt
+    """Turn SIGTERM into Terminated (a KeyboardInterrupt) so every resource is cleaned up."""
+    raise Terminated
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with one sub-command per verb."""
     parser = argparse.ArgumentParser(prog="tlslab", description=__doc__)
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {package_version('sender-tls-lab')}"
+    )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--scenarios", type=Path, help="scenarios folder (default: the project's)")
@@ -70,10 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[common], help="run a suite and write its report")
     run.add_argument("--suite", default="ses-2025", help="suite id or path (default: ses-2025)")
-    run.add_argument("--backend", default="local", help="where receivers run (default: local)")
+    run.add_argument("--backend", default="local", metavar=BACKEND_CHOICES, help=BACKEND_HELP)
     run.add_argument("--reports", type=Path, help="reports folder (default: reports/)")
     run.add_argument(
         "--baseline", type=Path, help="a stored run (results.json or folder); exit 1 on any change"
+    )
+    run.add_argument(
+        "--receivers", help="comma-separated receiver ids: run only their rows (default: all)"
     )
     run.add_argument(
         "--jobs", type=_positive, default=4, help="cells run at once (default: 4; 1 = in order)"
@@ -81,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
 
     up = sub.add_parser("up", parents=[common], help="start receivers until Ctrl-C")
-    up.add_argument("--backend", default="local", help="local (default) or docker")
+    up.add_argument("--backend", default="local", metavar=BACKEND_CHOICES, help=BACKEND_HELP)
     up.add_argument("--receivers", help="comma-separated receiver ids (default: all)")
     up.add_argument("--evidence-dir", type=Path, default=Path("evidence"))
     up.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -100,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--run", help="only this run id (default: every lab run)")
     down.set_defaults(handler=cmd_down)
     add_commands(sub)
+    add_list_command(sub)
+    add_prune_command(sub)
     ses_setup.register(sub)
     return parser
 
@@ -110,18 +137,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     baseline = load_results(args.baseline) if args.baseline else None  # before `latest` moves
     backend = backend_named(args.backend)
     reports = reports_dir(args.reports)
-    total = len(loaded.suite.cell_ids)
+    cells = _cells_of(loaded, args.receivers)
+    total = len(cells)
     print(f"Suite {loaded.suite.id}: {total} cells on the {backend.name} backend")
     with open_run(loaded, backend, certs_dir(args.certs), reports) as run:
         done = iter(range(1, total + 1))
+        stopped = ""
         try:
             run.run_cells(
-                loaded.suite.cell_ids,
-                args.jobs,
-                lambda result: console.progress(next(done), total, result),
+                cells, args.jobs, lambda result: console.progress(next(done), total, result)
             )
+        except KeyboardInterrupt as stop:
+            stopped = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
+            raise
+        except BaseException as error:
+            stopped = f"a lab failure ({type(error).__name__})"
+            raise
         finally:
-            run_dir = write_report(run.report(), reports)
+            run_dir = write_report(run.report(stopped), reports)
+            if stopped:
+                latest = reports / "latest"
+                kept = "still points at the last complete run" if latest.exists() else "not made"
+                print(
+                    f"tlslab: run stopped by {stopped}; its partial report is in {run_dir}; "
+                    f"{latest} {kept}",
+                    file=sys.stderr,
+                )
     report = run.report()
     print()
     print(console.matrix(report))
@@ -129,6 +170,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"Report: {run_dir}")
     drift = baseline is not None and report_drift(baseline, args.baseline, report)
     return 0 if console.all_passed(report) and not drift else 1
+
+
+def _cells_of(loaded: LoadedSuite, wanted: str | None) -> list[tuple[str, str]]:
+    """Return the suite's cells, or those of the comma-separated receivers asked for."""
+    if not wanted:
+        return loaded.suite.cell_ids
+    rows = [w.strip() for w in wanted.split(",") if w.strip()]
+    for row in rows:
+        if row not in loaded.suite.receivers:
+            raise ScenarioError(
+                loaded.path, "--receivers", f"'{row}' is not a receiver of this suite",
+                f"use some of {list(loaded.suite.receivers)}",
+            )  # fmt: skip
+    return [(r, s) for r, s in loaded.suite.cell_ids if r in rows]
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -1,29 +1,32 @@
-"""The `tlslab diff` and `tlslab evidence` commands, and the `--baseline` check of `tlslab run`."""
+"""The `tlslab diff` and `tlslab evidence` verbs; hops live in harness.evidence, drift in diff."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno
 import json
 import os
-import re
 import stat
 import sys
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from harness.diff import cells_compared, diff_document, diff_runs, render_table, summary_line
-from harness.evidence import MAX_HEADER_CHARS, UNKNOWN_CIPHER, hops
-from harness.model import RunReport, TlsFacts, Verdict
+from harness.diff import (
+    cells_compared,
+    diff_document,
+    diff_runs,
+    render_table,
+    report_drift,
+    summary_line,
+)
+from harness.evidence import by_host, message_hops
+from harness.labels import facts_text
 from harness.report import load_results
 
 STDIN = "-"
 MAX_MESSAGE_FILE_BYTES = 64 * 2**20  # far above any receiver's message size limit
 UNKNOWN_HOST = "(unknown)"
 EVIDENCE_FIX = "pass a saved message (.eml file), or - to read one from stdin"
-_COMMENT = re.compile(r"\([^()]*\)")
-_BY = re.compile(r"\bby\s+([^\s;()]{1,255})", re.IGNORECASE)
 
 SubParsers = argparse._SubParsersAction  # argparse has no public name for it
 
@@ -71,22 +74,6 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 1 if changes else 0
 
 
-def report_drift(baseline: RunReport, path: Path, report: RunReport) -> bool:
-    """Print how a run differs from a stored baseline run; return True when any cell changed."""
-    changes = diff_runs(baseline, report)
-    print()
-    print(f"Baseline {path}: {summary_line(changes, cells_compared(baseline, report))}")
-    if baseline.suite != report.suite:
-        print(f"note: the baseline is a run of suite {baseline.suite}, this is {report.suite}")
-    if not changes:
-        return False
-    print(render_table(changes))
-    passed = all(r.verdict is Verdict.PASS for r in report.results)
-    because = " even though every verdict passed" if passed else ""
-    print(f"Drift against the baseline: exit 1{because}")
-    return True
-
-
 def _read(name: str) -> bytes:
     """Return the bytes of a message file, or of stdin for `-`; raise EvidenceFileError."""
     if name == STDIN:
@@ -123,55 +110,6 @@ def _bounded(name: str, handle: BinaryIO) -> bytes:
             name, f"larger than {MAX_MESSAGE_FILE_BYTES // 2**20} MiB, not a saved message"
         )
     return data
-
-
-def by_host(received: str) -> str | None:
-    """Return the `by` host of a Received header (comments skipped), or None when it has none."""
-    text = received[:MAX_HEADER_CHARS]
-    for _ in range(4):  # nested comments, innermost first
-        text = _COMMENT.sub(" ", text)
-    match = _BY.search(text)
-    return match.group(1) if match else None
-
-
-def facts_text(facts: TlsFacts | None) -> str:
-    """Return `TLSv1.2 ECDHE-RSA-AES256-GCM-SHA384 (256 bits)`, or `plaintext`."""
-    if facts is None:
-        return "plaintext"
-    if facts.cipher == UNKNOWN_CIPHER:
-        return f"{facts.version.value} (cipher not stated)"
-    bits = f" ({facts.bits} bits)" if facts.bits else ""
-    return f"{facts.version.value} {facts.cipher}{bits}"
-
-
-@dataclasses.dataclass(frozen=True)
-class Hop:
-    """One Received hop of a message: its number (1 = newest), `by` host and TLS facts."""
-
-    file: str
-    number: int
-    by: str | None
-    facts: TlsFacts | None
-    received: str
-
-    def as_json(self) -> dict[str, Any]:
-        """Return the hop as a JSON-ready object."""
-        tls = None if self.facts is None else self.facts.model_dump(mode="json")
-        return {
-            "file": self.file,
-            "hop": self.number,
-            "by": self.by,
-            "tls": tls,
-            "received": self.received,
-        }
-
-
-def message_hops(name: str, data: bytes) -> list[Hop]:
-    """Return every Received hop of a message, newest (top) first."""
-    return [
-        Hop(name, number, by_host(received), facts, received)
-        for number, (received, facts) in enumerate(hops(data), 1)
-    ]
 
 
 def cmd_evidence(args: argparse.Namespace) -> int:

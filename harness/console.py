@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from harness.labels import TEXT_MARKS, expected_label, outcome_label
 from harness.model import CellResult, RunReport, Verdict
-from harness.report import expected_label, outcome_label
+from harness.report_view import incomplete_banner, study_line
 from lab.serve import ReceiverEndpoint
 
-MARKS = {Verdict.PASS: "pass", Verdict.FAIL: "FAIL", Verdict.ERROR: "ERROR"}
+MARKS = TEXT_MARKS
 
 
 def progress(index: int, total: int, result: CellResult) -> None:
@@ -52,9 +53,10 @@ def totals(report: RunReport) -> str:
         f"{len(report.results)} cells: {counts[Verdict.PASS]} pass, "
         f"{counts[Verdict.FAIL]} fail, {counts[Verdict.ERROR]} error"
     )
-    passed, study = report.study_reproduced
-    if study:
-        line += f"\nStudy cells reproduced: {passed}/{study}"
+    if study := study_line(report):
+        line += f"\n{study}"
+    if banner := incomplete_banner(report):
+        line += f"\n{banner}"
     return line
 
 

@@ -1,13 +1,14 @@
-"""Compare two runs cell by cell: changed outcome, TLS version or verdict; added, removed cells."""
+"""Compare two runs cell by cell (outcome, TLS version, verdict, added, removed); print drift."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, NamedTuple
 
-from harness.model import CellResult, Outcome, RunReport, cell_id
-from harness.report import outcome_label
+from harness.labels import outcome_label, tls_label
+from harness.model import CellResult, Outcome, RunReport, Verdict, cell_id
 
 KINDS = ("outcome", "tls", "verdict", "added", "removed")
 KIND_NAMES = {"tls": "TLS version"}
@@ -56,11 +57,6 @@ class CellChange:
         return "; ".join(f.text() for f in self.facts)
 
 
-def _tls_label(cell: CellResult) -> str:
-    """Return a delivery's TLS version, or `plaintext`."""
-    return cell.tls.version.value if cell.tls else "plaintext"
-
-
 def _facts(old: CellResult | None, new: CellResult | None) -> tuple[Fact, ...]:
     """Return what changed between two results of one cell (either may be missing)."""
     if old is None or new is None:
@@ -69,8 +65,8 @@ def _facts(old: CellResult | None, new: CellResult | None) -> tuple[Fact, ...]:
     facts = []
     if old.outcome is not new.outcome:
         facts.append(Fact("outcome", old.outcome.value, new.outcome.value))
-    elif old.outcome is Outcome.DELIVERED and _tls_label(old) != _tls_label(new):
-        facts.append(Fact("tls", _tls_label(old), _tls_label(new)))
+    elif old.outcome is Outcome.DELIVERED and tls_label(old) != tls_label(new):
+        facts.append(Fact("tls", tls_label(old), tls_label(new)))
     if old.verdict is not new.verdict:
         facts.append(Fact("verdict", old.verdict.value, new.verdict.value))
     return tuple(facts)
@@ -146,4 +142,20 @@ def diff_document(changes: list[CellChange], old: str, new: str, compared: int) 
     }
 
 
-__all__ = ["CellChange", "Fact", "diff_runs", "render_table", "summary_line"]
+def report_drift(baseline: RunReport, path: Path, report: RunReport) -> bool:
+    """Print how a run differs from a stored baseline run; return True when any cell changed."""
+    changes = diff_runs(baseline, report)
+    print()
+    print(f"Baseline {path}: {summary_line(changes, cells_compared(baseline, report))}")
+    if baseline.suite != report.suite:
+        print(f"note: the baseline is a run of suite {baseline.suite}, this is {report.suite}")
+    if not changes:
+        return False
+    print(render_table(changes))
+    passed = all(r.verdict is Verdict.PASS for r in report.results)
+    because = " even though every verdict passed" if passed else ""
+    print(f"Drift against the baseline: exit 1{because}")
+    return True
+
+
+__all__ = ["CellChange", "Fact", "diff_runs", "render_table", "report_drift", "summary_line"]

@@ -22,11 +22,13 @@ receiver's record, never from parsing a header (harness/arrivals.py).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import threading
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from harness.model import TlsFacts
 from lab.spec import TlsVersion
@@ -34,9 +36,12 @@ from lab.spec import TlsVersion
 __all__ = [
     "MAX_HEADER_CHARS",
     "UNKNOWN_CIPHER",
+    "Hop",
     "TlsFacts",
+    "by_host",
     "hops",
     "infer_version",
+    "message_hops",
     "normalise_version",
     "parse_received",
     "parse_received_unguarded",
@@ -311,3 +316,46 @@ def _decode_value(parts: list[bytes]) -> str:
 def hops(message_bytes: bytes) -> list[tuple[str, TlsFacts | None]]:
     """Return (Received value, facts) for every hop of a message, top (newest) first."""
     return [(value, parse_received(value)) for value in received_headers(message_bytes)]
+
+
+_COMMENT = re.compile(r"\([^()]*\)")
+_BY = re.compile(r"\bby\s+([^\s;()]{1,255})", re.IGNORECASE)
+
+
+def by_host(received: str) -> str | None:
+    """Return the `by` host of a Received header (comments skipped), or None when it has none."""
+    text = received[:MAX_HEADER_CHARS]
+    for _ in range(4):  # nested comments, innermost first
+        text = _COMMENT.sub(" ", text)
+    match = _BY.search(text)
+    return match.group(1) if match else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Hop:
+    """One Received hop of a message: its number (1 = newest), `by` host and TLS facts."""
+
+    file: str
+    number: int
+    by: str | None
+    facts: TlsFacts | None
+    received: str
+
+    def as_json(self) -> dict[str, Any]:
+        """Return the hop as a JSON-ready object."""
+        tls = None if self.facts is None else self.facts.model_dump(mode="json")
+        return {
+            "file": self.file,
+            "hop": self.number,
+            "by": self.by,
+            "tls": tls,
+            "received": self.received,
+        }
+
+
+def message_hops(name: str, data: bytes) -> list[Hop]:
+    """Return every Received hop of a message, newest (top) first."""
+    return [
+        Hop(name, number, by_host(received), facts, received)
+        for number, (received, facts) in enumerate(hops(data), 1)
+    ]

@@ -20,10 +20,22 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from harness.report_model import (
+    ID_PATTERN,
+    CellQuery,
+    CellRef,
+    EvidenceLink,
+    HeadlineQuery,
+    HeadlineResult,
+    Provenance,
+    ReceiverInfo,
+    Risk,
+    SenderInfo,
+    SessionSummary,
+)
 from lab.bounds import TEXT_MAX_LENGTH, TITLE_MAX_LENGTH, within
 from lab.spec import TlsVersion
 
-ID_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 ID_MAX_LENGTH = 64
 Id = Annotated[str, Field(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH)]
 Text = Annotated[str, Field(max_length=TEXT_MAX_LENGTH)]
@@ -280,6 +292,7 @@ class Suite(Frozen):
     senders: tuple[Id, ...]
     policy: SuitePolicy | None = None
     cells: dict[Id, dict[Id, CellExpectation]] = Field(default_factory=dict)
+    headline: tuple[HeadlineQuery, ...] = ()
 
     def expectation(self, receiver: str, sender: str) -> CellExpectation:
         """Return the expectation `cells` states for one cell (with a policy: LoadedSuite's)."""
@@ -294,28 +307,6 @@ class Suite(Frozen):
 def cell_id(receiver: str, sender: str) -> str:
     """Return the test id of a cell: `<receiver>-<sender>`."""
     return f"{receiver}-{sender}"
-
-
-class SessionSummary(Frozen):
-    """What the receiver recorded about one SMTP session the sender opened for this cell."""
-
-    peer: str
-    starttls: bool
-    handshake: str
-    version: str | None = None
-    cipher: str | None = None
-    alert: str | None = None
-    sni: str | None = None
-    message_ids: tuple[str, ...] = ()
-    ended_by: str | None = None  # how the session ended (lab.session_facts.EndedBy)
-    group: str | None = None  # key-exchange group (TLS 1.3; ECDHE before)
-    signature_scheme: str | None = None  # how the receiver signed (TLS 1.2 and 1.3)
-    resumed: bool | None = None
-    alert_sent: str | None = None  # the TLS alert the receiver sent
-    offered_versions: tuple[str, ...] = ()  # what the client's ClientHello offered
-    offered_ciphers: tuple[str, ...] = ()  # IANA names (code points when unnamed)
-    ja4: str | None = None  # JA4 fingerprint of the client's ClientHello
-    session_id: str = ""  # the receiver's id of the session (links a downgrade's two)
 
 
 class Downgrade(Frozen):
@@ -339,26 +330,24 @@ class CellResult(Frozen):
     received: str | None = None
     detail: str
     study: bool = False
+    note: str = Field(default="", description="the suite's note on this cell, shown with it")
+    risk: Risk | None = Field(
+        default=None, description="set when the report is written, from the receiver's facts"
+    )
     message_id: str = ""
     sender_report: str = ""
     sessions: tuple[SessionSummary, ...] = ()
     downgraded: bool = False  # delivered in plaintext after a failed TLS attempt
     downgrade: Downgrade | None = None
     seconds: float = 0.0
+    evidence: tuple[EvidenceLink, ...] = Field(
+        default=(), description="the cell's stored message, session records and portal copy"
+    )
 
     @property
     def id(self) -> str:
         """Return the cell id `<receiver>-<sender>`."""
         return cell_id(self.receiver, self.sender)
-
-
-class SenderInfo(Frozen):
-    """How a report describes one sender column."""
-
-    id: str
-    driver: str
-    description: Text = ""
-    models: str = ""
 
 
 class RunReport(Frozen):
@@ -372,7 +361,28 @@ class RunReport(Frozen):
     finished: str
     receivers: tuple[str, ...]
     senders: tuple[SenderInfo, ...]
+    receiver_info: tuple[ReceiverInfo, ...] = Field(
+        default=(), description="the facts of each receiver row (id, certificate, TLS range)"
+    )
     results: tuple[CellResult, ...]
+    complete: bool = Field(
+        default=True, description="every cell of the suite ran and nothing interrupted the run"
+    )
+    stopped_by: str = Field(default="", description="what interrupted the run, e.g. SIGTERM")
+    not_run: tuple[CellRef, ...] = Field(default=(), description="the suite's cells not run")
+    headline: tuple[HeadlineResult, ...] = Field(
+        default=(), description="the suite's headline findings, computed from the cells"
+    )
+    provenance: Provenance | None = Field(
+        default=None, description="lab version and commit, tool versions, host, suite file"
+    )
+
+    def receiver(self, receiver: str) -> ReceiverInfo | None:
+        """Return the facts of one receiver row, or None when the run did not record them."""
+        for info in self.receiver_info:
+            if info.id == receiver:
+                return info
+        return None
 
     def cell(self, receiver: str, sender: str) -> CellResult | None:
         """Return the result of one cell, or None when it did not run."""
@@ -386,3 +396,23 @@ class RunReport(Frozen):
         """Return (passed, total) over the cells marked as study cells."""
         study = [r for r in self.results if r.study]
         return sum(r.verdict is Verdict.PASS for r in study), len(study)
+
+    @property
+    def study_planned(self) -> int:
+        """Return how many study cells the suite has: those run plus those not run."""
+        return sum(r.study for r in self.results) + sum(c.study for c in self.not_run)
+
+
+__all__ = [  # the report records are re-exported: `from harness.model import ReceiverInfo` works
+    "ID_PATTERN",
+    "CellQuery",
+    "CellRef",
+    "EvidenceLink",
+    "HeadlineQuery",
+    "HeadlineResult",
+    "Provenance",
+    "ReceiverInfo",
+    "Risk",
+    "SenderInfo",
+    "SessionSummary",
+]

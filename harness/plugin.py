@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,8 @@ from lab.pki import CertificateError
 
 REPORT_WRITE_FAILED = 2  # the exit status tlslab gives an unwritable reports folder, too
 RUNS_KEY = pytest.StashKey[dict[Path, tuple[contextlib.ExitStack, LabRun]]]()
+SIGTERM_KEY = pytest.StashKey[Any]()  # the SIGTERM handler to restore after the session
+TERMINATED_KEY = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -123,9 +128,25 @@ def failure_text(result: CellResult) -> str:
     return "\n".join(lines)
 
 
+def _on_sigterm(config: pytest.Config, signum: int, frame: object) -> None:
+    """Note the SIGTERM, then interrupt the session the way Ctrl-C does (labs stop, reports)."""
+    config.stash[TERMINATED_KEY] = True
+    raise KeyboardInterrupt
+
+
+def _catch_sigterm(config: pytest.Config) -> None:
+    """While suite cells run, turn SIGTERM into an interrupt; sessionfinish restores the old one."""
+    if SIGTERM_KEY in config.stash or threading.current_thread() is not threading.main_thread():
+        return
+    config.stash[SIGTERM_KEY] = signal.signal(
+        signal.SIGTERM, functools.partial(_on_sigterm, config)
+    )
+
+
 def _lab_run(config: pytest.Config, loaded: LoadedSuite) -> LabRun:
     """Return the running lab for a suite, starting it on first use in this session."""
     runs = config.stash[RUNS_KEY]
+    _catch_sigterm(config)
     if loaded.path not in runs:
         stack = contextlib.ExitStack()
         backend = backend_named(config.getoption("--lab-backend"))
@@ -148,14 +169,23 @@ def _lab_run(config: pytest.Config, loaded: LoadedSuite) -> LabRun:
     return runs[loaded.path][1]
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Stop every lab this session started and write a report for each suite run."""
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop every lab this session started and write a report for each suite run.
+
+    A session interrupted (Ctrl-C) writes its reports marked so and leaves `latest` alone.
+    """
     runs = session.config.stash.get(RUNS_KEY, {})
+    stopped = ""
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        stopped = "SIGTERM" if session.config.stash.get(TERMINATED_KEY, False) else "SIGINT"
+    if SIGTERM_KEY in session.config.stash:
+        signal.signal(signal.SIGTERM, session.config.stash[SIGTERM_KEY])
+        del session.config.stash[SIGTERM_KEY]
     for stack, run in runs.values():
         with stack:
             if run.results and not session.config.getoption("--lab-no-report"):
                 try:
-                    folder = write_report(run.report(), run.run_dir.parent)
+                    folder = write_report(run.report(stopped), run.run_dir.parent)
                 except ReportError as error:  # e.g. a full or read-only reports folder
                     print(f"tlslab: error: {error}", file=sys.stderr)
                     session.exitstatus = REPORT_WRITE_FAILED

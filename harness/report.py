@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import html
 import json
 import os
 import re
@@ -15,23 +14,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from harness.expectations import expectation_label
-from harness.model import CellResult, Outcome, RunReport, Verdict
-from harness.session_text import downgrade_text, session_extras
-from harness.tlsrpt import build_tlsrpt
-from lab.spec import TlsVersion
+from harness.evidence_links import link_evidence
+from harness.html_report import render_html
+from harness.labels import expected_label, outcome_label
+from harness.model import ID_MAX_LENGTH, ID_PATTERN, RunReport
+from harness.report_view import assess
+from harness.summary_md import render_summary
+from harness.tlsrpt import FOLDER as TLSRPT_FOLDER
+from harness.tlsrpt import build_tlsrpt, tlsrpt_index
 
 SCHEMA_ID = "sender-tls-lab/results/v1"
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 RESULTS, SUMMARY, HTML, TLSRPT = "results.json", "summary.md", "report.html", "tlsrpt.json"
 LATEST = "latest"
-MARKS = {Verdict.PASS: "✅", Verdict.FAIL: "❌", Verdict.ERROR: "⚠️"}
-# the HTML page uses text glyphs that common fonts carry (emoji need an emoji font)
-HTML_MARKS = {Verdict.PASS: "✓", Verdict.FAIL: "✗", Verdict.ERROR: "⚠"}
-POLICY_NOTE = (
-    "are driven by the `reference` driver: they are policy models of the named services, "
-    "not the services themselves"
-)
 
 
 class ReportError(Exception):
@@ -107,249 +102,6 @@ def _validation_error(file: Path, exc: ValidationError) -> ReportError:
     return ReportError(file, field or "(top level)", fix + more)
 
 
-def expected_label(cell: CellResult) -> str:
-    """Return the expectation as text: `refused`, `delivered TLSv1.2`, `not delivered`, ..."""
-    return expectation_label(cell.expected, cell.expected_tls)
-
-
-def outcome_label(cell: CellResult) -> str:
-    """Return the observed outcome as text: `delivered TLSv1.3`, `delivered plaintext`, ..."""
-    if cell.outcome is Outcome.DELIVERED:
-        return f"delivered {cell.tls.version.value if cell.tls else 'plaintext'}"
-    return str(cell.outcome.value)
-
-
-def cell_text(cell: CellResult | None) -> str:
-    """Return a matrix cell: verdict mark, outcome and, when failing, `(expected X)`."""
-    if cell is None:
-        return "—"
-    text = f"{MARKS[cell.verdict]} {outcome_label(cell)}"
-    return f"{text} (expected {expected_label(cell)})" if cell.verdict is Verdict.FAIL else text
-
-
-def tone(cell: CellResult) -> str:
-    """Return the colour class of a cell: tls, weak, plain, held, unseen or error."""
-    if cell.outcome is Outcome.ERROR:
-        return "error"
-    if cell.outcome is Outcome.NOT_OBSERVED:
-        return "unseen"
-    if cell.outcome is not Outcome.DELIVERED:
-        return "held"
-    if cell.tls is None:
-        return "plain"
-    return "tls" if cell.tls.version.rank >= TlsVersion.TLS12.rank else "weak"
-
-
-def axes(report: RunReport) -> tuple[list[str], list[str]]:
-    """Return (rows, columns): the report's receivers and senders, then any others in results."""
-    rows, cols = list(report.receivers), [s.id for s in report.senders]
-    rows += [r for r in dict.fromkeys(c.receiver for c in report.results) if r not in rows]
-    cols += [s for s in dict.fromkeys(c.sender for c in report.results) if s not in cols]
-    return rows, cols
-
-
-def totals(report: RunReport) -> dict[Verdict, int]:
-    """Return how many cells have each verdict."""
-    return {v: sum(c.verdict is v for c in report.results) for v in Verdict}
-
-
-def _ordered(report: RunReport) -> list[CellResult]:
-    """Return the results in matrix order (row-major), then any not on the matrix axes."""
-    rows, cols = axes(report)
-    return sorted(report.results, key=lambda c: (rows.index(c.receiver), cols.index(c.sender)))
-
-
-def _policy_models(report: RunReport) -> list[str]:
-    """Return the ids of the sender columns driven by the reference (policy model) driver."""
-    return [s.id for s in report.senders if s.driver == "reference"]
-
-
-def _md(text: str) -> str:
-    """Return text safe inside one Markdown table cell."""
-    return " ".join(text.split()).replace("|", "\\|")
-
-
-def _sessions_line(cell: CellResult) -> str:
-    """Return the receiver's session records of a cell as one line."""
-    parts = []
-    for s in cell.sessions:
-        tls = f" {s.version} {s.cipher or ''}".rstrip() if s.version else ""
-        alert = f", alert {s.alert}" if s.alert else ""
-        starttls = "STARTTLS" if s.starttls else "no STARTTLS"
-        line = f"{s.peer}: {starttls}, handshake {s.handshake}{tls}{alert}"
-        parts.append(line + session_extras(s))
-    if cell.downgrade is not None:
-        parts.append(downgrade_text(cell.downgrade))
-    return "; ".join(parts)
-
-
-def render_summary(report: RunReport) -> str:
-    """Return summary.md: title, the matrix, study score, totals, the policy note, evidence."""
-    rows, cols = axes(report)
-    out = [f"# Sender TLS Lab: `{report.suite}` on `{report.backend}`", ""]
-    if report.title:
-        out += [report.title, ""]
-    out += [f"Run `{report.run_id}`, started {report.started}, finished {report.finished}.", ""]
-    out += ["| receiver \\ sender | " + " | ".join(f"`{_md(s)}`" for s in cols) + " |"]
-    out += ["|---" * (len(cols) + 1) + "|"]
-    for r in rows:
-        cells = [_md(cell_text(report.cell(r, s))) for s in cols]
-        out.append(f"| `{_md(r)}` | " + " | ".join(cells) + " |")
-    out.append("")
-    passed, total = report.study_reproduced
-    if total:
-        out += [f"Study cells reproduced: {passed}/{total}", ""]
-    count = totals(report)
-    out += [
-        f"Totals: {count[Verdict.PASS]} pass, {count[Verdict.FAIL]} fail, "
-        f"{count[Verdict.ERROR]} error ({len(report.results)} cells).",
-        "",
-    ]
-    if models := _policy_models(report):
-        out += [
-            f"> Note: the sender columns {', '.join(f'`{m}`' for m in models)} {POLICY_NOTE}.",
-            "",
-        ]
-    out += ["## Senders", ""]
-    for s in report.senders:
-        what = "; ".join(x for x in (f"models {s.models}" if s.models else "", s.description) if x)
-        out.append(
-            f"- `{s.id}` (driver `{s.driver}`)" + (f": {' '.join(what.split())}" if what else "")
-        )
-    out += ["", "## Evidence per cell", ""]
-    for c in _ordered(report):
-        cipher = f" ({c.tls.cipher})" if c.tls else ""
-        out += [f"### `{c.id}` {MARKS[c.verdict]} {c.verdict.value}", ""]
-        out += [f"Outcome: {outcome_label(c)}{cipher}; expected: {expected_label(c)}.", ""]
-        if c.received is None:
-            out += ["Received header: no message arrived.", ""]
-        else:
-            fence = "`" * max(3, 1 + max((len(m) for m in re.findall("`+", c.received)), default=0))
-            out += ["Received header:", "", f"{fence}text", c.received, fence, ""]
-        if c.sessions:
-            out += [f"Receiver sessions: {_sessions_line(c)}", ""]
-        if c.sender_report:
-            out += [f"Sender report: {' '.join(c.sender_report.split())}", ""]
-        out += [f"Detail: {c.detail or '(none)'}", ""]
-    return "\n".join(out)
-
-
-CSS = """
-body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:72rem;padding:0 1rem;
-color:#1b1f24}h1{margin:.2rem 0}.meta{color:#57606a}code,pre{font:13px ui-monospace,monospace}
-.score{display:flex;gap:2rem;align-items:baseline;margin:1rem 0}.big{font-size:1.6rem;
-font-weight:700}.note{background:#fff8c5;border-left:4px solid #d4a72c;padding:.5rem .8rem}
-table.matrix{border-collapse:separate;border-spacing:4px;width:100%}.matrix th{text-align:left;
-vertical-align:bottom;padding:.3rem}.matrix tbody th{vertical-align:middle}
-.matrix th small{font-weight:400;color:#57606a}
-.matrix td{vertical-align:top;padding:.45rem;border-radius:6px;color:#fff;min-width:9rem}
-.tls{background:#1a7f37}.weak{background:#bf8700}.plain{background:#cf222e}.held{background:#54708f}
-.error{background:#24292f}.unseen{background:#8c959f}.missing{background:#eaeef2;color:#57606a}
-td.fail{outline:4px dashed #8250df;outline-offset:-4px;box-shadow:0 0 0 2px #fff inset}
-td.verdict-error{outline:3px dotted #ff8c00;outline-offset:-3px}.what{font-weight:700}
-.cipher,.tag{font-size:12px;opacity:.9}.expected{display:block;font-weight:700}.badge{float:right;
-font-size:12px;background:rgba(255,255,255,.22);border-radius:4px;padding:0 .3rem}
-details{margin-top:.3rem}summary{cursor:pointer;font-size:12px}details pre{white-space:pre-wrap;
-word-break:break-all;background:#fff;color:#1b1f24;padding:.4rem;border-radius:4px;max-width:28rem}
-details p{font-size:12px;margin:.3rem 0}.legend{display:flex;flex-wrap:wrap;gap:.6rem 1.4rem;
-margin:1rem 0;font-size:13px}.sw{display:inline-block;width:1.1rem;height:1.1rem;border-radius:3px;
-vertical-align:middle;margin-right:.35rem}.sw.fail{background:#fff;outline:3px dashed #8250df;
-outline-offset:-3px}dt{font-weight:700}dd{margin:0 0 .6rem 1rem}
-"""
-
-LEGEND = (
-    ("tls", "delivered over TLS 1.2 or newer"),
-    ("weak", "delivered over TLS 1.0 / 1.1"),
-    ("plain", "delivered in plaintext"),
-    ("held", "not delivered: refused, deferred or fallback"),
-    ("unseen", "not observed: neither the message nor a bounce arrived in time"),
-    ("error", "lab error (not the sender's fault)"),
-    ("fail", "verdict fail: observed differs from expected"),
-)
-
-
-def _e(text: object) -> str:
-    """Return text escaped for HTML element content and attribute values."""
-    return html.escape(str(text), quote=True)
-
-
-def _html_cell(cell: CellResult | None) -> str:
-    """Return one matrix `<td>`: colour by outcome, outline by verdict, evidence in `<details>`."""
-    if cell is None:
-        return '<td class="missing">not run</td>'
-    classes = [tone(cell)] + (["fail"] if cell.verdict is Verdict.FAIL else [])
-    classes += ["verdict-error"] if cell.verdict is Verdict.ERROR else []
-    what, _, how = outcome_label(cell).partition(" ")
-    parts = [f'<span class="badge">{HTML_MARKS[cell.verdict]} {_e(cell.verdict.value)}</span>']
-    parts.append(f'<span class="what">{_e(what)}</span> {_e(how)}')
-    if cell.tls:
-        parts.append(f'<br><span class="cipher">{_e(cell.tls.cipher)}</span>')
-    if cell.verdict is Verdict.FAIL:
-        parts.append(f'<span class="expected">expected {_e(expected_label(cell))}</span>')
-    if cell.study:
-        parts.append('<br><span class="tag">★ study cell</span>')
-    evidence = f"<pre>{_e(cell.received)}</pre>" if cell.received else "<p>no message arrived</p>"
-    summary = "Received header" if cell.received else "evidence"
-    extra = f"<p>sessions: {_e(_sessions_line(cell))}</p>" if cell.sessions else ""
-    parts.append(
-        f"<details><summary>{summary}</summary>{evidence}{extra}<p>{_e(cell.detail)}</p></details>"
-    )
-    return f'<td class="{" ".join(classes)}" title="{_e(cell.id)}">{"".join(parts)}</td>'
-
-
-def render_html(report: RunReport) -> str:
-    """Return report.html: one self-contained page (inline CSS, no scripts, no external assets)."""
-    rows, cols = axes(report)
-    info = {s.id: s for s in report.senders}
-    head = "".join(
-        f"<th>{_e(s)}<br><small>{_e(info[s].models or info[s].driver) if s in info else ''}"
-        "</small></th>"
-        for s in cols
-    )
-    body = "".join(
-        f"<tr><th>{_e(r)}</th>{''.join(_html_cell(report.cell(r, s)) for s in cols)}</tr>"
-        for r in rows
-    )
-    passed, total = report.study_reproduced
-    count = totals(report)
-    score = f'<div class="big">Study cells reproduced: {passed}/{total}</div>' if total else ""
-    score += (
-        f"<div>{HTML_MARKS[Verdict.PASS]} {count[Verdict.PASS]} pass · "
-        f"{HTML_MARKS[Verdict.FAIL]} {count[Verdict.FAIL]} fail · "
-        f"{HTML_MARKS[Verdict.ERROR]} {count[Verdict.ERROR]} error</div>"
-    )
-    models = _policy_models(report)
-    note = (
-        f'<p class="note">The sender columns {_e(", ".join(models))} '
-        f"{_e(POLICY_NOTE.replace('`', ''))}.</p>"
-        if models
-        else ""
-    )
-    legend = "".join(f'<span><span class="sw {k}"></span>{_e(v)}</span>' for k, v in LEGEND)
-    senders = "".join(
-        f"<dt>{_e(s.id)} <small>(driver {_e(s.driver)})</small></dt>"
-        f"<dd>{_e(s.description)}{' — models ' + _e(s.models) if s.models else ''}</dd>"
-        for s in report.senders
-    )
-    title = f"Sender TLS Lab: {report.suite} on {report.backend}"
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)} ({_e(report.run_id)})</title><style>{CSS}</style></head><body>"
-        f"<header><h1>{_e(title)}</h1>"
-        + (f"<p>{_e(report.title)}</p>" if report.title else "")
-        + f'<p class="meta">run {_e(report.run_id)} · started {_e(report.started)} · finished '
-        f"{_e(report.finished)}</p></header>"
-        f'<section class="score">{score}</section>{note}'
-        f'<table class="matrix"><thead><tr><th>receiver \\ sender</th>{head}</tr></thead>'
-        f"<tbody>{body}</tbody></table>"
-        f'<section class="legend">{legend}</section>'
-        f"<h2>Senders</h2><dl>{senders}</dl>"
-        '<p class="meta">Evidence: open a cell\'s “Received header” for the header exactly as the '
-        "receiver stored it.</p></body></html>\n"
-    )
-
-
 def _atomic_write(path: Path, text: str) -> None:
     """Write text to path through a temp file in the same folder and os.replace."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -372,15 +124,28 @@ def _json(data: dict[str, Any]) -> str:
 
 
 def render_all(report: RunReport, run_dir: Path) -> list[Path]:
-    """(Re)write results.json, summary.md, report.html, tlsrpt.json; ReportError if unwritable."""
+    """(Re)write results.json, summary.md, report.html, tlsrpt.json, tlsrpt/<sender>.json.
+
+    Raise ReportError naming the folder when it cannot be written (full, read-only, a file).
+    """
+    report = link_evidence(assess(report), run_dir)
+    tlsrpt = build_tlsrpt(report)
+    for sender in tlsrpt:
+        if not re.fullmatch(ID_PATTERN, sender) or len(sender) > ID_MAX_LENGTH:
+            raise ReportError(
+                run_dir / RESULTS, "results[].sender", f"{sender[:60]!r} is not a sender id; "
+                "restore the file from the run that wrote it",
+            )  # fmt: skip
     files = {
         RESULTS: _json(results_document(report)),
         SUMMARY: render_summary(report),
         HTML: render_html(report),
-        TLSRPT: _json(build_tlsrpt(report)),
+        TLSRPT: _json(tlsrpt_index(tlsrpt, report.complete)),
     }
+    files |= {f"{TLSRPT_FOLDER}/{sender}.json": _json(doc) for sender, doc in tlsrpt.items()}
     with unwritable_as_report_error(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / TLSRPT_FOLDER).mkdir(exist_ok=True)
         for name, text in files.items():
             _atomic_write(run_dir / name, text)
     return [run_dir / name for name in files]
@@ -415,8 +180,11 @@ def _point_latest(reports_dir: Path, run_dir: Path) -> None:
         ) from None
 
 
-def write_report(report: RunReport, reports_dir: Path) -> Path:
-    """Write `reports_dir/<run_id>/` (the four files), point `latest` at it; return the folder."""
+def write_report(report: RunReport, reports_dir: Path, *, move_latest: bool | None = None) -> Path:
+    """Write `reports_dir/<run_id>/` (the four files), point `latest` at it; return the folder.
+
+    An interrupted run (`stopped_by` set) leaves `latest` where it was unless `move_latest`.
+    """
     run_id = report.run_id
     if run_id in ("", ".", "..", LATEST) or any(c in run_id for c in "/\\\0"):
         raise ReportError(
@@ -424,6 +192,19 @@ def write_report(report: RunReport, reports_dir: Path) -> Path:
         )
     run_dir = reports_dir / run_id
     render_all(report, run_dir)
-    with unwritable_as_report_error(reports_dir):
-        _point_latest(reports_dir, run_dir)
+    if move_latest or (move_latest is None and not report.stopped_by):
+        with unwritable_as_report_error(reports_dir):
+            _point_latest(reports_dir, run_dir)
     return run_dir
+
+
+__all__ = [
+    "ReportError",
+    "expected_label",
+    "load_results",
+    "outcome_label",
+    "render_all",
+    "render_html",
+    "render_summary",
+    "write_report",
+]

@@ -14,6 +14,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from harness import headline, provenance
 from harness.arrivals import find_arrivals
 from harness.attempts import session_trail
 from harness.classify import Classified, classify, judge
@@ -21,8 +22,10 @@ from harness.downgrade import DOWNGRADE_NOTE, find_downgrade
 from harness.expectations import failure_note
 from harness.model import (
     CellExpectation,
+    CellRef,
     CellResult,
     Outcome,
+    ReceiverInfo,
     RunReport,
     SenderInfo,
     SessionSummary,
@@ -40,7 +43,7 @@ from lab.evidence_store import read_faults
 from lab.pki import ensure_certs
 from lab.proxy_record import ProxyRecord
 from lab.session_facts import EndedBy, SessionFacts, read_session_facts
-from lab.spec import TlsVersion
+from lab.spec import ReceiverSpec, TlsVersion
 
 SESSION_WAIT = 5.0
 POLL_INTERVAL = 0.005
@@ -210,6 +213,7 @@ class LabRun:
             received=seen.received,
             detail=detail,
             study=expected.study,
+            note=expected.note,
             message_id=message.message_id,
             sender_report=f"{report.action.value}: {report.reason}",
             sessions=tuple(summarise(r) for r in sessions),
@@ -245,26 +249,53 @@ class LabRun:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def report(self) -> RunReport:
-        """Return the RunReport of the cells run so far, in suite order."""
+    def report(self, stopped_by: str = "") -> RunReport:
+        """Return the RunReport of the cells run so far, in suite order, with those not run."""
         suite = self.loaded.suite
         order = {cell: i for i, cell in enumerate(suite.cell_ids)}
         results = sorted(self.results, key=lambda r: order.get((r.receiver, r.sender), 0))
-        return RunReport(
+        ran = {(r.receiver, r.sender) for r in results}
+        finished = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        backend = self.lab.backend
+        not_run = tuple(
+            CellRef(receiver=r, sender=s, study=self.loaded.expectation(r, s).study)
+            for r, s in suite.cell_ids
+            if (r, s) not in ran
+        )
+        report = RunReport(
             suite=suite.id,
             title=suite.title,
-            backend=self.lab.backend,
+            backend=backend,
             run_id=self.run_id,
             started=self.started,
-            finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            receivers=tuple(r for r in suite.receivers if any(c.receiver == r for c in results)),
+            finished=finished,
+            receivers=suite.receivers,
             senders=tuple(
                 SenderInfo(id=p.id, driver=p.driver, description=p.description, models=p.models)
                 for p in self.loaded.senders.values()
-                if any(c.sender == p.id for c in results)
             ),
+            receiver_info=tuple(receiver_info(spec) for spec in self.loaded.receivers.values()),
             results=tuple(results),
+            complete=not not_run and not stopped_by,
+            stopped_by=stopped_by,
+            not_run=not_run,
+            provenance=provenance.collect(self.loaded.path, backend, self.started, finished),
         )
+        return report.model_copy(update={"headline": headline.evaluate(suite.headline, report)})
+
+
+def receiver_info(spec: ReceiverSpec) -> ReceiverInfo:
+    """Return the facts a report shows about a receiver: certificate, TLS range, STARTTLS."""
+    return ReceiverInfo(
+        id=spec.id,
+        description=spec.description,
+        certificate=spec.certificate,
+        tls_min=spec.tls_min,
+        tls_max=spec.tls_max,
+        starttls=spec.starttls,
+        domain=spec.domain,
+        proxy=spec.proxy.vector.value if spec.proxy is not None else None,
+    )
 
 
 def _tls_expectation(expected: CellExpectation) -> str | None:

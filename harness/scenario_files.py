@@ -145,9 +145,10 @@ def parse_yaml(path: Path, text: str) -> Any:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(document)"
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ScenarioError(
-            path, where, f"invalid YAML: {_without_input(problem)}", "fix the YAML syntax"
-        ) from None
+        fix = "fix the YAML syntax"
+        if "chomping or indentation" in problem or "block scalar" in problem:
+            fix = "quote the value, e.g. tls: '>=TLSv1.2' (an unquoted > or | starts a YAML block)"
+        raise ScenarioError(path, where, f"invalid YAML: {_without_input(problem)}", fix) from None
     finally:
         if loader is not None:
             loader.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import errno
 import os
 import re
@@ -46,7 +47,9 @@ def _validate(path: Path, adapter: TypeAdapter[Any], data: dict[str, Any]) -> An
     try:
         return adapter.validate_python(data)
     except ValidationError as error:
-        first = error.errors()[0]
+        first = _first_error(error.errors())
+        if first["type"] == "extra_forbidden":
+            raise _unknown_field(path, first, error.errors()) from None
         loc = [f"[{p}]" if isinstance(p, int) else str(p) for p in first["loc"]]
         message, fix = str(first["msg"]), _fix_for(first["type"])
         if not loc and first["type"] == "value_error":
@@ -56,6 +59,25 @@ def _validate(path: Path, adapter: TypeAdapter[Any], data: dict[str, Any]) -> An
             loc = [word for word in message.split() if word in data][:1]
         field = ".".join(loc).replace(".[", "[") or "(document)"
         raise ScenarioError(path, field, message, fix) from None
+
+
+def _first_error(errors: list[Any]) -> Any:
+    """Return the error to show: an unknown field before the `missing` error its typo causes."""
+    extra = [e for e in errors if e["type"] == "extra_forbidden"]
+    return extra[0] if extra else errors[0]
+
+
+def _unknown_field(path: Path, error: Any, errors: list[Any]) -> ScenarioError:
+    """Return the error for an unknown field, naming the field it is probably a typo of."""
+    loc = [f"[{p}]" if isinstance(p, int) else str(p) for p in error["loc"]]
+    field = ".".join(loc).replace(".[", "[") or "(document)"
+    parent = error["loc"][:-1]
+    missing = [
+        str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"][:-1] == parent
+    ]
+    close = difflib.get_close_matches(str(error["loc"][-1]), missing, n=1)
+    fix = f"did you mean `{close[0]}`? rename it" if close else _fix_for("extra_forbidden")
+    return ScenarioError(path, field, f"unknown field {str(error['loc'][-1])!r}", fix)
 
 
 def _fix_for(error_type: str) -> str:
@@ -126,6 +148,16 @@ def resolve_suite_path(name: str, root: Path) -> Path:
             f"give an id matching {ID_PATTERN} (at most {ID_MAX_LENGTH} characters) or a path",
         )  # fmt: skip
     path = root / "suites" / f"{name}.yaml"
+    if not root.is_dir():
+        raise ScenarioError(
+            root, "--scenarios", "the scenarios folder does not exist",
+            "pass a folder holding receivers/, senders/ and suites/ (or leave --scenarios out)",
+        )  # fmt: skip
+    if not any((root / "suites").glob("*.yaml")):
+        raise ScenarioError(
+            root / "suites", "--scenarios", "the scenarios folder has no suites",
+            "add suites/<id>.yaml to it, or pass the folder that has them",
+        )  # fmt: skip
     if not os.path.lexists(path):  # a broken link is not unknown: reading it says what is wrong
         known = sorted(escaped(p.stem) for p in (root / "suites").glob("*.yaml"))
         raise ScenarioError(path, "suite", f"unknown suite '{name}'", f"use one of {known}")

@@ -1,56 +1,73 @@
-"""A run as SMTP TLS Reporting data (RFC 8460, `application/tlsrpt+json`): one report per sender."""
+"""A run as SMTP TLS Reporting (RFC 8460) reports: one report per sender, one policy per receiver.
+
+Counting follows the RFC: a session is successful when the sender established TLS and failed
+when TLS negotiation failed or was not possible. A delivery the lab judges unsafe (TLS 1.0, a
+self-signed certificate the sender did not check) is a successful session here; its risk is in
+the lab's own report. The result type of a failure comes from the receiver's facts.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from harness.model import CellResult, Outcome, RunReport, SessionSummary
-from lab.spec import LAB_ZONE, TlsVersion
+from harness.model import CellResult, Outcome, ReceiverInfo, RunReport, SessionSummary
+from lab.spec import LAB_ZONE, CertState, TlsVersion
 
 MEDIA_TYPE = "application/tlsrpt+json"
-DEFAULT_CONTACT = "tlsrpt@lab.test"
-UNKNOWN_RESULT_TYPE = "validation-failure"
-
-# Receiver state -> RFC 8460 result-type; None marks a sound state (TLS >= 1.2, valid certificate)
-# where a delivery over TLS >= 1.2 is a successful session. Add new receiver states here.
-RESULT_TYPES: dict[str, str | None] = {
-    "tls12": None,
-    "tls13": None,
-    "no-starttls": "starttls-not-supported",
-    "self-signed": "certificate-not-trusted",
-    "untrusted-ca": "certificate-not-trusted",
-    "expired": "certificate-expired",
-    "mismatched": "certificate-host-mismatch",
-    "tls10": "validation-failure",
-    "tls11": "validation-failure",
+DEFAULT_CONTACT = "mailto:tlsrpt@lab.test"
+FOLDER = "tlsrpt"
+STARTTLS_NOT_SUPPORTED = "starttls-not-supported"
+VALIDATION_FAILURE = "validation-failure"
+CERTIFICATE_RESULT_TYPES = {  # RFC 8460 section 4.3.1 negotiation failures
+    CertState.SELF_SIGNED: "certificate-not-trusted",
+    CertState.UNTRUSTED_CA: "certificate-not-trusted",
+    CertState.EXPIRED: "certificate-expired",
+    CertState.MISMATCHED: "certificate-host-mismatch",
+}
+RESULT_TYPES = frozenset(
+    {
+        STARTTLS_NOT_SUPPORTED, "certificate-host-mismatch", "certificate-expired",
+        "certificate-not-trusted", VALIDATION_FAILURE, "tlsa-invalid", "dnssec-invalid",
+        "dane-required", "sts-policy-fetch-error", "sts-policy-invalid", "sts-webpki-invalid",
+    }
+)  # fmt: skip
+_IP_IN_TEXT = re.compile(r"[0-9a-fA-F:.]*[0-9a-fA-F][0-9a-fA-F:.]*")
+_ALERT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# OpenSSL reasons a receiver logs when it, not the peer, ends the handshake -> the alert it sends
+ALERT_FOR_REASON = {
+    "unsupported_protocol": "protocol_version",
+    "wrong_version_number": "protocol_version",
+    "no_shared_cipher": "handshake_failure",
 }
 
-_IP_IN_TEXT = re.compile(r"[0-9a-fA-F:.]*[0-9a-fA-F][0-9a-fA-F:.]*")
+
+def handshake_failure_type(info: ReceiverInfo | None) -> str:
+    """Return the result-type of a failed TLS handshake, from the receiver's TLS range and cert."""
+    if info is None or info.tls_max.rank < TlsVersion.TLS12.rank:
+        return VALIDATION_FAILURE
+    return CERTIFICATE_RESULT_TYPES.get(info.certificate, VALIDATION_FAILURE)
 
 
-def result_type(receiver: str) -> str:
-    """Return the RFC 8460 result-type a failed session with this receiver state is reported as."""
-    return RESULT_TYPES.get(receiver) or UNKNOWN_RESULT_TYPE
+def session_result(session: SessionSummary, info: ReceiverInfo | None) -> str | None:
+    """Return None for a successful session, else its RFC 8460 result-type."""
+    if session.handshake == "ok":
+        return None
+    if session.handshake == "failed":
+        return handshake_failure_type(info)
+    return STARTTLS_NOT_SUPPORTED  # no TLS was negotiated: not offered, refused or stripped
 
 
-def is_weak(receiver: str) -> bool:
-    """Return True when every session with this receiver state is a failure, delivered or not."""
-    return receiver in RESULT_TYPES and RESULT_TYPES[receiver] is not None
-
-
-def session_count(cell: CellResult) -> int:
-    """Return the number of sessions a cell stands for: its recorded sessions, at least one."""
-    return len(cell.sessions) or 1
-
-
-def cell_succeeded(cell: CellResult) -> bool:
-    """Return True when the cell delivered over TLS >= 1.2 to a receiver with a sound state."""
-    if is_weak(cell.receiver) or cell.outcome is not Outcome.DELIVERED or cell.tls is None:
-        return False
-    return cell.tls.version.rank >= TlsVersion.TLS12.rank
+def _cell_result(cell: CellResult, info: ReceiverInfo | None) -> str | None:
+    """Return the result of a cell without session records, counted as one session."""
+    if cell.outcome is Outcome.DELIVERED and cell.tls is not None:
+        return None
+    if cell.outcome is Outcome.DELIVERED or (info is not None and not info.starttls):
+        return STARTTLS_NOT_SUPPORTED
+    return handshake_failure_type(info)
 
 
 def peer_ip(peer: str) -> str | None:
@@ -76,76 +93,113 @@ def rfc3339(stamp: str) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _reason(cell: CellResult) -> str:
-    """Return a failure-reason-code: the receiver's TLS alert, else the state and what happened."""
-    alerts = [s.alert for s in cell.sessions if s.alert]
-    if alerts:
-        return alerts[0]
-    if cell.outcome is Outcome.DELIVERED:
-        how = cell.tls.version.value if cell.tls is not None else "plaintext"
-        return f"{cell.receiver}: delivered {how}"
-    return f"{cell.receiver}: {cell.outcome.value}"
+def alert_name(session: SessionSummary | None) -> str | None:
+    """Return the TLS alert name of a session (`unknown_ca`, `protocol_version`), or None."""
+    alert = session.alert if session else None
+    if not alert or not _ALERT_NAME.match(alert):
+        return None
+    return ALERT_FOR_REASON.get(alert, alert)
 
 
-def _first_peer_ip(sessions: tuple[SessionSummary, ...]) -> str | None:
-    """Return the sending MTA's IP from the first session that names one."""
-    for session in sessions:
-        ip = peer_ip(session.peer)
-        if ip is not None:
-            return ip
-    return None
+def policy_domain(receiver: str, info: ReceiverInfo | None) -> str:
+    """Return the receiving domain of a receiver row."""
+    return info.domain if info is not None and info.domain else f"{receiver}.{LAB_ZONE}"
 
 
-def _policy(cell: CellResult) -> dict[str, Any]:
-    """Return the `policies[]` item for one cell: its receiver domain, summary and failures."""
-    domain = f"{cell.receiver}.{LAB_ZONE}"
+def cell_policy(cell: CellResult, info: ReceiverInfo | None) -> dict[str, Any]:
+    """Return the `policies[]` item for one cell: the receiver's domain, summary and failures."""
+    domain = policy_domain(cell.receiver, info)
     mx_host = f"mx.{domain}"
-    unseen = cell.outcome is Outcome.NOT_OBSERVED and not cell.sessions  # says nothing either
-    count = 0 if cell.outcome is Outcome.ERROR or unseen else session_count(cell)
-    succeeded = cell_succeeded(cell)
-    failures: list[dict[str, Any]] = []
-    if count and not succeeded:
-        detail: dict[str, Any] = {"result-type": result_type(cell.receiver)}
-        ip = _first_peer_ip(cell.sessions)
+    # a lab error, or an outside sender nothing was seen of, says nothing about any session
+    silent = cell.outcome is Outcome.ERROR or (
+        cell.outcome is Outcome.NOT_OBSERVED and not cell.sessions
+    )
+    results: list[tuple[str | None, SessionSummary | None]] = []
+    if not silent:
+        if cell.sessions:
+            results = [(session_result(s, info), s) for s in cell.sessions]
+        else:
+            results = [(_cell_result(cell, info), None)]
+    failed = Counter(
+        (kind, peer_ip(s.peer) if s else None, alert_name(s)) for kind, s in results if kind
+    )
+    failures = []
+    for (kind, ip, alert), count in failed.items():
+        detail: dict[str, Any] = {"result-type": kind}
         if ip is not None:
             detail["sending-mta-ip"] = ip
         detail["receiving-mx-hostname"] = mx_host
         detail["failed-session-count"] = count
-        detail["failure-reason-code"] = _reason(cell)
+        if alert is not None:
+            detail["failure-reason-code"] = alert
         failures.append(detail)
+    kind = info.policy if info is not None else "no-policy-found"
     return {
-        "policy": {"policy-type": "no-policy-found", "policy-domain": domain, "mx-host": [mx_host]},
+        "policy": {"policy-type": kind, "policy-domain": domain, "mx-host": [mx_host]},
         "summary": {
-            "total-successful-session-count": count if succeeded else 0,
-            "total-failure-session-count": 0 if succeeded else count,
+            "total-successful-session-count": sum(kind is None for kind, _ in results),
+            "total-failure-session-count": sum(failed.values()),
         },
         "failure-details": failures,
     }
 
 
-def build_tlsrpt(
-    report: RunReport, *, organization: str = "Sender TLS Lab", contact: str = DEFAULT_CONTACT
+def report_senders(report: RunReport) -> list[str]:
+    """Return the senders that have at least one cell in the run, columns first."""
+    ran = {r.sender for r in report.results}
+    ids = [s.id for s in report.senders if s.id in ran]
+    return ids + sorted(ran - set(ids))
+
+
+def sender_report(
+    report: RunReport,
+    sender: str,
+    *,
+    organization: str = "Sender TLS Lab",
+    contact: str = DEFAULT_CONTACT,
 ) -> dict[str, Any]:
-    """Return `{"reports": [...]}`: one RFC 8460 report per sender, one policy per receiver."""
-    # A cell whose outcome is `error` (the lab broke) counts as zero sessions: it says nothing
-    # about the sender, so it is neither a success nor a failure.
+    """Return the RFC 8460 report of one sender: one policy per receiver it sent to."""
     rows = {receiver: index for index, receiver in enumerate(report.receivers)}
-    sender_ids = [s.id for s in report.senders]
-    sender_ids += sorted({r.sender for r in report.results} - set(sender_ids))
-    reports = []
-    for sender in sender_ids:
-        cells = [r for r in report.results if r.sender == sender]
-        cells.sort(key=lambda cell: rows.get(cell.receiver, len(rows)))
-        reports.append(
+    cells = sorted(
+        (r for r in report.results if r.sender == sender),
+        key=lambda cell: rows.get(cell.receiver, len(rows)),
+    )
+    return {
+        "organization-name": organization,
+        "date-range": {
+            "start-datetime": rfc3339(report.started),
+            "end-datetime": rfc3339(report.finished),
+        },
+        "contact-info": contact,
+        "report-id": f"{report.run_id}.{sender}",
+        "policies": [cell_policy(cell, report.receiver(cell.receiver)) for cell in cells],
+    }
+
+
+def build_tlsrpt(report: RunReport, **options: str) -> dict[str, dict[str, Any]]:
+    """Return {sender: its RFC 8460 report} for every sender with a cell in the run."""
+    return {s: sender_report(report, s, **options) for s in report_senders(report)}
+
+
+def tlsrpt_index(reports: dict[str, dict[str, Any]], complete: bool = True) -> dict[str, Any]:
+    """Return tlsrpt.json: media type, whether the run was complete, and each sender's file."""
+    entries = []
+    for sender, document in reports.items():
+        summaries = [p["summary"] for p in document["policies"]]
+        entries.append(
             {
-                "organization-name": organization,
-                "date-range": {
-                    "start-datetime": rfc3339(report.started),
-                    "end-datetime": rfc3339(report.finished),
-                },
-                "contact-info": contact,
-                "report-id": f"{report.run_id}.{sender}",
-                "policies": [_policy(cell) for cell in cells],
+                "sender": sender,
+                "file": f"{FOLDER}/{sender}.json",
+                "report-id": document["report-id"],
+                "total-successful-session-count": sum(
+                    s["total-successful-session-count"] for s in summaries
+                ),
+                "total-failure-session-count": sum(
+                    s["total-failure-session-count"] for s in summaries
+                ),
             }
         )
-    return {"reports": reports}
+    return {"media-type": MEDIA_TYPE, "complete": complete, "reports": entries}
+
+
+__all__ = ["build_tlsrpt", "cell_policy", "sender_report", "tlsrpt_index"]

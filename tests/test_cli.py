@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from harness.scenarios import DEFAULT_ROOT
@@ -229,6 +231,54 @@ def test_shipped_suite_reproduces_the_study(shipped_run: tuple[Ran, Path]) -> No
     assert cells["no-starttls", "ses-default"]["received"] is not None
     assert cells["no-starttls", "ses-require-tls"]["outcome"] == "refused"
     assert cells["no-starttls", "ses-require-tls"]["received"] is None
+    found = {h["id"]: (h["count"], h["claim"]) for h in data["headline"]}
+    assert found == {
+        "controlled-tests": (14, 14),
+        "invalid-certificates-delivered": (4, 4),
+        "legacy-tls-with-require-tls": (2, 2),
+        "failure-modes-with-require-tls": (3, 3),
+    }
+    for row in data["results"]:
+        for link in row["evidence"]:
+            assert (latest / link["path"]).is_file(), link
+    kinds = {
+        r["sender"]: {e["kind"] for e in r["evidence"]}
+        for r in data["results"]
+        if r["receiver"] == "self-signed"
+    }
+    assert kinds == {
+        "ses-default": {"message", "sessions"},
+        "ses-require-tls": {"message", "sessions"},
+        "paubox": {"sessions", "portal"},
+    }
+    made = data["provenance"]
+    assert made["suite_sha256"] == hashlib.sha256(SHIPPED_SUITE.encode()).hexdigest()
+    assert made["suite_file"].endswith("scenarios/suites/ses-2025.yaml")
+    assert made["backend"] == "local"
+    assert made["started"] == data["started"]
+    assert made["finished"] == data["finished"]
+
+
+def test_shipped_run_writes_rfc8460_files_the_schema_accepts(
+    shipped_run: tuple[Ran, Path],
+) -> None:
+    _, reports = shipped_run
+    latest = reports / "latest"
+    schema = json.loads((PROJECT / "harness" / "tlsrpt.schema.json").read_text())
+    check = jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    index = json.loads((latest / "tlsrpt.json").read_text())
+    assert [e["sender"] for e in index["reports"]] == ["ses-default", "ses-require-tls", "paubox"]
+    for entry in index["reports"]:
+        document = json.loads((latest / entry["file"]).read_text())
+        assert [e.message for e in check.iter_errors(document)] == [], entry["file"]
+    paubox = json.loads((latest / "tlsrpt" / "paubox.json").read_text())
+    by_domain = {p["policy"]["policy-domain"]: p for p in paubox["policies"]}
+    (expired,) = by_domain["expired.lab.test"]["failure-details"]
+    assert expired["result-type"] == "certificate-expired"
+    (legacy,) = by_domain["tls10.lab.test"]["failure-details"]
+    assert legacy["failure-reason-code"] == "protocol_version"
 
 
 def test_report_re_renders_a_run(shipped_run: tuple[Ran, Path]) -> None:

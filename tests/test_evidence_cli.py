@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from cli_helpers import assert_usage_error, tlslab
 
-from harness.commands import MAX_MESSAGE_FILE_BYTES, by_host, facts_text
-from harness.evidence import parse_received
+from harness.commands import MAX_MESSAGE_FILE_BYTES
+from harness.evidence import by_host, parse_received
+from harness.labels import facts_text
 
 # A message as the recipient's Gmail mailbox shows it: newest hop first. Hop 4 is the sending
 # application handing the message to its local Postfix in plaintext, hop 3 that Postfix relaying

@@ -26,13 +26,13 @@ from aiosmtpd.controller import Controller
 from harness.arrivals import find_arrivals, is_bounce_mailbox
 from harness.classify import Arrival, Bounce, Watched, classify, judge
 from harness.dsn import DsnAction
-from harness.model import CellExpectation, CellResult, Outcome, TlsFacts, Verdict
+from harness.labels import risk_of
+from harness.model import CellExpectation, CellResult, Outcome, Risk, TlsFacts, Verdict
 from harness.observe import FAILED_DSN_GRACE_SECONDS, describe_attempts, dsn_summary
-from harness.report import tone
 from harness.runner import LabRun, open_run
 from harness.scenarios import DEFAULT_ROOT, load_suite
 from harness.senders.base import SendAction, SendReport, TestMessage
-from harness.tlsrpt import _policy
+from harness.tlsrpt import cell_policy
 from lab.backends.base import RunningLab
 from lab.backends.local import LocalBackend
 from lab.session_facts import SessionFacts
@@ -128,8 +128,8 @@ def test_reports_show_not_observed_as_its_own_colour_and_count_no_session() -> N
         receiver="tls12", sender="ses", outcome=Outcome.NOT_OBSERVED, expected=Outcome.REFUSED,
         verdict=Verdict.FAIL, detail="neither the message nor a bounce arrived within 2 s",
     )  # fmt: skip
-    assert tone(cell) == "unseen"
-    summary = _policy(cell)["summary"]
+    assert risk_of(cell, None) is Risk.NOT_OBSERVED
+    summary = cell_policy(cell, None)["summary"]
     assert summary == {"total-successful-session-count": 0, "total-failure-session-count": 0}
 
 

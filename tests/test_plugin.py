@@ -129,6 +129,13 @@ def test_running_a_row_passes_and_writes_a_report(pytester: pytest.Pytester, cer
     assert {c["verdict"] for c in cells.values()} == {"pass"}
     assert cells["tls10", "ses-default"]["tls"]["version"] == "TLSv1.0"
     assert cells["tls10", "paubox"]["outcome"] == "fallback"
+    assert data["complete"] is False, "a -k run is a subset of the suite"
+    assert len(data["not_run"]) == 24
+    assert ("tls10", "paubox") not in {(c["receiver"], c["sender"]) for c in data["not_run"]}
+    summary = (latest / "summary.md").read_text(encoding="utf-8")
+    assert "Incomplete run (a subset of the suite): 3 of 27 cells run" in summary
+    assert "2 of 14 study cells run, 2 reproduced" in summary
+    assert "Incomplete run (a subset" in (latest / "report.html").read_text(encoding="utf-8")
 
 
 def test_a_wrong_expectation_fails_with_expected_observed_and_evidence(

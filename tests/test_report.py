@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 from datetime import datetime
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.model import CellResult, Outcome, RunReport, SenderInfo, SessionSummary, TlsFacts
+from harness.html_report import CSS
+from harness.labels import RISK_SCALE, risk_of
+from harness.model import (
+    CellResult,
+    Outcome,
+    ReceiverInfo,
+    Risk,
+    RunReport,
+    SenderInfo,
+    SessionSummary,
+    TlsFacts,
+)
 from harness.model import Verdict as V
 from harness.report import (
     SCHEMA_ID,
@@ -21,8 +35,8 @@ from harness.report import (
     results_schema,
     write_report,
 )
-from harness.tlsrpt import build_tlsrpt, peer_ip, rfc3339
-from lab.spec import TlsVersion
+from harness.report_view import assess
+from lab.spec import CertState, TlsVersion
 
 D, R, F, E = Outcome.DELIVERED, Outcome.REFUSED, Outcome.FALLBACK, Outcome.ERROR
 EVIL = "from evil (<script>alert('x')</script>) by mx.tls10.lab.test with ESMTPS"
@@ -44,7 +58,30 @@ SENDERS = (
     ),
 )
 
-EXPECTED_TLSRPT = Path(__file__).parent / "expected" / "tlsrpt.json"
+
+def info(
+    receiver: str,
+    certificate: CertState = CertState.VALID,
+    low: TlsVersion = TlsVersion.TLS12,
+    high: TlsVersion = TlsVersion.TLS13,
+    starttls: bool = True,
+) -> ReceiverInfo:
+    return ReceiverInfo(
+        id=receiver,
+        description=f"the {receiver} receiver",
+        certificate=certificate,
+        tls_min=low,
+        tls_max=high,
+        starttls=starttls,
+    )
+
+
+RECEIVER_INFO = (
+    info("tls13", low=TlsVersion.TLS13),
+    info("tls10", low=TlsVersion.TLS10, high=TlsVersion.TLS10),
+    info("no-starttls", starttls=False),
+    info("self-signed", CertState.SELF_SIGNED),
+)
 
 
 def session(peer: str = "127.0.0.1:40001", alert: str | None = None) -> SessionSummary:
@@ -101,6 +138,7 @@ def make_report(run_id: str = "20250101T000000Z", *, study: bool = True) -> RunR
         finished="2025-01-01T00:01:30+00:00",
         receivers=("tls13", "tls10", "no-starttls", "self-signed"),
         senders=SENDERS,
+        receiver_info=RECEIVER_INFO,
         results=results,
     )
 
@@ -117,9 +155,11 @@ def read_json(path: Path) -> Any:
 # results.json ---------------------------------------------------------------------------------
 
 
-def test_write_report_creates_the_four_files(run_dir: Path) -> None:
+def test_write_report_creates_the_four_files_and_one_tlsrpt_file_per_sender(run_dir: Path) -> None:
     names = sorted(p.name for p in run_dir.iterdir())
-    assert names == ["report.html", "results.json", "summary.md", "tlsrpt.json"]
+    assert names == ["report.html", "results.json", "summary.md", "tlsrpt", "tlsrpt.json"]
+    tlsrpt = sorted(p.name for p in (run_dir / "tlsrpt").iterdir())
+    assert tlsrpt == ["ses-default.json", "ses-require-tls.json"]
     assert not [p for p in run_dir.parent.iterdir() if p.name.startswith(".")], "temp files left"
 
 
@@ -160,6 +200,10 @@ def test_results_json_has_every_key_the_committed_schema_requires(run_dir: Path)
     assert {"suite", "backend", "started", "results"} <= set(schema["required"])
     contract = {"receiver", "sender", "outcome", "expected", "verdict", "tls", "received", "detail"}
     assert contract <= set(schema["$defs"]["CellResult"]["required"])
+    assert {"note", "risk"} <= set(schema["$defs"]["CellResult"]["required"])
+    assert "receiver_info" in schema["required"]
+    facts = {"id", "description", "certificate", "tls_min", "tls_max", "starttls", "policy"}
+    assert facts <= set(schema["$defs"]["ReceiverInfo"]["required"])
     data = read_json(run_dir / "results.json")
     assert set(schema["required"]) <= set(data)
     for row in data["results"]:
@@ -205,19 +249,26 @@ def test_summary_has_a_matrix_row_per_receiver(run_dir: Path) -> None:
     assert "local" in text
     assert "20250101T000000Z" in text
     assert "| receiver \\ sender | `ses-default` | `ses-require-tls` |" in text
+    ok, tls13 = "✅ as expected (expected delivered)", "🟩 TLSv1.3 to an authenticated receiver"
+    legacy = "🟨 legacy TLSv1.0, retired in 2021 (RFC 8996)"
     rows = {
-        "tls13": "| `tls13` | ✅ delivered TLSv1.3 | ✅ delivered TLSv1.3 |",
-        "tls10": "| `tls10` | ✅ delivered TLSv1.0 | ✅ delivered TLSv1.0 |",
+        "tls13": f"| `tls13` | {tls13} · {ok} ★ | {tls13} · {ok} ★ |",
+        "tls10": f"| `tls10` | {legacy} · {ok} ★ | {legacy} · {ok} ★ |",
         "no-starttls": (
-            "| `no-starttls` | ✅ delivered plaintext | ❌ delivered plaintext (expected refused) |"
+            "| `no-starttls` | 🟥 plaintext: the receiver offers no TLS · ✅ as expected "
+            "(expected delivered plaintext) ★ | 🟥 plaintext: the receiver offers no TLS · "
+            "❌ differs from expectation (expected refused) ★ |"
         ),
-        "self-signed": "| `self-signed` | ❌ refused (expected delivered) | ⚠️ error |",
+        "self-signed": (
+            "| `self-signed` | 🟦 not delivered (refused) · ❌ differs from expectation "
+            "(expected delivered) | ⬛ lab error · ⚠️ not judged (lab error) (expected delivered) |"
+        ),
     }
     lines = text.splitlines()
     for receiver, row in rows.items():
         assert row in lines, f"row of {receiver} missing or wrong"
     assert "Study cells reproduced: 5/6" in lines
-    assert "Totals: 5 pass, 2 fail, 1 error (8 cells)." in lines
+    assert "Totals: 5 as expected, 2 differ, 1 lab error (8 cells)." in lines
 
 
 def test_summary_notes_policy_models_and_lists_evidence(run_dir: Path) -> None:
@@ -225,18 +276,49 @@ def test_summary_notes_policy_models_and_lists_evidence(run_dir: Path) -> None:
     assert "policy models of the named services" in text
     assert "not the services themselves" in text
     assert "Amazon SES (default, TlsPolicy OPTIONAL)" in text
-    assert "### `tls10-ses-default`" in text
-    assert f"```text\n{EVIL}\n```" in text
+    assert "### `tls10-ses-default` 🟨 legacy TLS 1.0/1.1 · ✅" in text
+    assert f"```text\nReceived: {EVIL}\n```" in text, "the header with its field name, as stored"
     assert "no message arrived" in text
     assert "receiver did not start" in text
     assert "alert unknown_ca" in text
+
+
+def test_summary_lists_receivers_with_facts_and_one_sentence_per_row_and_column(
+    run_dir: Path,
+) -> None:
+    text = (run_dir / "summary.md").read_text(encoding="utf-8")
+    assert "## Receivers" in text
+    assert "- `tls10` (STARTTLS, TLSv1.0 only, certificate valid): the tls10 receiver" in text
+    assert (
+        "  tls10 is unsafe (offers at most TLSv1.0): 2 of 2 senders delivered "
+        "(legacy TLS 1.0/1.1: 2)."
+    ) in text
+    assert "  tls13 is safe: 2 of 2 senders delivered" in text
+    assert (
+        "  ses-require-tls delivered to 2 of 3 unsafe receivers (TLS ≥ 1.2, authenticated "
+        "receiver: 1, legacy TLS 1.0/1.1: 1, plaintext: 1, lab error: 1)."
+    ) in text
+
+
+def test_summary_says_sender_report_only_when_the_detail_does_not(tmp_path: Path) -> None:
+    report = make_report()
+    same = report.results[0].model_copy(
+        update={"sender_report": "refused: 550 no", "detail": "550 no"}
+    )
+    other = report.results[1].model_copy(
+        update={"sender_report": "delivered: 250 ok", "detail": "arrived over TLS"}
+    )
+    report = report.model_copy(update={"results": (same, other, *report.results[2:])})
+    text = (write_report(report, tmp_path) / "summary.md").read_text(encoding="utf-8")
+    assert "Sender report: refused: 550 no" not in text, "duplicates the detail"
+    assert "Sender report: delivered: 250 ok" in text
 
 
 def test_summary_without_study_cells_has_no_study_line(tmp_path: Path) -> None:
     run = write_report(make_report(study=False), tmp_path)
     text = (run / "summary.md").read_text(encoding="utf-8")
     assert "Study cells reproduced" not in text
-    assert "Totals: 5 pass, 2 fail, 1 error" in text
+    assert "Totals: 5 as expected, 2 differ, 1 lab error" in text
 
 
 def test_summary_fence_outgrows_backticks_in_a_header(tmp_path: Path) -> None:
@@ -245,7 +327,7 @@ def test_summary_fence_outgrows_backticks_in_a_header(tmp_path: Path) -> None:
     odd = report.results[0].model_copy(update={"received": header})
     report = report.model_copy(update={"results": (odd, *report.results[1:])})
     text = (write_report(report, tmp_path) / "summary.md").read_text(encoding="utf-8")
-    assert f"````text\n{header}\n````" in text
+    assert f"````text\nReceived: {header}\n````" in text
 
 
 # report.html ----------------------------------------------------------------------------------
@@ -254,30 +336,213 @@ def test_summary_fence_outgrows_backticks_in_a_header(tmp_path: Path) -> None:
 def test_html_is_self_contained(run_dir: Path) -> None:
     page = (run_dir / "report.html").read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")
-    for needle in ("http://", "https://", "src=", "<link", "@import", "url(", "<script"):
-        assert needle not in page, f"external reference or script: {needle}"
+    for needle in ("http://", "https://", "src=", "<link", "@import", "url("):
+        assert needle not in page, f"external reference: {needle}"
+    assert page.count("<script") == 1, "one inline script: the expand-all button"
+    assert "<script>document.getElementById('expand-all')" in page
     assert "<style>" in page
     assert page.count("<details>") == 8
 
 
+def test_cells_link_their_stored_message_sessions_and_portal_copy(tmp_path: Path) -> None:
+    report = make_report()
+    run = tmp_path / report.run_id
+    store = run / "evidence" / "tls10"
+    store.mkdir(parents=True)
+    (store / "A1.eml").write_text("Received: x\r\n\r\nbody")
+    (store / "sessions.jsonl").write_text("")
+    ids = {"tls10-ses-default": "<tls10-ses-default.1@sender.lab.test>"}
+    records = [
+        {"message_id": ids["tls10-ses-default"], "eml": "A1.eml"},
+        {"message_id": "<other@x>", "eml": "B2.eml"},
+        {"message_id": ids["tls10-ses-default"], "eml": "../../escape.eml"},
+    ]
+    (store / "messages.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    portal = run / "portal" / "ses-require-tls"
+    portal.mkdir(parents=True)
+    (portal / "tls10-ses-require-tls.2_sender.lab.test.eml").write_text("x")
+    cells = list(report.results)
+    cells[2] = cells[2].model_copy(
+        update={"message_id": ids["tls10-ses-default"], "sessions": (session(),)}
+    )
+    cells[3] = cells[3].model_copy(
+        update={"message_id": "<tls10-ses-require-tls.2@sender.lab.test>"}
+    )
+    run = write_report(report.model_copy(update={"results": tuple(cells)}), tmp_path)
+    rows = {f"{r['receiver']}-{r['sender']}": r for r in read_json(run / "results.json")["results"]}
+    assert rows["tls10-ses-default"]["evidence"] == [
+        {"kind": "message", "path": "evidence/tls10/A1.eml"},
+        {"kind": "sessions", "path": "evidence/tls10/sessions.jsonl"},
+    ], "only a stored copy of this message, never a path out of the folder"
+    assert rows["tls10-ses-require-tls"]["evidence"] == [
+        {
+            "kind": "portal",
+            "path": "portal/ses-require-tls/tls10-ses-require-tls.2_sender.lab.test.eml",
+        }
+    ]
+    assert rows["tls13-ses-default"]["evidence"] == [], "no message id: nothing to link"
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert '<a href="evidence/tls10/A1.eml">stored message (.eml)</a>' in page
+    assert '<a href="evidence/tls10/sessions.jsonl">session records</a>' in page
+    text = (run / "summary.md").read_text(encoding="utf-8")
+    assert (
+        "Evidence files: [message](<evidence/tls10/A1.eml>), "
+        "[sessions](<evidence/tls10/sessions.jsonl>)"
+    ) in text
+
+
 def test_html_escapes_received_headers(run_dir: Path) -> None:
     page = (run_dir / "report.html").read_text(encoding="utf-8")
-    assert "<script>" not in page
+    assert "<script>alert" not in page
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
 
 
-def test_html_colours_cells_and_marks_failures(run_dir: Path) -> None:
+class Cells(HTMLParser):
+    """Collect every matrix cell's attributes and its visible text, keyed by `data-cell`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: dict[str, dict[str, str]] = {}
+        self.text: dict[str, str] = {}
+        self._open: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {k: v or "" for k, v in attrs}
+        if tag == "td":
+            self._open = found.get("data-cell", "")
+            self.cells[self._open] = found
+            self.text[self._open] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td":
+            self._open = None
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self.text[self._open] += data
+
+
+def html_cells(page: str) -> Cells:
+    parser = Cells()
+    parser.feed(page)
+    return parser
+
+
+def test_html_cells_carry_hooks_risk_and_match(run_dir: Path) -> None:
     page = (run_dir / "report.html").read_text(encoding="utf-8")
-    assert '<td class="tls" title="tls13-ses-default">' in page
-    assert '<td class="weak" title="tls10-ses-default">' in page
-    assert '<td class="plain" title="no-starttls-ses-default">' in page
-    assert '<td class="plain fail" title="no-starttls-ses-require-tls">' in page
-    assert '<td class="held fail" title="self-signed-ses-default">' in page
-    assert '<td class="error verdict-error" title="self-signed-ses-require-tls">' in page
+    parsed = html_cells(page)
+    hooks = {
+        cell: (a["data-outcome"], a["data-risk"], a["data-verdict"])
+        for cell, a in parsed.cells.items()
+    }
+    assert hooks == {
+        "tls13-ses-default": ("delivered", "verified", "pass"),
+        "tls13-ses-require-tls": ("delivered", "verified", "pass"),
+        "tls10-ses-default": ("delivered", "legacy", "pass"),
+        "tls10-ses-require-tls": ("delivered", "legacy", "pass"),
+        "no-starttls-ses-default": ("delivered", "plaintext", "pass"),
+        "no-starttls-ses-require-tls": ("delivered", "plaintext", "fail"),
+        "self-signed-ses-default": ("refused", "not-delivered", "fail"),
+        "self-signed-ses-require-tls": ("error", "error", "error"),
+    }
+    for cell, attrs in parsed.cells.items():
+        assert f"r-{attrs['data-risk']}" in attrs["class"].split(), cell
+        assert "expected: " in parsed.text[cell], f"{cell}: the expectation is on every cell"
+    assert "✓ as expected" in parsed.text["no-starttls-ses-default"], "red cell, matched"
+    assert "plaintext: the receiver offers no TLS" in parsed.text["no-starttls-ses-default"]
+    assert "✗ differs from expectation" in parsed.text["no-starttls-ses-require-tls"]
+    assert "expected: refused" in parsed.text["no-starttls-ses-require-tls"]
     assert "Study cells reproduced: 5/6" in page
     assert "not the services themselves" in page
     assert "Amazon SES (Require TLS)" in page
     assert 'class="legend"' in page
+
+
+def test_html_legend_and_markdown_share_one_risk_scale(run_dir: Path) -> None:
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    text = (run_dir / "summary.md").read_text(encoding="utf-8")
+    start = page.index('id="legend"')
+    legend = page[start : page.index("</section>", start)]
+    for risk, (name, swatch, meaning) in RISK_SCALE.items():
+        assert f'class="sw r-{risk.value}"' in legend
+        assert html.escape(name) in legend
+        assert html.escape(meaning, quote=True) in legend
+        assert f"- {swatch} **{name}**: {meaning}" in text
+    for mark in ("as expected", "differs from expectation"):
+        assert mark in legend
+        assert f"**{mark}**" in text
+    assert page.index('id="legend"') < page.index('class="matrix"'), "legend above the matrix"
+
+
+def test_html_colours_differ_per_risk_class() -> None:
+    colours = [re.search(rf"\.r-{r.value}\{{background:(#[0-9a-f]{{6}})", CSS) for r in Risk]
+    assert all(colours), "every risk class has a colour"
+    assert len({m.group(1) for m in colours if m}) == len(Risk)
+
+
+def test_html_risk_comes_from_receiver_facts_not_its_id(tmp_path: Path) -> None:
+    report = make_report()
+    mine = cell("my-expired", "ses-default", D, D, V.PASS, TLS13)
+    named = cell("self-signed", "ses-require-tls", D, D, V.PASS, TLS13)
+    report = report.model_copy(
+        update={
+            "receivers": ("my-expired", "self-signed"),
+            "receiver_info": (info("my-expired", CertState.EXPIRED), info("self-signed")),
+            "results": (mine, named),
+        }
+    )
+    parsed = html_cells((write_report(report, tmp_path) / "report.html").read_text("utf-8"))
+    assert parsed.cells["my-expired-ses-default"]["data-risk"] == "unverified"
+    assert "accepted an expired certificate over TLSv1.3" in parsed.text["my-expired-ses-default"]
+    assert parsed.cells["self-signed-ses-require-tls"]["data-risk"] == "verified", "by facts"
+    assert parsed.cells["self-signed-ses-default"]["data-risk"] == "not-run"
+    assert parsed.text["self-signed-ses-default"] == "not run"
+
+
+@pytest.mark.parametrize(
+    ("receiver", "tls", "sessions", "risk"),
+    [
+        (info("r", CertState.SELF_SIGNED), TLS13, (), Risk.UNVERIFIED),
+        (info("r", CertState.MISMATCHED, TlsVersion.TLS10), TLS10, (), Risk.UNVERIFIED),
+        (info("r", low=TlsVersion.TLS10), TLS10, (), Risk.LEGACY),
+        (info("r"), TLS12, (), Risk.VERIFIED),
+        (None, TLS13, (), Risk.UNVERIFIED),
+        (info("r"), None, (), Risk.DOWNGRADED),
+        (info("r", starttls=False), None, (session(),), Risk.DOWNGRADED),
+        (info("r", starttls=False), None, (), Risk.PLAINTEXT),
+        (None, None, (), Risk.PLAINTEXT),
+    ],
+)
+def test_risk_of_a_delivery(
+    receiver: ReceiverInfo | None,
+    tls: TlsFacts | None,
+    sessions: tuple[SessionSummary, ...],
+    risk: Risk,
+) -> None:
+    delivered = cell("r", "s", D, D, V.PASS, tls, sessions=sessions)
+    assert risk_of(delivered, receiver) is risk
+
+
+@pytest.mark.parametrize(
+    ("outcome", "risk"),
+    [(R, Risk.NOT_DELIVERED), (F, Risk.NOT_DELIVERED), (Outcome.DEFERRED, Risk.NOT_DELIVERED),
+     (Outcome.NOT_OBSERVED, Risk.NOT_OBSERVED), (E, Risk.ERROR)],
+)  # fmt: skip
+def test_risk_of_a_non_delivery(outcome: Outcome, risk: Risk) -> None:
+    assert risk_of(cell("r", "s", outcome, D, V.FAIL, TLS13), info("r")) is risk
+
+
+def test_note_is_on_the_cell_and_in_results_json(tmp_path: Path) -> None:
+    report = make_report()
+    noted = report.results[2].model_copy(update={"note": "TLS 1.0 is retired (RFC 8996)"})
+    report = report.model_copy(update={"results": (report.results[0], noted)})
+    run = write_report(report, tmp_path)
+    row = read_json(run / "results.json")["results"][1]
+    assert row["note"] == "TLS 1.0 is retired (RFC 8996)"
+    assert row["risk"] == "legacy"
+    parsed = html_cells((run / "report.html").read_text("utf-8"))
+    assert "TLS 1.0 is retired (RFC 8996)" in parsed.text["tls10-ses-default"], "on a passing cell"
+    assert "_TLS 1.0 is retired (RFC 8996)_" in (run / "summary.md").read_text("utf-8")
 
 
 def test_html_without_study_cells_has_no_study_score(tmp_path: Path) -> None:
@@ -285,144 +550,25 @@ def test_html_without_study_cells_has_no_study_score(tmp_path: Path) -> None:
     assert "Study cells reproduced" not in page
 
 
-# tlsrpt.json ----------------------------------------------------------------------------------
-
-
-def policies(data: dict[str, Any], sender: str) -> dict[str, dict[str, Any]]:
-    (one,) = [r for r in data["reports"] if r["report-id"].endswith(f".{sender}")]
-    return {p["policy"]["policy-domain"]: p for p in one["policies"]}
-
-
-def test_tlsrpt_file_is_one_rfc8460_report_per_sender(run_dir: Path) -> None:
-    data = read_json(run_dir / "tlsrpt.json")
-    # a fixed expectation, reviewed against RFC 8460 section 4.4, not the builder's own output
-    assert data == read_json(EXPECTED_TLSRPT)
-    assert len(data["reports"]) == 2
-    for report in data["reports"]:
-        assert report["organization-name"] == "Sender TLS Lab"
-        assert report["date-range"] == {
-            "start-datetime": "2025-01-01T00:00:00Z",
-            "end-datetime": "2025-01-01T00:01:30Z",
-        }
-        assert report["contact-info"]
-        assert report["report-id"].startswith("20250101T000000Z.")
-        assert [p["policy"]["policy-domain"] for p in report["policies"]] == [
-            "tls13.lab.test",
-            "tls10.lab.test",
-            "no-starttls.lab.test",
-            "self-signed.lab.test",
-        ]
-
-
-def test_tlsrpt_result_types_and_counts_per_state() -> None:
-    data = build_tlsrpt(make_report(), organization="Acme")
-    assert data["reports"][0]["organization-name"] == "Acme"
-    default = policies(data, "ses-default")
-    sound = default["tls13.lab.test"]
-    assert sound["policy"] == {
-        "policy-type": "no-policy-found",
-        "policy-domain": "tls13.lab.test",
-        "mx-host": ["mx.tls13.lab.test"],
-    }
-    assert sound["summary"] == {
-        "total-successful-session-count": 1,
-        "total-failure-session-count": 0,
-    }
-    assert sound["failure-details"] == []
-    (weak,) = default["tls10.lab.test"]["failure-details"]
-    assert weak["result-type"] == "validation-failure"
-    assert weak["receiving-mx-hostname"] == "mx.tls10.lab.test"
-    assert weak["failed-session-count"] == 1
-    assert "sending-mta-ip" not in weak, "no session recorded: the ip is unknown"
-    (plain,) = default["no-starttls.lab.test"]["failure-details"]
-    assert plain["result-type"] == "starttls-not-supported"
-    bad_cert = default["self-signed.lab.test"]
-    assert bad_cert["summary"]["total-failure-session-count"] == 2, "len(sessions) sessions"
-    (detail,) = bad_cert["failure-details"]
-    assert detail["result-type"] == "certificate-not-trusted"
-    assert detail["sending-mta-ip"] == "2001:db8::1"
-    assert detail["failure-reason-code"] == "unknown_ca"
-
-
-def test_tlsrpt_refusal_by_weak_state_is_a_failure_and_lab_errors_count_nothing() -> None:
-    require = policies(build_tlsrpt(make_report()), "ses-require-tls")
-    refused = require["no-starttls.lab.test"]
-    assert refused["summary"]["total-failure-session-count"] == 1
-    assert refused["failure-details"][0]["result-type"] == "starttls-not-supported"
-    broken = require["self-signed.lab.test"]
-    assert broken["summary"] == {
-        "total-successful-session-count": 0,
-        "total-failure-session-count": 0,
-    }
-    assert broken["failure-details"] == []
-
-
-@pytest.mark.parametrize(
-    ("receiver", "outcome", "tls", "result_type"),
-    [
-        ("expired", D, TLS12, "certificate-expired"),
-        ("mismatched", D, TLS12, "certificate-host-mismatch"),
-        ("untrusted-ca", R, None, "certificate-not-trusted"),
-        ("tls11", D, TLS10, "validation-failure"),
-        ("tls12", F, None, "validation-failure"),
-        ("weird-new-state", R, None, "validation-failure"),
-    ],
-)
-def test_tlsrpt_failure_result_type_per_receiver_state(
-    receiver: str, outcome: Outcome, tls: TlsFacts | None, result_type: str
-) -> None:
-    one = cell(receiver, "ses-default", outcome, outcome, V.PASS, tls)
-    report = make_report().model_copy(update={"receivers": (receiver,), "results": (one,)})
-    (policy,) = build_tlsrpt(report)["reports"][0]["policies"]
-    assert policy["summary"]["total-failure-session-count"] == 1
-    assert policy["failure-details"][0]["result-type"] == result_type
-
-
-def test_tlsrpt_sound_delivery_to_a_new_state_is_a_success() -> None:
-    one = cell("weird-new-state", "ses-default", D, D, V.PASS, TLS12)
-    report = make_report().model_copy(update={"receivers": ("weird-new-state",), "results": (one,)})
-    (policy,) = build_tlsrpt(report)["reports"][0]["policies"]
-    assert policy["summary"]["total-successful-session-count"] == 1
-
-
-@pytest.mark.parametrize(
-    ("peer", "ip"),
-    [
-        ("127.0.0.1", "127.0.0.1"),
-        ("127.0.0.1:40001", "127.0.0.1"),
-        ("[::1]:25", "::1"),
-        ("('10.1.2.3', 5555)", "10.1.2.3"),
-        ("unknown", None),
-    ],
-)
-def test_peer_ip(peer: str, ip: str | None) -> None:
-    assert peer_ip(peer) == ip
-
-
-def test_rfc3339() -> None:
-    assert rfc3339("2025-01-01T02:00:00+02:00") == "2025-01-01T00:00:00Z"
-    assert rfc3339("2025-01-01T00:00:00") == "2025-01-01T00:00:00Z"
-    assert rfc3339("not a time") == "not a time"
-
-
 # load_results / render_all --------------------------------------------------------------------
 
 
 def test_load_results_round_trips(run_dir: Path) -> None:
-    report = make_report()
+    report = assess(make_report())
     assert load_results(run_dir) == report
     assert load_results(run_dir / "results.json") == report
     assert load_results(run_dir.parent / "latest") == report
 
 
 def test_render_all_rewrites_the_files_identically(run_dir: Path) -> None:
-    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    before = {p.relative_to(run_dir): p.read_bytes() for p in files}
     report = load_results(run_dir)
-    for p in run_dir.iterdir():
+    for p in files:
         p.unlink()
     written = render_all(report, run_dir)
-    assert sorted(p.name for p in written) == sorted(before)
-    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+    assert sorted(p.relative_to(run_dir) for p in written) == sorted(before)
+    assert {p: (run_dir / p).read_bytes() for p in before} == before
 
 
 def broken(run_dir: Path, change: Any) -> Path:
