@@ -269,8 +269,10 @@ def union_seconds(intervals: list[tuple[float, float]], low: float, high: float)
 
 
 def shipped_receivers() -> list[ReceiverSpec]:
-    """Return every receiver state shipped in scenarios/receivers/."""
-    return [load_receiver(p) for p in sorted((DEFAULT_ROOT / "receivers").glob("*.yaml"))]
+    """Return the study's nine receiver states (those of the ses-2025 suite), in file order."""
+    study = set(load_suite("ses-2025").suite.receivers)
+    files = sorted((DEFAULT_ROOT / "receivers").glob("*.yaml"))
+    return [load_receiver(p) for p in files if p.stem in study]
 
 
 def pinned(specs: list[ReceiverSpec]) -> dict[TlsVersion, ReceiverSpec]:

@@ -49,7 +49,7 @@ def test_shipped_downgrade_states_front_a_healthy_tls13_receiver(
 @integration
 def test_cell_detail_shows_the_proxy_record(tmp_path: Path) -> None:
     """A proxied cell's detail carries the proxy's record and the receiver's session behind it."""
-    loaded = load_suite("beyond-downgrade", ROOT / "scenarios")
+    loaded = load_suite("beyond", ROOT / "scenarios")
     with open_run(loaded, LocalBackend(), tmp_path / "certs", tmp_path / "reports") as run:
         result = run.run_cell("strip-starttls", "ses-default")
     assert "proxy (strip-starttls): connection 1: removed STARTTLS" in result.detail
@@ -82,7 +82,7 @@ def test_on_docker_the_mx_host_name_resolves_to_the_proxy(
     docker_engine: object, lab_pki: LabPki, tmp_path: Path
 ) -> None:
     """The sender container reaches the proxy by the MX name; the receiver sees only the proxy."""
-    loaded = load_suite("beyond-downgrade", ROOT / "scenarios")
+    loaded = load_suite("beyond", ROOT / "scenarios")
     backend = DockerBackend(say=lambda _: None)
     with open_run(loaded, backend, lab_pki.root, tmp_path / "reports") as run:
         result = run.run_cell("strip-starttls", "ses-default")
