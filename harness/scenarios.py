@@ -77,7 +77,7 @@ def _unknown_field(path: Path, error: Any, errors: list[Any]) -> ScenarioError:
     ]
     close = difflib.get_close_matches(str(error["loc"][-1]), missing, n=1)
     fix = f"did you mean `{close[0]}`? rename it" if close else _fix_for("extra_forbidden")
-    return ScenarioError(path, field, f"unknown field {str(error['loc'][-1])!r}", fix)
+    return ScenarioError(path, field, "unknown field", fix)  # the field names it, cut short
 
 
 def _fix_for(error_type: str) -> str:

@@ -8,13 +8,13 @@ is checked against a client that did not offer it. JA4 is checked against FoxIO'
 from __future__ import annotations
 
 import secrets
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from test_hostile import Receiver, _start
+from tools import require_tool
 from waiting import eventually
 
 from lab.backends.local import LocalBackend
@@ -24,8 +24,13 @@ from lab.session_facts import EndedBy, Handshake, SessionFacts, read_session_fac
 from lab.spec import ReceiverSpec
 
 WAIT = 15.0
-OPENSSL = shutil.which("openssl")
-pytestmark = pytest.mark.skipif(OPENSSL is None, reason="openssl missing")
+OPENSSL = "openssl"
+
+
+@pytest.fixture(autouse=True)
+def _openssl_installed() -> None:
+    """Require the openssl command these tests drive (a missing one fails under the switch)."""
+    require_tool("openssl", "openssl")
 
 
 def test_ja4_matches_foxios_published_example() -> None:
@@ -61,7 +66,6 @@ def offer(receiver: Receiver, *options: str, quit_after: bool = False) -> Sessio
     With `quit_after` it says EHLO and QUIT over TLS and waits for the receiver to close (so
     it has read the session tickets); otherwise it hangs up right after the handshake.
     """
-    assert OPENSSL is not None
     name = f"c{secrets.token_hex(4)}.client.test"
     host, port = receiver.address
     command = [OPENSSL, "s_client", "-starttls", "smtp", "-name", name]

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from test_hostile import Receiver
+from tools import missing
 from waiting import eventually
 
 from harness.evidence import parse_received
@@ -97,7 +98,7 @@ def postfix(receiver_specs: dict[str, ReceiverSpec], lab_pki: LabPki) -> Iterato
     """Run a private Postfix for the TLS states, its messages kept by a proxy filter."""
     reason = unavailable_reason()
     if reason:
-        pytest.skip(reason)
+        missing(reason, "make system-deps installs Debian's postfix; run the tests as root")
     keeper = KeepFiltered()
     controller = Controller(keeper, hostname="127.0.0.1", port=free_port())
     controller.start()

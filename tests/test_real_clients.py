@@ -9,7 +9,6 @@ and each case has a control driven the same way. Every wait is bounded.
 from __future__ import annotations
 
 import secrets
-import shutil
 import smtplib
 import ssl
 import subprocess
@@ -21,6 +20,7 @@ from cryptography import x509
 from cryptography.x509 import DNSName
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 from test_hostile import Receiver, _start
+from tools import require_tool
 from waiting import eventually
 
 from harness.model import Outcome
@@ -32,10 +32,24 @@ from lab.spec import ReceiverSpec
 pytestmark = pytest.mark.integration
 
 WAIT = 15.0
-GNUTLS_CLI = shutil.which("gnutls-cli")
-OPENSSL = shutil.which("openssl")
-needs_gnutls = pytest.mark.skipif(GNUTLS_CLI is None, reason="gnutls-cli (gnutls-bin) missing")
-needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="openssl missing")
+GNUTLS_CLI = "gnutls-cli"
+OPENSSL = "openssl"
+needs_gnutls = pytest.mark.usefixtures("gnutls_cli_installed")
+needs_openssl = pytest.mark.usefixtures("openssl_installed")
+
+
+@pytest.fixture
+def gnutls_cli_installed() -> None:
+    """Require gnutls-cli (a missing one fails under the tool switch)."""
+    require_tool("gnutls-cli", "gnutls-bin")
+
+
+@pytest.fixture
+def openssl_installed() -> None:
+    """Require the openssl command (a missing one fails under the tool switch)."""
+    require_tool("openssl", "openssl")
+
+
 PROTOCOL_VERSION_ALERT = "alert protocol version"  # OpenSSL's text for alert 70
 AUTH_NOT_ENABLED = "503 5.5.1 Error: authentication not enabled"
 CLIENT = "client.lab.test"
@@ -83,7 +97,6 @@ def record_named(receiver: Receiver, ehlo: str) -> SessionFacts:
 
 def gnutls_session(receiver: Receiver, script: str) -> str:
     """Run gnutls-cli with STARTTLS, feed it `script` then end of input; return its output."""
-    assert GNUTLS_CLI is not None
     host, port = receiver.address
     done = subprocess.run(
         [GNUTLS_CLI, "--starttls-proto=smtp", f"--port={port}", "--insecure", host],
@@ -136,7 +149,6 @@ def test_close_notify_without_quit_is_recorded_as_such_and_not_answered_221(
 
 def s_client(receiver: Receiver, ehlo: str, *options: str) -> str:
     """Run `openssl s_client -starttls smtp` with `options`; return its output."""
-    assert OPENSSL is not None
     host, port = receiver.address
     command = [OPENSSL, "s_client", "-starttls", "smtp", "-name", ehlo]
     done = subprocess.run(

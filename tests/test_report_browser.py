@@ -16,6 +16,7 @@ from typing import Any
 import pypdf
 import pytest
 from cli_helpers import tlslab
+from tools import missing
 
 CHROMIUM = Path(os.environ.get("LAB_CHROMIUM", "/usr/bin/chromium"))
 DESKTOP = {"width": 1400, "height": 900}
@@ -33,9 +34,7 @@ pytestmark = pytest.mark.integration
 
 def tool_missing(why: str) -> None:
     """Skip with one line, or fail when LAB_REQUIRE_TOOLS=1 says every tool must be there."""
-    if os.environ.get("LAB_REQUIRE_TOOLS") == "1":
-        pytest.fail(f"LAB_REQUIRE_TOOLS=1 but {why}")
-    pytest.skip(why)
+    missing(why, "make system-deps installs chromium; pip install -e '.[dev]' installs playwright")
 
 
 @pytest.fixture(scope="module")
