@@ -15,9 +15,9 @@ from harness.classify import Arrival, Bounce, Watched
 from harness.dsn import DeliveryStatus, parse_dsn
 from harness.printable import printable
 from lab.backends.base import RunningLab
-from lab.message_record import read_message_records
+from lab.message_record import MessageRecord, read_message_records
 from lab.serve import ReceiverEndpoint
-from lab.session_facts import Handshake, SessionFacts, StoredMessage, read_session_facts
+from lab.session_facts import Handshake, SessionFacts, read_session_facts
 from lab.spec import BOUNCE_LOCAL_PART
 
 POLL_SECONDS = 0.05
@@ -49,15 +49,18 @@ def bounce_address(cell: str, zone: str) -> str:
     return f"{BOUNCE_LOCAL_PART}+{cell}@{zone}"
 
 
-def _stored(directory: Path) -> Iterable[tuple[SessionFacts, StoredMessage, bytes]]:
-    """Yield (session record, stored message entry, raw .eml bytes) for every stored message."""
-    for record in read_session_facts(directory):
-        for stored in record.messages:
-            try:
-                data = (directory / stored.eml).read_bytes()
-            except OSError:
-                continue
-            yield record, stored, data
+def _stored(directory: Path) -> Iterable[tuple[MessageRecord, bytes]]:
+    """Yield (the lab's record of a stored message, its raw .eml bytes) for every message.
+
+    Reads the per-message records made durable before 250, so a message counts while its
+    session is still open.
+    """
+    for stored in read_message_records(directory):
+        try:
+            data = (directory / stored.eml).read_bytes()
+        except OSError:
+            continue
+        yield stored, data
 
 
 def find_bounces(
@@ -70,7 +73,7 @@ def find_bounces(
     bounces = []
     for endpoint in endpoints.values():
         zone = zone_of(endpoint)
-        for _record, stored, data in _stored(endpoint.evidence_dir):
+        for stored, data in _stored(endpoint.evidence_dir):
             rcpts = [r for r in stored.rcpt_tos if is_bounce_mailbox(r, zone)]
             if rcpts and message_id.encode() in data:
                 received = stored.received

@@ -165,6 +165,9 @@ def assert_up_serves(scenarios: Path, certs: Path, work: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 # --- read-only and full filesystems -----------------------------------------------------

@@ -339,8 +339,11 @@ def test_sigint_mid_run_leaves_nothing(client: Any, lab_pki: LabPki, tmp_path: P
     # the cells that ran before the interrupt are still reported, judged
     first = re.search(rb"\[ 1/27\] (\S+)", seen)
     assert first is not None, seen
-    report = load_results(tmp_path / "latest")
+    assert not (tmp_path / "latest").exists(), "an interrupted run never moves latest"
+    (run_dir,) = [p for p in tmp_path.iterdir() if (p / "results.json").exists()]
+    report = load_results(run_dir)
     assert (report.suite, report.backend) == ("ses-2025", "docker")
+    assert not report.complete and report.stopped_by
     judged = {r.id: r for r in report.results}
     assert 1 <= len(judged) < 27, sorted(judged)
     cell = judged[first.group(1).decode()]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from harness.classify import Arrival, Bounce, Watched, classify
 from harness.dsn import DsnAction, parse_dsn
 from harness.model import Outcome, TlsFacts
-from harness.observe import dsn_summary
+from harness.observe import dsn_summary, find_bounces
 from harness.senders.base import SendAction, SendReport
+from lab.evidence_store import EvidenceStore
+from lab.serve import ReceiverEndpoint
 from lab.spec import TlsVersion
 
 RCPT = "inbox@tls13.lab.test"
@@ -135,3 +139,26 @@ def test_an_arrival_wins_over_any_dsn_and_the_dsns_stay_in_the_detail() -> None:
     assert "DSN (failed)" in seen.detail
     alone = classify(SUBMITTED, [arrival], False, Watched((), 5.0, 1.0))
     assert "also seen" not in alone.detail
+
+
+def test_a_bounce_counts_once_its_message_record_is_durable_before_its_session_ends(
+    tmp_path: Path,
+) -> None:
+    # the bounce's session is still open: no sessions.jsonl line yet, only the message record
+    store = EvidenceStore(tmp_path, "tls13")
+    data = report(recipient_block("failed", "5.7.10"))
+    record = {
+        "kind": "message", "receiver": "tls13", "session_id": "s", "peer_ip": "127.0.0.1",
+        "peer_port": 4000, "handshake": "ok", "version": "TLSv1.3", "queue_id": "0123456789AB",
+        "message_id": "<dsn@relay.test>", "rcpt_tos": ["bounce+cell@lab.test"], "size": len(data),
+        "eml": "0123456789AB.eml", "received": "from relay.test", "accepted": 1.0,
+    }  # fmt: skip
+    endpoint = ReceiverEndpoint(
+        "tls13", "127.0.0.1", 25, "mx.tls13.lab.test", "tls13.lab.test", store.directory
+    )
+    assert find_bounces({"tls13": endpoint}, "<cell.1@sender.lab.test>", RCPT) == []  # control
+    store.commit_message("0123456789AB", data, record)
+    assert not (store.directory / "sessions.jsonl").exists()
+    (found,) = find_bounces({"tls13": endpoint}, "<cell.1@sender.lab.test>", RCPT)
+    assert found.action is DsnAction.FAILED
+    assert found.rcpt == "bounce+cell@lab.test"
