@@ -199,7 +199,9 @@ class LabSMTP(SMTP):
     def eof_received(self) -> bool | None:
         """End the client's input (FIN or close_notify); commands sent before it are served."""
         # aiosmtpd cancels the session here, dropping a QUIT that came with the close
-        return asyncio.StreamReaderProtocol.eof_received(self)
+        keep_open = asyncio.StreamReaderProtocol.eof_received(self)
+        # over TLS a half-close is impossible (asyncio warns when asked): the TLS layer decides
+        return False if self._tls_protocol is not None else keep_open
 
     def connection_lost(self, error: Exception | None) -> None:
         """Write the session record once, however the connection ended; free its place."""

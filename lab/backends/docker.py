@@ -70,6 +70,7 @@ class DockerBackend:
         evidence_root.mkdir(parents=True, exist_ok=True)
         lab = _LabContainers(client, run, images, pki, evidence_root)
         try:
+            self.say(f"starting {len(specs)} receivers and the lab DNS...")
             endpoints = lab.start_receivers(specs)
             lab.start_dns(specs, endpoints)
             yield RunningLab(self.name, endpoints, pki, evidence_root, sender_host=lab.sender_host)

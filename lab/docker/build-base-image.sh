@@ -45,7 +45,7 @@ say() { printf '[build-base-image %s] %s\n' "$(date +%T)" "$*"; }
 die() { printf '[build-base-image] ERROR: %s\n' "$*" >&2; exit 1; }
 
 T0=$(date +%s)
-"$HERE/ensure-engine.sh"
+docker info >/dev/null 2>&1 || "$HERE/ensure-engine.sh"  # make docker-ready ran it already
 
 if docker image inspect "$TAG" >/dev/null 2>&1; then
     say "image $TAG already exists ($(docker image inspect -f '{{.Size}}' "$TAG" | awk '{printf "%.0f MB", $1/1e6}')); nothing to do"
