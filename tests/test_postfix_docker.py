@@ -260,18 +260,26 @@ class TestRealPostfix:
         assert "still in the deferred queue" in refused.sender_report
         assert {s.alert for s in refused.sessions} == {"unsupported_protocol"}
 
-    def test_may_falls_back_to_plaintext_only_on_the_retry(
+    def test_may_falls_back_to_plaintext_only_after_a_failed_handshake(
         self, cell: Callable[[str], CellResult]
     ) -> None:
         result = cell(f"tls10-{PROBE}")
         assert (result.outcome, result.tls) == (Outcome.DELIVERED, None)
-        assert "first attempt: status=deferred (Cannot start TLS: handshake failure)" in (
-            result.sender_report
-        )
-        assert "status=sent" in result.sender_report.split("retry", 1)[1]
+        report = result.sender_report
+        assert "Cannot start TLS: handshake failure" in report
         handshakes = [s.handshake for s in result.sessions]
-        assert handshakes.count("failed") >= 2, handshakes
         assert handshakes[-1] == "none", handshakes
+        # Postfix's rule (smtp_proto.c): `may` reconnects in plaintext on the same attempt only
+        # when the message waited minimal_backoff_time (whole seconds of the queue clock) between
+        # arrival and delivery; otherwise it defers and the plaintext goes out on the retry
+        if "Postfix first attempt: status=deferred" in report:
+            assert "(Cannot start TLS: handshake failure)" in report.split("retry", 1)[0]
+            assert "status=sent" in report.split("retry", 1)[1]
+            assert handshakes.count("failed") >= 2, handshakes
+        else:
+            assert "Postfix first attempt: status=sent" in report, report
+            assert "retry" not in report, report
+            assert handshakes == ["failed", "none"], handshakes
         assert stored(result) == [result.message_id]
         control = cell(f"tls12-{PROBE}")
         assert version(control) == "TLSv1.2"
