@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, PlainValidator, field_validator
 from pydantic_core import PydanticCustomError
 
 from harness.model import (
+    EximSenderProfile,
     PostfixSenderProfile,
     ReferenceSenderProfile,
     RelaySenderProfile,
@@ -24,6 +25,7 @@ from harness.model import (
     SesSenderProfile,
 )
 from harness.senders.base import SenderDriver
+from harness.senders.exim import EximSender
 from harness.senders.postfix import PostfixSender
 from harness.senders.reference import ReferenceSender
 from harness.senders.relay import RelaySender
@@ -70,6 +72,7 @@ def _observe_timeout(profile: RelaySenderProfile | SesSenderProfile) -> float:
 DRIVERS: dict[str, Driver[Any]] = {
     "reference": Driver(ReferenceSenderProfile, _reference),
     "postfix": Driver(PostfixSenderProfile, PostfixSender),
+    "exim": Driver(EximSenderProfile, EximSender),
     # external services: the lab cannot look inside, it watches the receivers and bounces
     "ses": Driver(SesSenderProfile, lambda p, lab, outbox: SesSender(p), _observe_timeout),
     "relay": Driver(RelaySenderProfile, RelaySender, _observe_timeout),
