@@ -31,8 +31,9 @@ from lab.spec import LAB_ZONE
 EXIM_DIR = "/opt/tlslab-exim"
 CTL = f"{EXIM_DIR}/ctl.sh"
 # the least Exim runs with as root (measured): SETUID/SETGID to drop to Debian-exim for
-# deliveries, CHOWN and DAC_OVERRIDE for its Debian-exim-owned spool, log and hints files
-EXIM_CAPS = ("CHOWN", "DAC_OVERRIDE", "SETUID", "SETGID")
+# deliveries, CHOWN and DAC_OVERRIDE for its Debian-exim-owned spool, log and hints files, FOWNER
+# for `exim -M` (root chmods the Debian-exim-owned message log before it delivers)
+EXIM_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID")
 RETRY_SECONDS = 1  # the retry rule's interval (F,1d,1s): Exim's retry schedule, compressed
 
 
@@ -50,6 +51,7 @@ def container(profile: EximSenderProfile, lab: RunningLab) -> SenderContainer:
             ("TLSLAB_CAFILE", CONTAINER_CA),
             ("TLSLAB_REQUIRE_TLS", "yes" if profile.require_tls else ""),
             ("TLSLAB_VERIFY", "yes" if profile.verify else ""),
+            ("TLSLAB_CIPHERS", profile.require_ciphers or ""),
             ("TLSLAB_RETRY", f"{RETRY_SECONDS}s"),
         ),
         mounts=(Mount(lab.pki.ca_cert_path, CONTAINER_CA),),

@@ -5,6 +5,7 @@
 #   TLSLAB_CAFILE        the lab CA, mounted read-only
 #   TLSLAB_REQUIRE_TLS   yes: hosts_require_tls = * on the smtp transport
 #   TLSLAB_VERIFY        yes: tls_verify_certificates = the lab CA and tls_verify_hosts = *
+#   TLSLAB_CIPHERS       tls_require_ciphers (a GnuTLS priority string; empty: GnuTLS' default)
 #   TLSLAB_RETRY         the retry rule's interval (Exim's retry schedule, compressed for the lab)
 set -eu
 
@@ -23,6 +24,13 @@ if [ "${TLSLAB_VERIFY:-}" = yes ]; then
   transport_tls="$transport_tls
   tls_verify_certificates = $TLSLAB_CAFILE
   tls_verify_hosts = *"
+fi
+if [ -n "${TLSLAB_CIPHERS:-}" ]; then
+  case "$TLSLAB_CIPHERS" in
+    *[!A-Za-z0-9_.%+!:-]*) echo "TLSLAB_CIPHERS is not a GnuTLS priority string" >&2; exit 2 ;;
+  esac
+  transport_tls="$transport_tls
+  tls_require_ciphers = $TLSLAB_CIPHERS"
 fi
 # Only the profile's TLS options differ from Debian's stock Exim 4.96: tls_require_ciphers
 # (GnuTLS' default priority), tls_try_verify_hosts (*), tls_verify_certificates (system) and
