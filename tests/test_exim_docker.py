@@ -78,8 +78,9 @@ def test_report_of_a_deferral_retried_into_plaintext() -> None:
     assert "retry 1.4 s after queueing: => " in report.reason
     assert "[H=mx.tls10.lab.test [10.0.0.4]:25: a TLS session could not be set up" in report.reason
     assert report.attempts == (("10.0.0.7", 4000),)
+    queued = "exim -bp: still in the queue"
     deferred = to_report(LOG.replace("=> inbox@tls10", "== inbox@tls10"), MID,
-                         "inbox@tls10.lab.test", 1.4, "exim -bp: still in the queue", ())  # fmt: skip
+                         "inbox@tls10.lab.test", 1.4, queued, ())  # fmt: skip
     assert deferred.action.value == "deferred"
     assert deferred.reason.endswith("; exim -bp: still in the queue")
     failed = to_report(LOG.replace("=> inbox@tls10", "** inbox@tls10"), MID,
@@ -250,8 +251,9 @@ class TestRealExim:
         assert " CV=yes " in cell("tls10-exim-verify").sender_report  # verified, yet TLS 1.0
         # negative control, driven the same way: a TLS 1.2 priority refuses the TLS 1.0 receiver
         probe = cell(f"tls10-{PROBE}")
-        assert probe.sessions[0].handshake == "failed"
-        assert probe.sessions[0].alert == "protocol_version" or probe.sessions[0].alert
+        assert (probe.sessions[0].handshake, probe.sessions[0].alert) == (
+            "failed", "unsupported_protocol"
+        )  # fmt: skip
 
     def test_opportunistic_tls_retries_in_clear_after_a_failed_handshake(
         self, cell: Callable[[str], CellResult]
@@ -263,7 +265,7 @@ class TestRealExim:
         handshakes = [s.handshake for s in result.sessions]
         assert handshakes == ["failed", "none"], handshakes
         assert result.downgraded, result.detail
-        assert "Exim" in result.sender_report and "first attempt: => " in result.sender_report
+        assert "first attempt: => " in result.sender_report
         assert "retry" not in result.sender_report
         assert stored(result) == [result.message_id]
         control = cell(f"tls12-{PROBE}")

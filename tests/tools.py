@@ -2,8 +2,9 @@
 
 `LAB_REQUIRE_TOOLS=1` (set by `.ci/run`) turns every "tool missing" skip into a failure: the
 Docker engine, openssl, swaks and its TLS support, Postfix for the bench comparison, the Debian
-packages the Exim image is built from, and any tool a later test drives. `LAB_REQUIRE_DOCKER=1` requires the Docker engine only. Every skip in the
-tests goes through `missing()` (tests/test_tools.py checks that), so no switch can be forgotten.
+packages the Exim image is built from, and any tool a later test drives. `LAB_REQUIRE_DOCKER=1`
+requires the Docker engine only. Every skip in the tests goes through `missing()`
+(tests/test_tools.py checks that), so no switch can be forgotten.
 """
 
 from __future__ import annotations
