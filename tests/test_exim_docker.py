@@ -12,12 +12,13 @@ import pytest
 import yaml
 from tools import missing, require_apt_packages
 
-from harness.model import CellResult, EximSenderProfile, Outcome, Verdict
+from harness.model import CellResult, Outcome, Verdict
 from harness.runner import open_run
 from harness.scenarios import ScenarioError, load_sender, load_suite
 from harness.senders import open_driver
 from harness.senders.exim import EXIM_CAPS, EximSender
 from harness.senders.exim_log import Flag, attempts, cell_log, exim_id, to_report
+from harness.senders.exim_profile import EximSenderProfile
 from lab.backends import BackendError, RunningLab
 from lab.backends.docker import RUN_LABEL, DockerBackend, docker_client
 from lab.backends.docker_images import EXIM_DEBS, LOCAL_BASE, choose_base

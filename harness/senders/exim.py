@@ -13,9 +13,9 @@ import re
 import time
 from pathlib import Path
 
-from harness.model import EximSenderProfile
 from harness.senders.base import SendAction, SendReport, TestMessage
 from harness.senders.exim_log import Attempt, Flag, attempts, cell_log, exim_id, to_report
+from harness.senders.exim_profile import EximSenderProfile
 from harness.senders.mta import (
     CONTAINER_CA,
     STATUS_SECONDS,

@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, PlainValidator, field_validator
 from pydantic_core import PydanticCustomError
 
 from harness.model import (
-    EximSenderProfile,
     PostfixSenderProfile,
     ReferenceSenderProfile,
     RelaySenderProfile,
@@ -26,6 +25,7 @@ from harness.model import (
 )
 from harness.senders.base import SenderDriver
 from harness.senders.exim import EximSender
+from harness.senders.exim_profile import EximSenderProfile
 from harness.senders.postfix import PostfixSender
 from harness.senders.reference import ReferenceSender
 from harness.senders.relay import RelaySender
