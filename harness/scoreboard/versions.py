@@ -1,0 +1,84 @@
+"""Software versions read from the running senders' containers, never written down by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
+
+from harness.scoreboard.model import SoftwareVersion
+from lab.backends.base import SenderHost
+
+PROBE_SECONDS = 10
+UNKNOWN = "unknown"
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """A command run in a sender's container and the pattern whose group 1 is the version."""
+
+    software: str
+    argv: tuple[str, ...]
+    pattern: str
+
+
+# per driver: what its container runs and how to ask each part for its version
+PROBES: dict[str, tuple[Probe, ...]] = {
+    "postfix": (
+        Probe("Postfix", ("postconf", "-d", "-h", "mail_version"), r"^(\d[\w.-]*)\s*$"),
+        Probe("OpenSSL", ("openssl", "version"), r"OpenSSL (\S+)"),
+    ),
+    "exim": (
+        Probe("Exim", ("sh", "-c", "exim4 -bV || exim -bV"), r"Exim version (\S+)"),
+        Probe("GnuTLS", ("sh", "-c", "exim4 -bV || exim -bV"), r"GnuTLS:.*Runtime: (\S+)"),
+    ),
+    "reference": (
+        Probe(
+            "OpenSSL (Python ssl)",
+            ("python", "-c", "import ssl; print(ssl.OPENSSL_VERSION)"),
+            r"OpenSSL (\S+)",
+        ),
+    ),
+}
+
+
+@runtime_checkable
+class HostedDriver(Protocol):
+    """A driver whose sender software runs on a host of the lab (a container on Docker)."""
+
+    id: str
+    host: SenderHost
+
+
+def probe(host: SenderHost, item: Probe, sender: str) -> SoftwareVersion:
+    """Run one probe on a host; a failed or unreadable answer is recorded as `unknown (why)`."""
+    command = " ".join(item.argv)
+    try:
+        status, output = host.exec(["timeout", str(PROBE_SECONDS), *item.argv])
+    except Exception as error:  # the engine's errors (e.g. the container died)
+        status, output = -1, f"{type(error).__name__}: {error}"
+    found = re.search(item.pattern, output, re.MULTILINE)
+    if status == 0 and found:
+        version = found[1]
+    else:
+        version = f"{UNKNOWN} (exit {status}: {output.strip()[-120:]})"
+    return SoftwareVersion(software=item.software, version=version, sender=sender, command=command)
+
+
+def read_versions(
+    drivers: Mapping[str, object], driver_of: Mapping[str, str]
+) -> list[SoftwareVersion]:
+    """Return the versions of each driver's software, asked once per driver of the first sender."""
+    found: list[SoftwareVersion] = []
+    asked: set[str] = set()
+    for sender, driver in drivers.items():
+        kind = driver_of.get(sender, "")
+        if kind in asked or kind not in PROBES or not isinstance(driver, HostedDriver):
+            continue
+        asked.add(kind)
+        found += [probe(driver.host, item, sender) for item in PROBES[kind]]
+    return found
+
+
+__all__ = ["PROBES", "Probe", "read_versions"]
