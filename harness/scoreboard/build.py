@@ -55,6 +55,7 @@ def build_board(
     spans: dict[tuple[str, str], Span],
     versions: list[SoftwareVersion],
     wall_seconds: float,
+    start_seconds: float = 0.0,
 ) -> Scoreboard:
     """Return the scoreboard of a run: observed cells, stated expectations, column scores."""
     report = link_evidence(report, run_dir)
@@ -96,6 +97,7 @@ def build_board(
         not_run=tuple(CellRef(receiver=r, sender=s) for r, s in plan.cells if (r, s) not in ran),
         versions=tuple(versions),
         wall_seconds=round(wall_seconds, 2),
+        start_seconds=round(start_seconds, 2),
         cells_seconds=round(max(m.ended for m in marks) - min(m.began for m in marks), 2)
         if marks
         else 0.0,

@@ -125,6 +125,7 @@ class Scoreboard(Frozen):
     not_run: tuple[CellRef, ...] = ()
     versions: tuple[SoftwareVersion, ...] = ()
     wall_seconds: float = Field(default=0.0, description="the whole run, lab start to lab stop")
+    start_seconds: float = Field(default=0.0, description="certificates, images, receivers up")
     cells_seconds: float = Field(default=0.0, description="from the first cell to the last")
     families: tuple[FamilyTiming, ...] = ()
 

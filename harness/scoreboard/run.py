@@ -43,6 +43,7 @@ def run_board(
     driver_of = {s.id: s.driver for s in plan.senders}
     stopped, versions = "", []
     with open_run(plan.loaded, backend, certs, reports, run_id) as run:
+        started = time.perf_counter() - began
         try:
             lanes.run(run, on_result)
         except KeyboardInterrupt as stop:
@@ -58,9 +59,8 @@ def run_board(
             if stopped:
                 board = build_board(plan, partial, run.run_dir, lanes.spans, versions, 0.0)
                 write_board(board, run.run_dir)
-    board = build_board(
-        plan, run.report(), run.run_dir, lanes.spans, versions, time.perf_counter() - began
-    )
+    wall = time.perf_counter() - began
+    board = build_board(plan, run.report(), run.run_dir, lanes.spans, versions, wall, started)
     write_board(board, run.run_dir)
     if board.complete:
         point_link(reports, run.run_dir)

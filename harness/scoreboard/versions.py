@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import ssl
 from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
@@ -11,6 +12,7 @@ from harness.scoreboard.model import SoftwareVersion
 from lab.backends.base import SenderHost
 
 PROBE_SECONDS = 10
+IN_PROCESS = "reference"  # the driver that runs inside the harness when the backend is local
 UNKNOWN = "unknown"
 
 
@@ -74,11 +76,25 @@ def read_versions(
     asked: set[str] = set()
     for sender, driver in drivers.items():
         kind = driver_of.get(sender, "")
-        if kind in asked or kind not in PROBES or not isinstance(driver, HostedDriver):
+        if kind in asked or kind not in PROBES:
             continue
         asked.add(kind)
-        found += [probe(driver.host, item, sender) for item in PROBES[kind]]
+        if isinstance(driver, HostedDriver):
+            found += [probe(driver.host, item, sender) for item in PROBES[kind]]
+        elif kind == IN_PROCESS:  # the reference driver runs in this process (local backend)
+            found.append(in_process(sender))
     return found
+
+
+def in_process(sender: str) -> SoftwareVersion:
+    """Return the OpenSSL version of this process's ssl module, which the reference driver uses."""
+    found = re.search(r"OpenSSL (\S+)", ssl.OPENSSL_VERSION)
+    return SoftwareVersion(
+        software="OpenSSL (Python ssl)",
+        version=found[1] if found else ssl.OPENSSL_VERSION,
+        sender=sender,
+        command="ssl.OPENSSL_VERSION in the harness process",
+    )
 
 
 __all__ = ["PROBES", "Probe", "read_versions"]
