@@ -18,8 +18,8 @@ BOARD_CSS = (
     "tr.family th{font-size:1.05rem;padding-top:1rem;text-align:left}"
     "tr.scores td{background:none;color:inherit;font-size:12px;font-style:italic;min-width:10rem}"
     ".obs{display:inline-block;margin-top:.25rem;font-size:12px;border:1px dashed #fff;"
-    "border-radius:4px;padding:0 .35rem}.versions{margin:.3rem 0}.versions b{margin-right:.2rem}"
-    ".versions span{margin-right:1.2rem;white-space:nowrap}.unsafe{color:#cf222e}"
+    "border-radius:4px;padding:0 .35rem}.versions{display:flex;flex-wrap:wrap;gap:.2rem 1.5rem;"
+    "margin:.3rem 0}.versions b{margin-right:.3rem}.unsafe{color:#cf222e}"
 )
 
 

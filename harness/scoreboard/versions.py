@@ -71,12 +71,12 @@ def probe(host: SenderHost, item: Probe, sender: str) -> SoftwareVersion:
 def read_versions(
     drivers: Mapping[str, object], driver_of: Mapping[str, str]
 ) -> list[SoftwareVersion]:
-    """Return the versions of each driver's software, asked once per driver of the first sender."""
+    """Return the versions of each driver's software, asked once per driver (its first sender)."""
     found: list[SoftwareVersion] = []
     asked: set[str] = set()
-    for sender, driver in drivers.items():
-        kind = driver_of.get(sender, "")
-        if kind in asked or kind not in PROBES:
+    for sender, kind in driver_of.items():  # in column order
+        driver = drivers.get(sender)
+        if driver is None or kind in asked or kind not in PROBES:
             continue
         asked.add(kind)
         if isinstance(driver, HostedDriver):
