@@ -52,7 +52,9 @@ def board_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--scenarios", scenarios, "--reports", base / "r", "--certs", base / "c",
     )  # fmt: skip
     assert ran.status == 0, ran.out + ran.err
-    return (base / "r" / "scoreboard").resolve()
+    assert not (base / "r" / "scoreboard").exists(), "a subset must not move reports/scoreboard"
+    (folder,) = (base / "r").glob("*-scoreboard-local-*")
+    return folder
 
 
 @pytest.fixture
@@ -112,7 +114,8 @@ def test_columns_grouped_by_software_rows_by_family_with_scores(page: Any, board
     assert strict.startswith("delivered to 0 of 3 unsafe receivers")  # negative control
 
 
-def test_versions_are_in_the_header(page: Any) -> None:
+def test_versions_and_the_subset_are_in_the_header(page: Any) -> None:
+    assert page.locator("#subset").inner_text().startswith("A subset of the board: --receivers")
     text = page.locator("#versions").inner_text()
     assert re.search(r"OpenSSL \(Python ssl\)\s*\d+\.\d+\.\d+", text), text
 

@@ -56,7 +56,8 @@ def ran(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, st
         cwd=PROJECT, env=env, capture_output=True, text=True, timeout=RUN_SECONDS, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    folder = (base / "r" / "scoreboard").resolve()
+    assert not (base / "r" / "scoreboard").exists(), "a subset must not move reports/scoreboard"
+    (folder,) = (base / "r").glob("*-scoreboard-docker-*")
     return folder, done.stdout, load_board(folder)
 
 

@@ -89,6 +89,7 @@ def build_board(
         finished=report.finished,
         complete=report.complete and not (set(plan.cells) - ran),
         stopped_by=report.stopped_by,
+        selection=plan.selection,
         lab_version=package_version("sender-tls-lab"),
         lab_commit=lab_commit(),
         receivers=plan.receivers,

@@ -117,6 +117,7 @@ class Scoreboard(Frozen):
     finished: str
     complete: bool = Field(description="every planned cell ran and nothing interrupted the run")
     stopped_by: str = ""
+    selection: str = Field(default="", description="the subset asked for; empty: the whole board")
     lab_version: str = ""
     lab_commit: str = ""
     receivers: tuple[BoardReceiver, ...]

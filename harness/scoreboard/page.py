@@ -171,7 +171,9 @@ def _versions(board: Scoreboard) -> str:
 
 
 def _banner(board: Scoreboard) -> str:
-    """Return the incomplete-run banner, or ''."""
+    """Return the banner of an incomplete board or a subset, or ''."""
+    if board.complete and board.selection:
+        return f'<p class="note" id="subset">A subset of the board: {_e(board.selection)}.</p>'
     if board.complete:
         return ""
     why = f"interrupted by {board.stopped_by}" if board.stopped_by else "a subset of the board"

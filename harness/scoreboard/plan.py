@@ -74,6 +74,7 @@ class BoardPlan:
     receivers: tuple[BoardReceiver, ...]
     senders: tuple[BoardSender, ...]
     disputed: dict[tuple[str, str], str]
+    selection: str = ""  # the options that chose a subset; empty: the whole board
 
     @property
     def cells(self) -> list[tuple[str, str]]:
@@ -190,7 +191,9 @@ def build_plan(
         )
         for c in cols
     )
-    return BoardPlan(loaded, board_rows, board_cols, disputed)
+    chosen = {"--receivers": receivers, "--senders": senders, "--families": families}
+    selection = " ".join(f"{k} {v}" for k, v in chosen.items() if v)
+    return BoardPlan(loaded, board_rows, board_cols, disputed, selection)
 
 
 def _rank(order: list[str], item: str) -> int:

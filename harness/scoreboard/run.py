@@ -62,7 +62,7 @@ def run_board(
     wall = time.perf_counter() - began
     board = build_board(plan, run.report(), run.run_dir, lanes.spans, versions, wall, started)
     write_board(board, run.run_dir)
-    if board.complete:
+    if board.complete and not board.selection:  # only the whole board is `reports/scoreboard`
         point_link(reports, run.run_dir)
     return board, run.run_dir
 
@@ -107,7 +107,7 @@ def cmd_scoreboard(args: argparse.Namespace) -> int:
     for sender in board.senders:
         print(f"{sender.id}: {sender.score}")
     print(f"{board.wall_seconds:g} s; scoreboard: {run_dir / 'index.html'}")
-    if board.complete:
+    if board.complete and not board.selection:
         print(f"{reports / 'scoreboard'} -> {run_dir.name}")
     bad = [c for c in board.cells if c.verdict in (Verdict.FAIL, Verdict.ERROR)]
     for cell in bad:

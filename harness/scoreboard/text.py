@@ -28,6 +28,8 @@ def render_markdown(board: Scoreboard) -> str:
         f"({board.wall_seconds:g} s).",
         "",
     ]
+    if board.selection:
+        lines += [f"**A subset of the board:** `{board.selection}`.", ""]
     if not board.complete:
         lines += [f"**Incomplete:** {len(board.not_run)} cells not run.", ""]
     lines += [f"- {_md(v.software)} {_md(v.version)} ({v.sender})" for v in board.versions]
