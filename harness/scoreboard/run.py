@@ -19,7 +19,7 @@ from harness.scoreboard.lanes import Lanes
 from harness.scoreboard.model import Scoreboard
 from harness.scoreboard.plan import BOARD_ID, BoardPlan, build_plan
 from harness.scoreboard.versions import read_versions
-from lab.backends import Backend
+from lab.backends import BACKENDS, Backend
 
 SubParsers = argparse._SubParsersAction  # argparse has no public name for it
 
@@ -47,7 +47,9 @@ def run_board(
         try:
             lanes.run(run, on_result)
         except KeyboardInterrupt as stop:
-            stopped = "SIGTERM" if type(stop).__name__ == "Terminated" else "SIGINT"
+            from harness.cli import Terminated  # the CLI imports this module: import at use
+
+            stopped = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
             raise
         except BaseException as error:
             stopped = f"a lab failure ({type(error).__name__})"
@@ -59,6 +61,11 @@ def run_board(
             if stopped:
                 board = build_board(plan, partial, run.run_dir, lanes.spans, versions, 0.0)
                 write_board(board, run.run_dir)
+                print(
+                    f"tlslab: scoreboard stopped by {stopped}; its partial board is in "
+                    f"{run.run_dir}; {reports / 'scoreboard'} not moved",
+                    file=sys.stderr,
+                )
     wall = time.perf_counter() - began
     board = build_board(plan, run.report(), run.run_dir, lanes.spans, versions, wall, started)
     write_board(board, run.run_dir)
@@ -73,7 +80,10 @@ def add_scoreboard_command(sub: SubParsers[argparse.ArgumentParser]) -> None:
         "scoreboard",
         help="every receiver state x every real sender and policy model, into reports/scoreboard/",
     )
-    board.add_argument("--backend", default="docker", help="where it runs (default: docker)")
+    board.add_argument(
+        "--backend", default="docker", metavar="{" + ",".join(sorted(BACKENDS)) + "}",
+        help="where receivers run (default: docker; real MTAs need it)",
+    )  # fmt: skip
     board.add_argument("--receivers", help="comma-separated receiver ids (default: every one)")
     board.add_argument("--senders", help="comma-separated sender ids (default: every one)")
     board.add_argument("--families", help="comma-separated receiver families (default: all)")
