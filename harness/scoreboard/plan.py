@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from harness.expectations import unsafe_reason
-from harness.model import CellExpectation, Outcome, SenderProfile, Suite
+from harness.model import CellExpectation, Outcome, SenderProfileBase, Suite
 from harness.runner import receiver_info
 from harness.scenario_files import ScenarioError
 from harness.scenarios import LoadedSuite, load_receiver, load_sender, load_suite
@@ -39,7 +39,7 @@ def family_of(spec: ReceiverSpec) -> Family:
     return Family.TLS_VERSION
 
 
-def software_of(profile: SenderProfile) -> str | None:
+def software_of(profile: SenderProfileBase) -> str | None:
     """Return the column group of a profile (Postfix, Exim, policy models), None: not on it."""
     if profile.driver == POLICY_DRIVER:
         return POLICY_GROUP
