@@ -10,9 +10,10 @@ import pytest
 from cli_helpers import assert_usage_error, tlslab
 
 from harness.model import CellExpectation, CellResult, Outcome, TlsFacts, Verdict
-from harness.report_model import ReceiverInfo, Risk
+from harness.report_model import ReceiverInfo, Risk, SessionSummary
 from harness.scenario_files import ScenarioError
 from harness.scenarios import DEFAULT_ROOT, load_receiver
+from harness.scoreboard.build import broken_by_the_proxy
 from harness.scoreboard.diff import diff_boards, version_changes
 from harness.scoreboard.files import (
     SCHEMA_PATH,
@@ -32,7 +33,8 @@ from harness.scoreboard.model import (
 from harness.scoreboard.page import render_page
 from harness.scoreboard.plan import OBSERVE_ONLY, Stated, build_plan, family_of
 from harness.scoreboard.score import board_cell, column_score
-from lab.spec import CertState, TlsVersion
+from lab.proxy_record import ProxyRecord
+from lab.spec import CertState, ProxyVector, TlsVersion
 
 TLS13 = TlsFacts(version=TlsVersion.TLS13, cipher="TLS_AES_256_GCM_SHA384", bits=256)
 
@@ -263,3 +265,31 @@ def test_the_page_escapes_what_it_shows() -> None:
     assert "&lt;script&gt;" in page
     assert 'data-verdict="observed-only"' in page
     assert "observed only" in page
+
+
+def proxy_line(port: int, ended_by: str, plaintext: bool, started: float) -> str:
+    record = ProxyRecord(
+        receiver="starttls-broken", vector=ProxyVector.STARTTLS_BROKEN, peer_ip="172.19.0.9",
+        peer_port=40000 + port, upstream_ip="127.0.0.1", upstream_port=port, started=started,
+        ended=started + 0.1, ended_by=ended_by, data_in_plaintext=plaintext,
+    )  # fmt: skip
+    return record.model_dump_json() + "\n"
+
+
+def session(port: int) -> SessionSummary:
+    return SessionSummary(peer=f"127.0.0.1:{port}", starttls=False, handshake="none")
+
+
+def test_plaintext_after_a_handshake_the_proxy_broke_is_a_downgrade(tmp_path: Path) -> None:
+    folder = tmp_path / "evidence" / "starttls-broken"
+    folder.mkdir(parents=True)
+    (folder / "proxy.jsonl").write_text(
+        proxy_line(1, "garbage-sent", False, 1.0) + proxy_line(2, "quit", True, 2.0)
+        + proxy_line(3, "garbage-sent", False, 3.0)  # another cell's connection
+    )  # fmt: skip
+    both = result("starttls-broken", Outcome.DELIVERED, sessions=(session(1), session(2)))
+    assert broken_by_the_proxy(tmp_path, both)
+    plain_only = result("starttls-broken", Outcome.DELIVERED, sessions=(session(2),))
+    assert not broken_by_the_proxy(tmp_path, plain_only)  # negative control: no broken handshake
+    over_tls = result("starttls-broken", Outcome.DELIVERED, tls=TLS13, sessions=(session(1),))
+    assert not broken_by_the_proxy(tmp_path, over_tls)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness.evidence_links import link_evidence
-from harness.model import CellRef, RunReport
+from harness.evidence_links import EVIDENCE, link_evidence
+from harness.model import CellRef, CellResult, Outcome, RunReport
 from harness.provenance import lab_commit, package_version
 from harness.scoreboard.lanes import Span
 from harness.scoreboard.model import BoardCell, FamilyTiming, Scoreboard, SoftwareVersion
 from harness.scoreboard.plan import BoardPlan
 from harness.scoreboard.score import board_cell, column_score
+from lab.proxy_record import read_proxy_records
 
 
 def sender_log(run_dir: Path, sender: str, message_id: str) -> str | None:
@@ -23,6 +24,28 @@ def sender_log(run_dir: Path, sender: str, message_id: str) -> str | None:
         if found.is_file():
             return found.relative_to(run_dir).as_posix()
     return None
+
+
+HANDSHAKE_BROKEN = ("garbage-sent", "handshake-failed")  # a proxy's ended_by: TLS never came up
+
+
+def broken_by_the_proxy(run_dir: Path, result: CellResult) -> bool:
+    """Return True when a man in the middle broke a handshake of the cell, then relayed plaintext.
+
+    The receiver behind the proxy saw no failed handshake, so the runner links no downgrade there.
+    The cell's proxy connections are those whose receiver-side end is one of its sessions' peers.
+    """
+    if result.outcome is not Outcome.DELIVERED or result.tls is not None or not result.sessions:
+        return False
+    peers = {s.peer for s in result.sessions}
+    mine = [
+        r
+        for r in read_proxy_records(run_dir / EVIDENCE / result.receiver)
+        if f"{r.upstream_ip}:{r.upstream_port}" in peers
+    ]
+    broken = [r.started for r in mine if r.ended_by in HANDSHAKE_BROKEN or r.tls_error]
+    plain = [r.started for r in mine if r.data_in_plaintext]
+    return bool(broken and plain and min(broken) < max(plain))
 
 
 def family_timings(
@@ -70,6 +93,8 @@ def build_board(
             info.get(result.receiver),
             sender_log(run_dir, result.sender, result.message_id),
         )
+        if not cell.downgraded and broken_by_the_proxy(run_dir, result):
+            cell = cell.model_copy(update={"downgraded": True})
         if key in plan.disputed:
             cell = cell.model_copy(update={"note": f"observed only: {plan.disputed[key]}"})
         cells.append(cell)

@@ -78,7 +78,10 @@ class BoardCell(Frozen):
     tls: TlsFacts | None = None
     risk: Risk
     words: str = Field(default="", description="what the delivery means, as report.html says it")
-    downgraded: bool = Field(description="delivered in plaintext after a failed TLS attempt")
+    downgraded: bool = Field(
+        description="delivered in plaintext after a failed TLS handshake (with the receiver, or "
+        "broken by a man in the middle in front of it)"
+    )
     expected: str | None = Field(description="the stated expectation as a label; null: none")
     expected_from: str | None = Field(description="the suite stating it; null: observed only")
     verdict: Verdict | None = Field(description="observed against the stated expectation")
