@@ -130,6 +130,12 @@ def test_cli_rejects_an_unknown_receiver_with_one_line() -> None:
     assert_usage_error(ran, "--receivers", "bogus-state")
 
 
+def test_cli_refuses_real_senders_off_docker_before_starting_anything() -> None:
+    ran = tlslab("scoreboard", "--backend", "local", "--senders", "postfix-may,paubox")
+    assert_usage_error(ran, "postfix-may", "--backend docker")
+    assert "Scoreboard:" not in ran.out
+
+
 def info(receiver: str, starttls: bool = True, cert: CertState = CertState.VALID) -> ReceiverInfo:
     return ReceiverInfo(
         id=receiver, certificate=cert, tls_min=TlsVersion.TLS12, tls_max=TlsVersion.TLS13,

@@ -17,9 +17,9 @@ from harness.scoreboard.build import build_board
 from harness.scoreboard.files import point_link, write_board
 from harness.scoreboard.lanes import Lanes
 from harness.scoreboard.model import Scoreboard
-from harness.scoreboard.plan import BOARD_ID, BoardPlan, build_plan
+from harness.scoreboard.plan import BOARD_ID, POLICY_GROUP, BoardPlan, build_plan
 from harness.scoreboard.versions import read_versions
-from lab.backends import BACKENDS, Backend
+from lab.backends import BACKENDS, Backend, BackendError
 
 SubParsers = argparse._SubParsersAction  # argparse has no public name for it
 
@@ -102,6 +102,12 @@ def cmd_scoreboard(args: argparse.Namespace) -> int:
     root = scenarios_root(args.scenarios)
     plan = build_plan(root, args.receivers, args.senders, args.families)
     backend = backend_named(args.backend)
+    real = [s.id for s in plan.senders if s.software != POLICY_GROUP]
+    if real and backend.name != "docker":
+        raise BackendError(
+            f"the real senders {real} run only on the docker backend",
+            "use --backend docker, or --senders with policy models only",
+        )
     reports = reports_dir(args.reports)
     total = len(plan.cells)
     print(
