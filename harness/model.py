@@ -222,20 +222,33 @@ class RelaySenderProfile(Frozen):
         return self
 
 
+class RfcSenderProfile(Frozen):
+    """The lab's oracle: delivers exactly as RFC 7672 (DANE) and RFC 8461 (MTA-STS) require."""
+
+    id: Id
+    driver: Literal["rfc"]
+    description: Text = ""
+    models: Text = Field(default="", description="what this profile stands for")
+
+
 class _Driver(BaseModel):
     """The `driver` field alone, which selects the profile model."""
 
-    driver: Literal["reference", "postfix", "ses", "relay"] = "reference"
+    driver: Literal["reference", "postfix", "ses", "relay", "rfc"] = "reference"
 
 
-AnyProfile = ReferenceSenderProfile | PostfixSenderProfile | SesSenderProfile | RelaySenderProfile
+AnyProfile = (
+    ReferenceSenderProfile
+    | PostfixSenderProfile
+    | SesSenderProfile
+    | RelaySenderProfile
+    | RfcSenderProfile
+)
 
 
 def _profile_for_driver(data: Any) -> AnyProfile:
     """Validate `data` as the profile model its `driver` names (errors keep YAML field names)."""
-    if isinstance(
-        data, ReferenceSenderProfile | PostfixSenderProfile | SesSenderProfile | RelaySenderProfile
-    ):
+    if isinstance(data, AnyProfile):
         return data
     driver = _Driver.model_validate(data).driver
     if driver == "postfix":
@@ -244,6 +257,8 @@ def _profile_for_driver(data: Any) -> AnyProfile:
         return SesSenderProfile.model_validate(data)
     if driver == "relay":
         return RelaySenderProfile.model_validate(data)
+    if driver == "rfc":
+        return RfcSenderProfile.model_validate(data)
     return ReferenceSenderProfile.model_validate(data)
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 from harness.model import (
     PostfixSenderProfile,
     RelaySenderProfile,
+    RfcSenderProfile,
     SenderProfile,
     SesSenderProfile,
 )
@@ -13,6 +14,7 @@ from harness.senders.postfix import PostfixSender
 from harness.senders.reference import ReferenceSender
 from harness.senders.relay import RelaySender
 from harness.senders.remote import RemoteReferenceSender
+from harness.senders.rfc import RfcSender
 from harness.senders.ses import SesSender
 from lab.backends.base import BackendError, RunningLab
 
@@ -30,6 +32,8 @@ def make_driver(profile: SenderProfile, lab: RunningLab, outbox: Path) -> Sender
                 "run with --backend docker / BACKEND=docker",
             )
         return PostfixSender(profile, lab, outbox)
+    if isinstance(profile, RfcSenderProfile):
+        return RfcSender(profile, lab)  # validates DNSSEC itself against the lab DNS, any backend
     if lab.sender_host is not None:
         return RemoteReferenceSender(profile, lab, outbox)
     return ReferenceSender(profile)
