@@ -18,6 +18,7 @@ from harness.model import (
     PostfixSenderProfile,
     ReferenceSenderProfile,
     RelaySenderProfile,
+    RfcSenderProfile,
     SesSenderProfile,
     Suite,
     TlsMode,
@@ -41,6 +42,7 @@ SENDER_MODELS: dict[str, type] = {
     "ses": SesSenderProfile,
     "postfix": PostfixSenderProfile,
     "relay": RelaySenderProfile,
+    "rfc": RfcSenderProfile,
 }
 
 BASE_SUITE = """\
