@@ -113,6 +113,7 @@ class PostfixTlsLevel(enum.StrEnum):
     ENCRYPT = "encrypt"
     VERIFY = "verify"
     SECURE = "secure"
+    DANE = "dane"  # needs dns_support_level: dnssec and the lab's validating resolver
 
 
 POSTFIX_PROTOCOL = re.compile(r"(?:!|>=|<=)?(?:SSLv2|SSLv3|TLSv1|TLSv1\.[0-3])")
@@ -143,6 +144,17 @@ class PostfixSenderProfile(Frozen):
     protocols: PostfixProtocols | None = Field(
         default=None, description="smtp_tls_protocols (opportunistic TLS); unset: stock"
     )
+    dns_support_level: Literal["enabled", "dnssec"] | None = Field(
+        default=None,
+        description="smtp_dns_support_level; dnssec resolves through the lab's validating resolver",
+    )
+
+    @model_validator(mode="after")
+    def _dane_needs_dnssec(self) -> PostfixSenderProfile:
+        """Reject security_level dane without DNSSEC: Postfix would silently fall back to may."""
+        if self.security_level is PostfixTlsLevel.DANE and self.dns_support_level != "dnssec":
+            raise ValueError("security_level dane needs dns_support_level: dnssec")
+        return self
 
 
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=100)]

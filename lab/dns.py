@@ -23,6 +23,7 @@ import dns.rdatatype
 import dns.rrset
 
 TTL = 60
+ZONES_COMPLETE = "trust-anchor.json"  # ZoneSet.write writes it last: the folder is complete
 
 
 class Answerer(Protocol):
@@ -194,6 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mx", action="append", default=[], metavar="DOMAIN=MXHOST[:PREF]")
     parser.add_argument("--zones-dir", type=Path, help="serve the ZoneSet written to this folder")
     parser.add_argument("--exit-with-parent", action="store_true", help="stop when stdin closes")
+    parser.add_argument(
+        "--wait-for-zones", type=float, default=0.0, metavar="SECONDS",
+        help="wait this long for --zones-dir to be written (the zones name this server's address)",
+    )  # fmt: skip
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=53)
     args = parser.parse_args(argv)
@@ -202,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         exit_with_parent(sys.stdin.fileno())
     if args.zones_dir is not None:
+        if not _wait_for(args.zones_dir / ZONES_COMPLETE, args.wait_for_zones):
+            print(f"lab.dns: {args.zones_dir} was not written in time", file=sys.stderr)
+            return 2
         return _serve_zone_set(args.zones_dir, args.host, args.port)
     zone = LabZone(args.zone)
     try:
@@ -216,6 +224,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     asyncio.run(serve(zone, args.host, args.port))
     return 0
+
+
+def _wait_for(path: Path, seconds: float) -> bool:
+    """Wait (bounded) until `path` exists; return whether it does."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _serve_zone_set(folder: Path, host: str, port: int) -> int:

@@ -64,7 +64,9 @@ class ZoneSet:
             zone.to_file(str(folder / f"{zone.origin.to_text(omit_final_dot=True)}.zone"))
         (folder / SERVFAIL_FILE).write_text(json.dumps(sorted(self.servfail)) + "\n")
         anchor = dataclasses.asdict(self.trust_anchor)
-        (folder / TRUST_ANCHOR_FILE).write_text(json.dumps(anchor) + "\n")
+        partial = folder / f".{TRUST_ANCHOR_FILE}.partial"  # written last, renamed: complete
+        partial.write_text(json.dumps(anchor) + "\n")
+        partial.replace(folder / TRUST_ANCHOR_FILE)
 
     @classmethod
     def read(cls, folder: Path) -> ZoneSet:
@@ -209,3 +211,4 @@ class LabDns:
     port: int
     trust_anchor: TrustAnchor
     zones_dir: Path
+    resolver: str | None = None  # the validating resolver's address (docker), port 53

@@ -171,6 +171,15 @@ class PostfixSender:
         assert lab.sender_host is not None
         self.profile, self.id = profile, profile.id
         self.log_dir = outbox / "postfix" / profile.id
+        resolver = ""
+        if profile.dns_support_level == "dnssec":
+            if lab.dns is None or lab.dns.resolver is None:
+                raise BackendError(
+                    f"{profile.id} needs the lab's validating resolver, which runs only with DANE "
+                    "receivers on the docker backend",
+                    "add dane-* receivers to the suite and run with --backend docker",
+                )
+            resolver = lab.dns.resolver
         self.host: SenderHost = lab.sender_host(
             f"postfix-{profile.id}",
             target="postfix",
@@ -185,6 +194,8 @@ class PostfixSender:
                 "TLSLAB_PROTOCOLS": profile.protocols or "",
                 "TLSLAB_CAFILE": CONTAINER_CA,
                 "TLSLAB_MIN_BACKOFF": f"{RETRY_BACKOFF}s",
+                "TLSLAB_DNS_SUPPORT_LEVEL": profile.dns_support_level or "",
+                "TLSLAB_RESOLVER": resolver,
             },
             volumes={str(lab.pki.ca_cert_path.resolve()): {"bind": CONTAINER_CA, "mode": "ro"}},
         )

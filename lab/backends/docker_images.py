@@ -17,11 +17,15 @@ DOCKER_DIR = Path(__file__).resolve().parents[1] / "docker"
 PROJECT_ROOT = DOCKER_DIR.parents[1]
 LOCAL_BASE = "sender-tls-lab/base:bookworm"
 STOCK_BASE = "python:3.12-slim"
-TARGETS = ("lab", "postfix")
+TARGETS = ("lab", "postfix", "resolver")
 IMAGE_LABEL = "sender-tls-lab.image"
 # Cyrus SASL's PLAIN/LOGIN mechanisms and saslpasswd2 for the lab's authenticated relay, plus
 # what they need that the offline base lacks: downloaded on the (Debian 12) host like the wheels
 RELAY_DEBS = ("libsasl2-modules", "sasl2-bin", "db-util", "db5.3-util", "lsb-base", "libldap-2.5-0")
+# Debian's unbound (the lab's validating resolver) and its libraries the offline base lacks
+RESOLVER_DEBS = (
+    "unbound", "libevent-2.1-7", "libnghttp2-14", "libprotobuf-c1", "libpython3.11", "lsb-base",
+)  # fmt: skip
 
 
 def choose_base(client: Any) -> str:
@@ -110,17 +114,18 @@ def _prepare_context(client: Any, base: str, context: Path) -> None:
             "check that PyPI is reachable from this machine",
         )
     _download_debs(context / "debs")
+    _download_debs(context / "resolver-debs", RESOLVER_DEBS)
 
 
-def _download_debs(folder: Path) -> None:
-    """Download RELAY_DEBS with the host's apt (updating its lists once if needed), best effort.
+def _download_debs(folder: Path, debs: tuple[str, ...] = RELAY_DEBS) -> None:
+    """Download `debs` (default RELAY_DEBS) with the host's apt (lists updated once if needed).
 
     Without them the postfix image still builds; only the relay driver's lab relay cannot AUTH.
     """
     folder.mkdir()
     if shutil.which("apt-get") is None:
         return
-    command = ["apt-get", "download", *RELAY_DEBS]
+    command = ["apt-get", "download", *debs]
     for attempt in range(2):
         result = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=False)
         if result.returncode == 0:
