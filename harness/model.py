@@ -344,6 +344,15 @@ class Downgrade(Frozen):
     plaintext_session: str  # the session that delivered the message in plaintext
 
 
+class DaneEvidence(Frozen):
+    """The DANE policy a sender could have known: lookups as the lab validated them."""
+
+    lookups: tuple[str, ...] = Field(description="MX, A and TLSA, each with its DNSSEC status")
+    tlsa: tuple[str, ...] = Field(default=(), description="the secure TLSA records, if any")
+    tlsa_security: str = Field(description="secure, insecure, bogus or failed")
+    resolver: str = Field(default="", description="the validating resolver's answer (docker)")
+
+
 class CellResult(Frozen):
     """The observed outcome of one cell, its expectation, verdict and evidence."""
 
@@ -370,6 +379,7 @@ class CellResult(Frozen):
     evidence: tuple[EvidenceLink, ...] = Field(
         default=(), description="the cell's stored message, session records and portal copy"
     )
+    dane: DaneEvidence | None = None  # receivers with a DANE subzone: what DNS said
 
     @property
     def id(self) -> str:
