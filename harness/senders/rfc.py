@@ -70,19 +70,29 @@ class HostPlan:
 class RfcSender:
     """Delivers per RFC 7672 through the lab's signed DNS; the account says which policy applied."""
 
-    def __init__(self, profile: RfcSenderProfile, lab: RunningLab, sts: StsSource | None = None):
+    def __init__(
+        self,
+        profile: RfcSenderProfile,
+        lab: RunningLab,
+        outbox: Path,
+        sts: StsSource | None = None,
+    ) -> None:
         """Validate against the lab DNS and its trust anchor; `sts` is the MTA-STS seam."""
         if lab.dns is None:
             raise BackendError(
                 "rfc-sender needs the lab DNS, which runs only when a receiver has `dane:`",
                 "add a DANE receiver state to the suite, or use a reference profile",
             )
-        self.profile, self.id, self.sts = profile, profile.id, sts
+        self.profile, self.id, self.sts, self.lab = profile, profile.id, sts, lab
         self.resolver = ValidatingResolver((lab.dns.host, lab.dns.port), lab.dns.trust_anchor)
         self.helo = f"sender-{profile.id}.lab.test"
 
-    def send(self, message: TestMessage, lab: RunningLab, outbox: Path) -> SendReport:
+    def close(self) -> None:
+        """Nothing to release: every session and query is closed when it ends."""
+
+    def send(self, message: TestMessage) -> SendReport:
         """Deliver `message` under RFC 7672; defer when no MX host may take it; never raises."""
+        lab = self.lab
         domain = message.rcpt.rpartition("@")[2]
         mx = self.resolver.lookup(domain, "MX")
         account = [f"MX {mx.as_text()}"]
