@@ -67,3 +67,20 @@ def test_generic_records_are_served_and_bad_data_is_refused_when_added() -> None
         zone.add_record("_25._tcp.mx.a.lab.test", "TLSA", "3 1 1 not-hex")
     with pytest.raises(ValueError, match="not inside the zone"):
         zone.add_txt("example.com", "v=spf1")
+
+
+def test_the_lab_dns_refuses_a_broken_zones_folder_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "lab.test.zone").write_text("this is not a master file\n", encoding="utf-8")
+    (tmp_path / "servfail.json").write_text("[]\n", encoding="utf-8")
+    (tmp_path / "trust-anchor.json").write_text("{}\n", encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "lab.dns", "--zones-dir", str(tmp_path), "--port", "0"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert "lab.test.zone" in done.stderr
+    assert "Traceback" not in done.stderr
