@@ -18,6 +18,7 @@ from harness.model import (
     PostfixSenderProfile,
     ReferenceSenderProfile,
     RelaySenderProfile,
+    RfcSenderProfile,
     SesSenderProfile,
     Suite,
     TlsMode,
@@ -43,6 +44,7 @@ SENDER_MODELS: dict[str, type] = {
     "postfix": PostfixSenderProfile,
     "relay": RelaySenderProfile,
     "exim": EximSenderProfile,
+    "rfc": RfcSenderProfile,
 }
 
 BASE_SUITE = """\

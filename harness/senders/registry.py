@@ -20,6 +20,7 @@ from harness.model import (
     PostfixSenderProfile,
     ReferenceSenderProfile,
     RelaySenderProfile,
+    RfcSenderProfile,
     SenderProfileBase,
     SesSenderProfile,
 )
@@ -30,6 +31,7 @@ from harness.senders.postfix import PostfixSender
 from harness.senders.reference import ReferenceSender
 from harness.senders.relay import RelaySender
 from harness.senders.remote import RemoteReferenceSender
+from harness.senders.rfc import RfcSender
 from harness.senders.ses import SesSender
 from lab.backends.base import RunningLab
 
@@ -76,6 +78,8 @@ DRIVERS: dict[str, Driver[Any]] = {
     # external services: the lab cannot look inside, it watches the receivers and bounces
     "ses": Driver(SesSenderProfile, lambda p, lab, outbox: SesSender(p), _observe_timeout),
     "relay": Driver(RelaySenderProfile, RelaySender, _observe_timeout),
+    # the RFC 7672 oracle: validates DNSSEC itself against the lab DNS, on either backend
+    "rfc": Driver(RfcSenderProfile, RfcSender),
 }
 
 

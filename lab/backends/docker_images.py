@@ -17,7 +17,7 @@ DOCKER_DIR = Path(__file__).resolve().parents[1] / "docker"
 PROJECT_ROOT = DOCKER_DIR.parents[1]
 LOCAL_BASE = "sender-tls-lab/base:bookworm"
 STOCK_BASE = "python:3.12-slim"
-TARGETS = ("lab", "postfix", "exim")
+TARGETS = ("lab", "postfix", "exim", "resolver")
 OPTIONAL = ("exim",)  # a failed build of these leaves them out; only their senders then fail
 IMAGE_LABEL = "sender-tls-lab.image"
 # Cyrus SASL's PLAIN/LOGIN mechanisms and saslpasswd2 for the lab's authenticated relay, plus
@@ -30,6 +30,10 @@ EXIM_DEBS = (
     "libevent-2.1-7", "libidn12", "cron", "cron-daemon-common", "sensible-utils",
 )  # fmt: skip
 SCRIPT_DIRS = ("mta", "postfix", "exim")  # lab/docker/<dir>: the MTA containers' scripts
+# Debian's unbound (the lab's validating resolver) and its libraries the offline base lacks
+RESOLVER_DEBS = (
+    "unbound", "libevent-2.1-7", "libnghttp2-14", "libprotobuf-c1", "libpython3.11", "lsb-base",
+)  # fmt: skip
 
 
 def choose_base(client: Any) -> str:
@@ -126,6 +130,7 @@ def _prepare_context(client: Any, base: str, context: Path) -> None:
             "check that PyPI is reachable from this machine",
         )
     _download_debs(context / "debs", RELAY_DEBS)
+    _download_debs(context / "resolver-debs", RESOLVER_DEBS)
     if base == LOCAL_BASE:  # no package index inside: the exim target needs these or fails
         _download_debs(context / "exim-debs", EXIM_DEBS)
     else:
