@@ -37,6 +37,12 @@ class LabZone:
         """Add an MX record pointing `domain` at `mx_host`."""
         self._add(domain, dns.rdatatype.MX, f"{preference} {mx_host.rstrip('.')}.")
 
+    def add_txt(self, owner: str, text: str) -> None:
+        """Add a TXT record holding `text` as one character string (at most 255 bytes)."""
+        if len(text.encode("utf-8")) > 255 or '"' in text or "\\" in text:
+            raise ValueError(f"TXT text for {owner} must be at most 255 bytes without quotes")
+        self._add(owner, dns.rdatatype.TXT, f'"{text}"')
+
     def _add(self, owner: str, rdtype: int, text: str) -> None:
         """Add one record, rejecting owners outside the zone."""
         name = dns.name.from_text(owner)
@@ -114,23 +120,35 @@ def _print_ready() -> None:
     print('{"ready": true}', flush=True)
 
 
+def _print_port(port: int) -> None:
+    """Print the port the lab DNS bound (asked for port 0), before the ready line."""
+    print(f'{{"dns_port": {port}}}', flush=True)
+
+
 async def serve(
     zone: LabZone,
     host: str,
     port: int,
     on_ready: Callable[[], None] = _print_ready,
     stop: asyncio.Event | None = None,
+    on_port: Callable[[int], None] = _print_port,
 ) -> None:
-    """Serve the zone on UDP and TCP until `stop` is set (default: SIGINT/SIGTERM)."""
+    """Serve the zone on UDP and TCP until `stop` is set (default: SIGINT/SIGTERM).
+
+    With port 0 both take one free port, handed to `on_port` before `on_ready` is called.
+    """
     loop = asyncio.get_running_loop()
     if stop is None:
         stop = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-    udp, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(zone), (host, port))
     tcp = await asyncio.start_server(
         lambda r, w: _serve_tcp_client(zone, r, w), host=host, port=port
     )
+    bound = int(tcp.sockets[0].getsockname()[1])  # port 0: UDP takes the port TCP was given
+    udp, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(zone), (host, bound))
+    if port == 0:
+        on_port(bound)
     on_ready()
     try:
         await stop.wait()
@@ -141,11 +159,12 @@ async def serve(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the lab DNS: `--a host=ip` and `--mx domain=mx-host[:preference]`, repeatable."""
+    """Run the lab DNS: `--a host=ip`, `--mx domain=mx-host[:preference]`, `--txt owner=text`."""
     parser = argparse.ArgumentParser(prog="python -m lab.dns", description=__doc__)
     parser.add_argument("--zone", default="lab.test")
     parser.add_argument("--a", action="append", default=[], metavar="HOST=IP")
     parser.add_argument("--mx", action="append", default=[], metavar="DOMAIN=MXHOST[:PREF]")
+    parser.add_argument("--txt", action="append", default=[], metavar="OWNER=TEXT")
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=53)
     args = parser.parse_args(argv)
@@ -157,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             domain, _, target = item.partition("=")
             mx_host, _, preference = target.partition(":")
             zone.add_mx(domain, mx_host, int(preference or 10))
+        for item in args.txt:
+            owner, _, text = item.partition("=")
+            zone.add_txt(owner, text)
     except (TypeError, ValueError) as error:
         print(f"lab.dns: bad record: {error}", file=sys.stderr)
         return 2

@@ -46,6 +46,8 @@ class RunningLab:
     pki: LabPki
     evidence_root: Path
     sender_host: Callable[..., SenderHost] | None = None
+    dns: tuple[str, int] | None = None  # the lab DNS senders may query (address, port)
+    policy_host: tuple[str, int] | None = None  # where every MTA-STS policy host listens
 
     def endpoint(self, receiver: str) -> ReceiverEndpoint:
         """Return one receiver's endpoint."""

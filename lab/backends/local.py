@@ -19,6 +19,7 @@ from lab.backends.base import BackendError, RunningLab
 from lab.pki import LabPki
 from lab.serve import ReceiverEndpoint, write_specs_file
 from lab.spec import ReceiverSpec
+from lab.sts_local import local_sts_services
 
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
@@ -55,7 +56,12 @@ class LocalBackend:
                 process = spawn(command, log)
                 try:
                     endpoints = _read_endpoints(process, log_path)
-                    yield RunningLab(self.name, endpoints, pki, evidence_root)
+                    with local_sts_services(specs, pki, evidence_root, self.host) as sts:
+                        yield RunningLab(
+                            self.name, endpoints, pki, evidence_root,
+                            dns=sts.dns if sts else None,
+                            policy_host=sts.policy_host if sts else None,
+                        )  # fmt: skip
                 finally:
                     _stop(process)
         finally:
