@@ -44,6 +44,7 @@ from lab.pki import ensure_certs
 from lab.proxy_record import ProxyRecord
 from lab.session_facts import EndedBy, SessionFacts, read_session_facts
 from lab.spec import ReceiverSpec, TlsVersion
+from lab.sts_spec import published_sts
 
 SESSION_WAIT = 5.0
 POLL_INTERVAL = 0.005
@@ -295,6 +296,7 @@ def receiver_info(spec: ReceiverSpec) -> ReceiverInfo:
         starttls=spec.starttls,
         domain=spec.domain,
         proxy=spec.proxy.vector.value if spec.proxy is not None else None,
+        **published_sts(spec),
     )
 
 

@@ -134,8 +134,14 @@ def cell_policy(cell: CellResult, info: ReceiverInfo | None) -> dict[str, Any]:
             detail["failure-reason-code"] = alert
         failures.append(detail)
     kind = info.policy if info is not None else "no-policy-found"
+    policy: dict[str, Any] = {"policy-type": kind, "policy-domain": domain, "mx-host": [mx_host]}
+    if kind == "sts" and info is not None and info.policy_strings:
+        policy["policy-string"] = list(info.policy_strings)  # RFC 8460 4.3: the policy's lines
+        policy["mx-host"] = [
+            line.partition(":")[2].strip() for line in info.policy_strings if line.startswith("mx:")
+        ]
     return {
-        "policy": {"policy-type": kind, "policy-domain": domain, "mx-host": [mx_host]},
+        "policy": policy,
         "summary": {
             "total-successful-session-count": sum(kind is None for kind, _ in results),
             "total-failure-session-count": sum(failed.values()),

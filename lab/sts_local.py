@@ -9,6 +9,7 @@ import os
 import selectors
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,7 +23,6 @@ from lab.sts_spec import policy_host
 
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
-SERVICES_DIR = ".sts"  # under the evidence root: the policy host's certificates and sites
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,11 +60,11 @@ def local_sts_services(
         return
     from lab.backends.local import spawn  # local imports this module: import at call time
 
-    folder = evidence_root / SERVICES_DIR
-    sites_file = write_sites_file(build_sites(specs, pki, folder), folder / "sites.json")
     request_log = evidence_root / "policy-host-requests.jsonl"
     log_path = evidence_root / "sts-services.log"
     with contextlib.ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tlslab-sts-")))
+        sites_file = write_sites_file(build_sites(specs, pki, folder), folder / "sites.json")
         log = stack.enter_context(log_path.open("ab"))
         https = spawn([sys.executable, "-m", "lab.sts_host", "--sites-file", str(sites_file),
                        "--log", str(request_log), "--host", host, "--port", "0",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import enum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from lab.bounds import within
+
+if TYPE_CHECKING:
+    from lab.spec import ReceiverSpec
 
 POLICY_PATH = "/.well-known/mta-sts.txt"
 MAX_AGE_LIMIT = 31_557_600  # RFC 8461 section 3.2: max_age is at most one year
@@ -77,3 +80,26 @@ def policy_text(sts: StsSpec, own_mx: str) -> str:
     lines += [f"mx: {pattern}" for pattern in policy_patterns(sts, own_mx)]
     lines.append(f"max_age: {sts.max_age}")
     return "".join(line + "\r\n" for line in lines)
+
+
+def published_sts(spec: ReceiverSpec) -> dict[str, Any]:
+    """Return what a spec publishes for MTA-STS as report fields (policy, TXT, policy lines)."""
+    sts = spec.sts
+    if sts is None:
+        return {}
+    served = sts.policy_host is PolicyHostDefect.NONE
+    lines = tuple(policy_text(sts, spec.mx_host).split("\r\n")[:-1])
+    return {
+        "policy": "sts" if served and sts.mode is not StsMode.NONE else "no-policy-found",
+        "policy_txt": txt_record(sts),
+        "policy_strings": lines if served else (),
+        "policy_host": _HOST_SERVES[sts.policy_host],
+    }
+
+
+_HOST_SERVES = {
+    PolicyHostDefect.NONE: "200 text/plain, lab-CA certificate",
+    PolicyHostDefect.NOT_FOUND: "404 for the policy path",
+    PolicyHostDefect.REDIRECT: "301 to another path (which serves the policy)",
+    PolicyHostDefect.BAD_CERT: "the policy, with a self-signed certificate",
+}

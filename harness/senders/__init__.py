@@ -14,6 +14,7 @@ from harness.senders.reference import ReferenceSender
 from harness.senders.relay import RelaySender
 from harness.senders.remote import RemoteReferenceSender
 from harness.senders.ses import SesSender
+from harness.senders.sts_sender import StsReferenceSender
 from lab.backends.base import BackendError, RunningLab
 
 
@@ -32,6 +33,8 @@ def make_driver(profile: SenderProfile, lab: RunningLab, outbox: Path) -> Sender
         return PostfixSender(profile, lab, outbox)
     if lab.sender_host is not None:
         return RemoteReferenceSender(profile, lab, outbox)
+    if profile.mta_sts:
+        return StsReferenceSender(profile)
     return ReferenceSender(profile)
 
 

@@ -17,6 +17,8 @@ from typing import Any
 from harness.model import ReferenceSenderProfile
 from harness.senders.base import SendAction, SendReport, TestMessage
 from harness.senders.reference import ReferenceSender
+from harness.senders.sts_fetch import StsClient
+from harness.senders.sts_sender import StsReferenceSender
 from lab.backends.base import RunningLab, SenderHost
 
 CONTAINER_CERTS = Path("/certs")
@@ -112,7 +114,12 @@ def main() -> int:
     raw = job["message"]
     message = TestMessage(raw["message_id"], raw["mail_from"], raw["rcpt"], raw["data"].encode())
     ca_cert = CONTAINER_CERTS / "ca" / "lab-ca.pem"
-    report = ReferenceSender(profile).deliver(message, DnsRouter(), ca_cert, CONTAINER_OUTBOX)
+    sender = (
+        StsReferenceSender(profile, StsClient(ca_cert))
+        if profile.mta_sts
+        else ReferenceSender(profile)
+    )
+    report = sender.deliver(message, DnsRouter(), ca_cert, CONTAINER_OUTBOX)
     print(report_to_json(report), flush=True)
     return 0
 
