@@ -190,7 +190,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.exit_with_parent:
         exit_with_parent(sys.stdin.fileno())
     try:
-        sites = SITES.validate_json(args.sites_file.read_bytes())
+        base = args.sites_file.parent  # relative certificate paths are beside the sites file
+        sites = [
+            site.model_copy(
+                update={"cert_path": base / site.cert_path, "key_path": base / site.key_path}
+            )
+            for site in SITES.validate_json(args.sites_file.read_bytes())
+        ]
         if not sites:
             raise ValueError("no sites")
         asyncio.run(serve(sites, args.log, args.host, args.port, _print_ready))

@@ -18,8 +18,7 @@ from typing import Any
 from lab.backends.base import BackendError
 from lab.pki import LabPki
 from lab.spec import LAB_ZONE, ReceiverSpec
-from lab.sts_sites import build_sites, sts_specs, txt_records, write_sites_file
-from lab.sts_spec import policy_host
+from lab.sts_sites import build_sites, sts_dns_arguments, sts_specs, write_sites_file
 
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
@@ -34,20 +33,14 @@ class StsServices:
     request_log: Path  # the policy host's JSON lines, one per HTTPS request
 
 
-def dns_arguments(
-    specs: Sequence[ReceiverSpec], mx_address: dict[str, str], sts_address: str
-) -> list[str]:
-    """Return `python -m lab.dns` arguments: MX and A records, policy hosts, TXT records."""
+def dns_arguments(specs: Sequence[ReceiverSpec], address: str) -> list[str]:
+    """Return `python -m lab.dns` arguments: every host at `address`, MX and MTA-STS records."""
     argv: list[str] = []
     for spec in specs:
         for route in spec.mx_routes:
             argv += ["--mx", f"{spec.domain}={route.host}:{route.preference}"]
-            argv += ["--a", f"{route.host}={mx_address.get(route.host, sts_address)}"]
-    for spec in sts_specs(specs):
-        argv += ["--a", f"{policy_host(spec.domain)}={sts_address}"]
-    for record in txt_records(specs):
-        argv += ["--txt", f"{record.owner}={record.text}"]
-    return argv
+            argv += ["--a", f"{route.host}={address}"]
+    return argv + sts_dns_arguments(specs, address)
 
 
 @contextlib.contextmanager
@@ -71,7 +64,7 @@ def local_sts_services(
                        "--exit-with-parent"], log)  # fmt: skip
         stack.callback(_stop, https)
         https_port = int(_read_ready(https, log_path)["policy_host_port"])
-        records = dns_arguments(specs, {}, host)
+        records = dns_arguments(specs, host)
         dns = spawn([sys.executable, "-m", "lab.dns", "--zone", LAB_ZONE, "--host", host,
                      "--port", "0", *records], log)  # fmt: skip
         stack.callback(_stop, dns)

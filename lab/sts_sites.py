@@ -47,7 +47,8 @@ def build_sites(
 ) -> list[PolicySite]:
     """Issue each policy host's certificate into `folder` and return the sites (lab CA signs).
 
-    A `bad-cert` site gets a self-signed certificate for its own name.
+    A `bad-cert` site gets a self-signed certificate for its own name. Certificate and key
+    paths are relative to `folder` (where the sites file goes), so a container can mount it.
     """
     when = now or datetime.now(UTC)
     issuer = issuer_from_pem(pki.ca_cert_path.read_bytes(), (pki.root / CA_KEY).read_bytes())
@@ -64,8 +65,9 @@ def build_sites(
         key_path.touch(mode=0o600)
         key_path.write_bytes(key_pem)
         body = policy_text(spec.sts, spec.mx_host)
-        sites.append(PolicySite(host=host, cert_path=cert_path, key_path=key_path,
-                                defect=spec.sts.policy_host, body=body))  # fmt: skip
+        sites.append(PolicySite(host=host, cert_path=Path(cert_path.name),
+                                key_path=Path(key_path.name), defect=spec.sts.policy_host,
+                                body=body))  # fmt: skip
     return sites
 
 
@@ -74,3 +76,13 @@ def write_sites_file(sites: Sequence[PolicySite], path: Path) -> Path:
     path.write_bytes(SITES.dump_json(list(sites)))
     os.chmod(path, 0o644)
     return path
+
+
+def sts_dns_arguments(specs: Sequence[ReceiverSpec], policy_address: str) -> list[str]:
+    """Return `python -m lab.dns` arguments for the policy hosts' A and the TXT records."""
+    argv: list[str] = []
+    for spec in sts_specs(specs):
+        argv += ["--a", f"{policy_host(spec.domain)}={policy_address}"]
+    for record in txt_records(specs):
+        argv += ["--txt", f"{record.owner}={record.text}"]
+    return argv

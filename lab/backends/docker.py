@@ -17,9 +17,11 @@ from typing import Any
 
 from lab.backends.base import BackendError, RunningLab, SenderHost
 from lab.backends.docker_images import ensure_images
+from lab.backends.docker_sts import HTTPS_PORT, remove_temp_dirs, start_policy_host
 from lab.pki import LabPki
 from lab.serve import MxEndpoint, ReceiverEndpoint, write_specs_file
 from lab.spec import LAB_ZONE, ReceiverSpec
+from lab.sts_sites import sts_dns_arguments
 
 RUN_LABEL = "sender-tls-lab.run"
 BRIDGE_PREFIX = "tlslab"  # + an 8-character run id: a Linux interface name (at most 15)
@@ -72,8 +74,13 @@ class DockerBackend:
         try:
             self.say(f"starting {len(specs)} receivers and the lab DNS...")
             endpoints = lab.start_receivers(specs)
-            lab.start_dns(specs, endpoints)
-            yield RunningLab(self.name, endpoints, pki, evidence_root, sender_host=lab.sender_host)
+            policy_address = start_policy_host(lab, specs, LAB_UID)
+            lab.start_dns(specs, endpoints, policy_address)
+            yield RunningLab(
+                self.name, endpoints, pki, evidence_root, sender_host=lab.sender_host,
+                dns=(lab.dns_address, 53),
+                policy_host=(policy_address, HTTPS_PORT) if policy_address else None,
+            )  # fmt: skip
         finally:
             lab.remove_all()
 
@@ -90,6 +97,7 @@ class _LabContainers:
         self.labels = {RUN_LABEL: run}
         self.containers: list[Any] = []
         self.specs_files: list[Path] = []
+        self.temp_dirs: list[Path] = []  # e.g. the MTA-STS policy host's keys
         self.dns_address = ""
         self.user, self.certs_dir = _container_user(), pki.root.resolve()
         if os.getuid() == 0:
@@ -168,13 +176,20 @@ class _LabContainers:
             for spec in specs
         }
 
-    def start_dns(self, specs: Sequence[ReceiverSpec], ends: dict[str, ReceiverEndpoint]) -> None:
-        """Start the lab DNS, authoritative for the zone: A and MX records for every MX host."""
+    def start_dns(
+        self,
+        specs: Sequence[ReceiverSpec],
+        ends: dict[str, ReceiverEndpoint],
+        policy_address: str | None = None,
+    ) -> None:
+        """Start the lab DNS, authoritative for the zone: A and MX for every MX host, MTA-STS."""
         command = ["python", "-m", "lab.dns", "--zone", LAB_ZONE]
         for spec in specs:
             for mx in ends[spec.id].mx:
                 command += ["--a", f"{mx.mx_host}={mx.host}"]
                 command += ["--mx", f"{spec.domain}={mx.mx_host}:{mx.preference}"]
+        if policy_address is not None:
+            command += sts_dns_arguments(specs, policy_address)
         container = self._run("dns", self.images["lab"], command)
         self.dns_address = self._wait_ready(container, "dns")
 
@@ -224,6 +239,7 @@ class _LabContainers:
         remove_run(self.client, self.run)
         for specs_file in self.specs_files:
             specs_file.unlink(missing_ok=True)
+        remove_temp_dirs(self.temp_dirs)
         if self.certs_dir != self.pki.root.resolve():
             shutil.rmtree(self.certs_dir, ignore_errors=True)
 
