@@ -146,6 +146,10 @@ class PostfixSenderProfile(Frozen):
     protocols: PostfixProtocols | None = Field(
         default=None, description="smtp_tls_protocols (opportunistic TLS); unset: stock"
     )
+    mta_sts: StrictBool = Field(
+        default=False,
+        description="smtp_tls_policy_maps from postfix-mta-sts-resolver (MTA-STS, RFC 8461)",
+    )
 
 
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=100)]

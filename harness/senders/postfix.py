@@ -185,6 +185,7 @@ class PostfixSender:
                 "TLSLAB_PROTOCOLS": profile.protocols or "",
                 "TLSLAB_CAFILE": CONTAINER_CA,
                 "TLSLAB_MIN_BACKOFF": f"{RETRY_BACKOFF}s",
+                "TLSLAB_MTA_STS": "yes" if profile.mta_sts else "",
             },
             volumes={str(lab.pki.ca_cert_path.resolve()): {"bind": CONTAINER_CA, "mode": "ro"}},
         )
