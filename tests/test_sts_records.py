@@ -1,0 +1,65 @@
+"""MTA-STS receiver specs: bad fields name the file and field; TXT records are checked; reports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.scenario_files import ScenarioError
+from harness.scenarios import load_receiver
+from lab.dns import LabZone
+from lab.spec import ReceiverSpec
+from lab.sts_spec import published_sts
+
+
+@pytest.mark.parametrize(
+    ("sts", "field"),
+    [
+        ("{mode: strict}", "sts.mode"),
+        ("{mode: enforce, max_age: 31557601}", "sts.max_age"),
+        ("{mode: enforce, mx: ['bad pattern']}", "sts.mx"),
+        ("{mode: enforce, policy_host: teapot}", "sts.policy_host"),
+        ("{mode: enforce, colour: red}", "sts.colour"),
+    ],
+)
+def test_a_bad_sts_field_names_the_file_and_the_field(tmp_path: Path, sts: str, field: str) -> None:
+    path = tmp_path / "sts-bad.yaml"
+    path.write_text(f"sts: {sts}\n")
+    with pytest.raises(ScenarioError) as raised:
+        load_receiver(path)
+    assert str(path) in str(raised.value)
+    assert field in str(raised.value)
+    path.write_text("sts: {mode: enforce}\n")  # the control loads
+    assert load_receiver(path).sts is not None
+
+
+@pytest.mark.parametrize("text", ['has "quotes"', "back\\slash", "x" * 256])
+def test_txt_text_that_cannot_be_one_string_is_refused(text: str) -> None:
+    zone = LabZone("lab.test")
+    with pytest.raises(ValueError, match="at most 255 bytes"):
+        zone.add_txt("_mta-sts.a.lab.test", text)
+    zone.add_txt("_mta-sts.a.lab.test", "v=STSv1; id=1")  # the control is accepted
+    assert zone.records
+
+
+def test_the_dns_command_exits_2_on_a_bad_txt_record() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "lab.dns", "--port", "0", "--txt", "_x.other.test=v=STSv1"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith("lab.dns: bad record:")
+    assert "Traceback" not in result.stderr
+
+
+def test_reports_carry_what_the_domain_publishes(receiver_specs: dict[str, ReceiverSpec]) -> None:
+    served = published_sts(receiver_specs["sts-enforce"])
+    assert served["policy"] == "sts"
+    assert served["policy_txt"] == "v=STSv1; id=lab1"
+    assert "mode: enforce" in served["policy_strings"]
+    broken = published_sts(receiver_specs["sts-fetch-404"])  # nothing a sender can fetch
+    assert (broken["policy"], broken["policy_strings"]) == ("no-policy-found", ())
+    assert published_sts(receiver_specs["tls13"]) == {}
