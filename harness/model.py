@@ -11,7 +11,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PlainValidator,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -90,7 +89,16 @@ class TlsFacts(Frozen):
     bits: int | None = None
 
 
-class ReferenceSenderProfile(Frozen):
+class SenderProfileBase(Frozen):
+    """What every sender profile has; each driver's model (harness.senders.registry) extends it."""
+
+    id: Id
+    driver: str
+    description: Text = ""
+    models: Text = Field(default="", description="the real sender (configuration) it stands for")
+
+
+class ReferenceSenderProfile(SenderProfileBase):
     """A policy model driven by the built-in reference sender; `id` is the YAML file's stem."""
 
     id: Id
@@ -132,7 +140,7 @@ def _postfix_protocols(value: str) -> str:
 PostfixProtocols = Annotated[str, Field(max_length=100), AfterValidator(_postfix_protocols)]
 
 
-class PostfixSenderProfile(Frozen):
+class PostfixSenderProfile(SenderProfileBase):
     """A real Postfix (Debian's, stock TLS defaults) in a sender container, with these TLS knobs."""
 
     id: Id
@@ -165,7 +173,7 @@ class CredentialsEnv(Frozen):
     )
 
 
-class SesSenderProfile(Frozen):
+class SesSenderProfile(SenderProfileBase):
     """Amazon SES (API v2) sending through one configuration set; observed from the outside."""
 
     id: Id
@@ -190,7 +198,7 @@ class RelaySecurity(enum.StrEnum):
     NONE = "none"
 
 
-class RelaySenderProfile(Frozen):
+class RelaySenderProfile(SenderProfileBase):
     """Any SMTP submission service (host, port, TLS, AUTH) that delivers to the lab's receivers.
 
     `lab_relay: true` makes the driver start the lab's own Postfix as that service: an
@@ -228,34 +236,6 @@ class RelaySenderProfile(Frozen):
             )
         return self
 
-
-class _Driver(BaseModel):
-    """The `driver` field alone, which selects the profile model."""
-
-    driver: Literal["reference", "postfix", "ses", "relay"] = "reference"
-
-
-AnyProfile = ReferenceSenderProfile | PostfixSenderProfile | SesSenderProfile | RelaySenderProfile
-
-
-def _profile_for_driver(data: Any) -> AnyProfile:
-    """Validate `data` as the profile model its `driver` names (errors keep YAML field names)."""
-    if isinstance(
-        data, ReferenceSenderProfile | PostfixSenderProfile | SesSenderProfile | RelaySenderProfile
-    ):
-        return data
-    driver = _Driver.model_validate(data).driver
-    if driver == "postfix":
-        return PostfixSenderProfile.model_validate(data)
-    if driver == "ses":
-        return SesSenderProfile.model_validate(data)
-    if driver == "relay":
-        return RelaySenderProfile.model_validate(data)
-    return ReferenceSenderProfile.model_validate(data)
-
-
-SenderProfile = Annotated[AnyProfile, PlainValidator(_profile_for_driver)]
-"""A sender profile, discriminated by `driver`: `reference` (default), `postfix`, `ses`, `relay`."""
 
 TlsExpectation = (
     TlsVersion | Literal["plaintext", "any", ">=TLSv1.0", ">=TLSv1.1", ">=TLSv1.2", ">=TLSv1.3"]

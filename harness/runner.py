@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from email.utils import formatdate
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 from harness import headline, provenance
 from harness.arrivals import find_arrivals
@@ -36,8 +35,8 @@ from harness.observe import bounce_address, describe_attempts, watch, zone_of
 from harness.proxy_evidence import describe_proxy, receiver_peers, wait_for_proxy_records
 from harness.report import unwritable_as_report_error
 from harness.scenarios import LoadedSuite
-from harness.senders import SenderDriver, SendReport, TestMessage, make_driver
-from harness.senders.base import ExternalSender, SendAction
+from harness.senders import SenderDriver, SendReport, TestMessage, driver_of, open_driver
+from harness.senders.base import SendAction
 from lab.backends import BACKENDS, Backend, BackendError, RunningLab
 from lab.evidence_store import read_faults
 from lab.pki import ensure_certs
@@ -114,15 +113,6 @@ def summarise(record: SessionFacts) -> SessionSummary:
     )
 
 
-@runtime_checkable
-class ClosingSender(Protocol):
-    """A driver holding host resources beyond the lab's life, released by `close()`."""
-
-    def close(self) -> None:
-        """Release the driver's host resources."""
-        ...
-
-
 class LabRun:
     """One run of a suite on a running lab: runs cells and assembles the RunReport."""
 
@@ -135,10 +125,17 @@ class LabRun:
         self._drivers_lock = threading.Lock()
 
     def close(self) -> None:
-        """Let each driver that holds host resources (a relay's temporary key) release them."""
-        for driver in self.drivers.values():
-            if isinstance(driver, ClosingSender):
+        """Close every driver this run opened (a relay's temporary key goes), each exactly once."""
+        with self._drivers_lock:
+            drivers, self.drivers = list(self.drivers.values()), {}
+        errors = []
+        for driver in drivers:
+            try:
                 driver.close()
+            except Exception as error:  # one driver's failure must not keep the others open
+                errors.append(error)
+        if errors:
+            raise errors[0]
 
     def run_cell(self, receiver: str, sender: str) -> CellResult:
         """Run one cell; a crash anywhere in it makes an `error` cell with its traceback."""
@@ -171,14 +168,16 @@ class LabRun:
         expected = self.loaded.expectation(receiver, sender)
         driver, endpoint = self._driver(sender), self.lab.endpoint(receiver)
         # a sender we cannot look inside bounces to the lab zone and is watched from outside
-        zone = zone_of(endpoint) if isinstance(driver, ExternalSender) else None
+        profile = self.loaded.senders[sender]
+        outside_for = driver_of(profile).watch_seconds(profile)
+        zone = zone_of(endpoint) if outside_for is not None else None
         message = build_message(receiver, sender, endpoint.domain, zone)
         since = time.time()
-        report = driver.send(message, self.lab, self.run_dir)
+        report = driver.send(message)
         directory = endpoint.evidence_dir
         watched, note = None, ""
-        if isinstance(driver, ExternalSender) and report.action is SendAction.SUBMITTED:
-            outside = watch(self.lab, receiver, message.message_id, driver.observe_seconds, since)
+        if outside_for is not None and report.action is SendAction.SUBMITTED:
+            outside = watch(self.lab, receiver, message.message_id, outside_for, since)
             sessions, arrivals = outside.sessions, outside.arrivals
             watched, note = outside.watched, describe_attempts(sessions)
         else:
@@ -228,7 +227,7 @@ class LabRun:
         with self._drivers_lock:
             if sender not in self.drivers:
                 profile = self.loaded.senders[sender]
-                self.drivers[sender] = make_driver(profile, self.lab, self.run_dir)
+                self.drivers[sender] = open_driver(profile, self.lab, self.run_dir)
             return self.drivers[sender]
 
     def run_cells(

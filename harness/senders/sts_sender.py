@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import ssl
-import threading
 from pathlib import Path
 
 from harness.model import ReferenceSenderProfile, TlsMode
@@ -25,23 +24,23 @@ class StsReferenceSender(ReferenceSender):
     (the rfc-sender defers: RFC 8461 section 5 treats it as a temporary failure).
     """
 
-    def __init__(self, profile: ReferenceSenderProfile, client: StsClient | None = None) -> None:
-        """Drive `profile`; look policies up with `client` (default: built from the lab)."""
-        super().__init__(profile)
+    def __init__(
+        self,
+        profile: ReferenceSenderProfile,
+        lab: RunningLab | None = None,
+        outbox: Path = Path(),
+        client: StsClient | None = None,
+    ) -> None:
+        """Drive `profile` in `lab`; look policies up with `client` (default: from the lab)."""
+        super().__init__(profile, lab, outbox)
+        if client is None and lab is not None:
+            client = StsClient(lab.pki.ca_cert_path, lab.dns, lab.policy_host)
         self.client = client
-        self._client_lock = threading.Lock()
         strict = profile.model_copy(
             update={"tls": TlsMode.REQUIRED, "verify": True, "min_version": _floor(profile)}
         )
         self.strict = ReferenceSender(strict)
         self.strict.helo = self.helo
-
-    def send(self, message: TestMessage, lab: RunningLab, outbox: Path) -> SendReport:
-        """Deliver `message` applying its domain's MTA-STS policy found in the lab's DNS."""
-        with self._client_lock:
-            if self.client is None:
-                self.client = StsClient(lab.pki.ca_cert_path, lab.dns, lab.policy_host)
-        return self.deliver(message, lab, lab.pki.ca_cert_path, outbox)
 
     def _try_host(
         self,
@@ -68,7 +67,7 @@ class StsReferenceSender(ReferenceSender):
 
     def decision(self, domain: str, mx_host: str) -> MxDecision:
         """Return the MTA-STS decision for one MX host of `domain`, with the policy's account."""
-        assert self.client is not None, "send() or the constructor sets the policy client"
+        assert self.client is not None, "a lab or a client is given to the constructor"
         lookup = self.client.lookup(domain)
         decided = decide(lookup, mx_host)
         seen = f"TXT {lookup.txt!r}" if lookup.txt else "no _mta-sts TXT"
