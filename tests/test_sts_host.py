@@ -7,6 +7,7 @@ import ssl
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dns.message
 import dns.query
@@ -141,3 +142,31 @@ def test_a_lab_without_sts_states_starts_no_policy_host(
 ) -> None:
     with LocalBackend().start([receiver_specs["tls13"]], lab_pki, tmp_path) as lab:
         assert (lab.policy_host, lab.dns) == (None, None)
+
+
+def test_on_docker_the_policy_host_is_a_container_on_443_removed_with_the_lab(
+    docker_engine: Any, receiver_specs: dict[str, ReceiverSpec], lab_pki: LabPki, tmp_path: Path
+) -> None:
+    from lab.backends.docker import RUN_LABEL, DockerBackend
+
+    specs = [receiver_specs["sts-enforce"], receiver_specs["sts-policy-bad-cert"]]
+    before = set(Path(tempfile.gettempdir()).glob("tlslab-sts-*"))
+    with DockerBackend(say=lambda line: None).start(specs, lab_pki, tmp_path) as lab:
+        assert lab.policy_host is not None
+        assert lab.policy_host[1] == 443
+        found = client(lab).lookup("sts-enforce.lab.test")  # the host reaches lab addresses
+        assert found.policy is not None, found.reason
+        with pytest.raises(StsFetchError, match="certificate not valid: self-signed"):
+            client(lab).fetch("sts-policy-bad-cert.lab.test")
+        run = docker_engine.containers.list(filters={"name": "policy-host"})
+        mine = [c for c in run if c.attrs["NetworkSettings"]["Networks"]]
+        assert mine, "no policy host container"
+        labels = {c.labels.get(RUN_LABEL) for c in mine}
+        during = set(Path(tempfile.gettempdir()).glob("tlslab-sts-*")) - before
+    left = [
+        c.name for c in docker_engine.containers.list(all=True)
+        if c.labels.get(RUN_LABEL) in labels
+    ]  # fmt: skip
+    assert left == []
+    assert during
+    assert not any(path.exists() for path in during)
