@@ -32,6 +32,7 @@ from lab.backends.docker import docker_client, remove_run
 from lab.pki import CertificateError, ensure_certs
 from lab.serve import print_endpoints_json
 from lab.spec import ReceiverSpec
+from lab.sts_local import local_sts_services
 
 USAGE_ERRORS = (ScenarioError, CertificateError, ReportError, BackendError, EvidenceFileError)
 EXIT_USAGE = 2
@@ -204,7 +205,12 @@ def _serve_up(args: argparse.Namespace, plan: up_public.UpPlan) -> int:
             on_ready(list(lab.endpoints.values()))
             _wait_for_signal()
         return 0
-    plan.serve(pki, args.evidence_dir, args.host, on_ready, live_log=not args.json)
+    with local_sts_services(plan.specs, pki, args.evidence_dir, args.host) as sts:
+        if sts is not None:  # standard error: standard output keeps contract 4's lines
+            print(f"MTA-STS: policy host (every mta-sts.<domain>) at {sts.policy_host[0]}:"
+                  f"{sts.policy_host[1]}, lab DNS at {sts.dns[0]}:{sts.dns[1]}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        plan.serve(pki, args.evidence_dir, args.host, on_ready, live_log=not args.json)
     if not args.json:
         print("receivers stopped")
     return 0
