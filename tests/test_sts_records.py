@@ -63,3 +63,31 @@ def test_reports_carry_what_the_domain_publishes(receiver_specs: dict[str, Recei
     broken = published_sts(receiver_specs["sts-fetch-404"])  # nothing a sender can fetch
     assert (broken["policy"], broken["policy_strings"]) == ("no-policy-found", ())
     assert published_sts(receiver_specs["tls13"]) == {}
+
+
+def test_tlsrpt_names_the_sts_policy_with_its_strings_and_mx_patterns(
+    receiver_specs: dict[str, ReceiverSpec],
+) -> None:
+    from harness.model import CellResult, Outcome, Verdict
+    from harness.runner import receiver_info
+    from harness.tlsrpt import cell_policy
+
+    def policy(receiver: str) -> dict[str, object]:
+        cell = CellResult(receiver=receiver, sender="rfc-sender", outcome=Outcome.DEFERRED,
+                          expected=Outcome.DEFERRED, verdict=Verdict.PASS, detail="")  # fmt: skip
+        found: dict[str, object] = cell_policy(cell, receiver_info(receiver_specs[receiver]))[
+            "policy"
+        ]
+        return found
+
+    assert policy("sts-enforce-mx-mismatch") == {
+        "policy-type": "sts",
+        "policy-domain": "sts-enforce-mx-mismatch.lab.test",
+        "mx-host": ["mx.elsewhere.lab.test", "*.lab.test"],
+        "policy-string": [
+            "version: STSv1", "mode: enforce", "mx: mx.elsewhere.lab.test", "mx: *.lab.test",
+            "max_age: 86400",
+        ],
+    }  # fmt: skip
+    assert policy("sts-fetch-redirect")["policy-type"] == "no-policy-found"  # nothing fetchable
+    assert "policy-string" not in policy("tls13")
