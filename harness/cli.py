@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from harness import console, ses_setup, up_public
@@ -30,9 +31,11 @@ from harness.scoreboard.run import add_scoreboard_command
 from harness.up_lock import hold_evidence_dir
 from lab.backends import BACKENDS, BackendError
 from lab.backends.docker import docker_client, remove_run
-from lab.pki import CertificateError, ensure_certs
+from lab.backends.lab_dns import local_dns, needs_dns
+from lab.pki import CertificateError, LabPki, ensure_certs
 from lab.serve import print_endpoints_json
 from lab.spec import ReceiverSpec
+from lab.sts_local import local_policy_host
 
 USAGE_ERRORS = (ScenarioError, CertificateError, ReportError, BackendError, EvidenceFileError)
 EXIT_USAGE = 2
@@ -206,10 +209,31 @@ def _serve_up(args: argparse.Namespace, plan: up_public.UpPlan) -> int:
             on_ready(list(lab.endpoints.values()))
             _wait_for_signal()
         return 0
-    plan.serve(pki, args.evidence_dir, args.host, on_ready, live_log=not args.json)
+    with _up_services(plan.specs, pki, args.evidence_dir, args.host):
+        plan.serve(pki, args.evidence_dir, args.host, on_ready, live_log=not args.json)
     if not args.json:
         print("receivers stopped")
     return 0
+
+
+@contextlib.contextmanager
+def _up_services(
+    specs: Sequence[ReceiverSpec], pki: LabPki, evidence_dir: Path, host: str
+) -> Iterator[None]:
+    """Start the policy host and the signed lab DNS when a receiver needs them; say where."""
+    with contextlib.ExitStack() as stack:
+        policy = stack.enter_context(local_policy_host(specs, pki, evidence_dir, host))
+        if policy is not None:  # standard error: standard output keeps contract 4's lines
+            print(f"MTA-STS: policy host (every mta-sts.<domain>) at {policy[0]}:{policy[1]}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        if needs_dns(specs):  # every MX host listens on `host`
+            addresses = {route.host: host for spec in specs for route in spec.mx_routes}
+            dns = stack.enter_context(local_dns(
+                specs, addresses, pki, evidence_dir, host, policy[0] if policy else None
+            ))  # fmt: skip
+            print(f"lab DNS at {dns.host}:{dns.port} (zones and trust anchor in {dns.zones_dir})",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        yield
 
 
 def _wait_for_signal() -> None:

@@ -111,6 +111,9 @@ class ReferenceSenderProfile(SenderProfileBase):
     min_version: TlsVersion = TlsVersion.TLS10
     verify: StrictBool = False
     on_policy_unmet: PolicyAction = PolicyAction.PLAINTEXT
+    mta_sts: StrictBool = Field(
+        default=False, description="apply RFC 8461 MTA-STS per domain (harness.senders.sts_sender)"
+    )
 
 
 class PostfixTlsLevel(enum.StrEnum):
@@ -155,6 +158,10 @@ class PostfixSenderProfile(SenderProfileBase):
     dns_support_level: Literal["enabled", "dnssec"] | None = Field(
         default=None,
         description="smtp_dns_support_level; dnssec resolves through the lab's validating resolver",
+    )
+    mta_sts: StrictBool = Field(
+        default=False,
+        description="smtp_tls_policy_maps from postfix-mta-sts-resolver (MTA-STS, RFC 8461)",
     )
 
     @model_validator(mode="after")

@@ -86,6 +86,11 @@ class ReceiverInfo(Frozen):
     policy: Literal["no-policy-found", "sts", "tlsa"] = "no-policy-found"
     domain: str = Field(default="", description="its recipient domain; empty: <id>.lab.test")
     proxy: str | None = Field(default=None, description="a man in the middle's vector, if any")
+    policy_txt: str = Field(default="", description="its _mta-sts TXT record, if it has one")
+    policy_strings: tuple[str, ...] = Field(
+        default=(), description="the MTA-STS policy lines it serves with 200 (RFC 8460)"
+    )
+    policy_host: str = Field(default="", description="what its MTA-STS policy host serves")
 
     @property
     def authenticated(self) -> bool:

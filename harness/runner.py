@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from email.utils import formatdate
 from pathlib import Path
+from typing import Any
 
 from harness import headline, provenance
 from harness.arrivals import find_arrivals
@@ -44,6 +45,7 @@ from lab.pki import ensure_certs
 from lab.proxy_record import ProxyRecord
 from lab.session_facts import EndedBy, SessionFacts, read_session_facts
 from lab.spec import ReceiverSpec, TlsVersion
+from lab.sts_spec import published_sts
 
 SESSION_WAIT = 5.0
 POLL_INTERVAL = 0.005
@@ -302,8 +304,14 @@ def receiver_info(spec: ReceiverSpec) -> ReceiverInfo:
         starttls=spec.starttls,
         domain=spec.domain,
         proxy=spec.proxy.vector.value if spec.proxy is not None else None,
-        policy="tlsa" if dane_published(spec) else "no-policy-found",
+        **_published_policy(spec),
     )
+
+
+def _published_policy(spec: ReceiverSpec) -> dict[str, Any]:
+    """Return a receiver's policy fields: its MTA-STS, but `tlsa` first (RFC 8461 section 2)."""
+    fields = {"policy": "no-policy-found", **published_sts(spec)}
+    return {**fields, "policy": "tlsa"} if dane_published(spec) else fields
 
 
 def _tls_expectation(expected: CellExpectation) -> str | None:

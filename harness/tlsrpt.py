@@ -138,6 +138,11 @@ def cell_policy(cell: CellResult, info: ReceiverInfo | None) -> dict[str, Any]:
     if kind == "tlsa" and cell.dane is not None and cell.dane.tlsa:
         policy["policy-string"] = list(cell.dane.tlsa)  # RFC 8460 section 4.3: the TLSA records
     policy.update({"policy-domain": domain, "mx-host": [mx_host]})
+    if kind == "sts" and info is not None and info.policy_strings:
+        policy["policy-string"] = list(info.policy_strings)  # RFC 8460 4.3: the policy's lines
+        policy["mx-host"] = [
+            line.partition(":")[2].strip() for line in info.policy_strings if line.startswith("mx:")
+        ]
     return {
         "policy": policy,
         "summary": {

@@ -52,9 +52,7 @@ class LabZone:
 
     def add_txt(self, owner: str, text: str) -> None:
         """Add a TXT record holding `text` (split into 255-byte strings as DNS requires)."""
-        raw = text.encode()
-        chunks = [raw[i : i + 255] for i in range(0, len(raw), 255)] or [b""]
-        self._add(owner, dns.rdatatype.TXT, " ".join(_quoted(c) for c in chunks))
+        self._add(owner, dns.rdatatype.TXT, txt_presentation(text))
 
     def add_record(self, owner: str, rdtype: str, text: str) -> None:
         """Add a record of any type in presentation form (e.g. `TLSA`, `3 1 1 ab...`)."""
@@ -100,6 +98,13 @@ class LabZone:
             response.answer.clear()
             response.flags |= dns.flags.TC
             return response.to_wire()
+
+
+def txt_presentation(text: str) -> str:
+    """Return TXT record data for `text` in presentation form: 255-byte quoted strings."""
+    raw = text.encode()
+    chunks = [raw[i : i + 255] for i in range(0, len(raw), 255)] or [b""]
+    return " ".join(_quoted(c) for c in chunks)
 
 
 def _quoted(chunk: bytes) -> str:
@@ -161,23 +166,35 @@ def _print_ready() -> None:
     print('{"ready": true}', flush=True)
 
 
+def _print_port(port: int) -> None:
+    """Print the port the lab DNS bound (asked for port 0), before the ready line."""
+    print(f'{{"dns_port": {port}}}', flush=True)
+
+
 async def serve(
     zone: Answerer,
     host: str,
     port: int,
     on_ready: Callable[[], None] = _print_ready,
     stop: asyncio.Event | None = None,
+    on_port: Callable[[int], None] = _print_port,
 ) -> None:
-    """Serve the zone on UDP and TCP until `stop` is set (default: SIGINT/SIGTERM)."""
+    """Serve the zone on UDP and TCP until `stop` is set (default: SIGINT/SIGTERM).
+
+    With port 0 both take one free port, handed to `on_port` before `on_ready` is called.
+    """
     loop = asyncio.get_running_loop()
     if stop is None:
         stop = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-    udp, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(zone), (host, port))
     tcp = await asyncio.start_server(
         lambda r, w: _serve_tcp_client(zone, r, w), host=host, port=port
     )
+    bound = int(tcp.sockets[0].getsockname()[1])  # port 0: UDP takes the port TCP was given
+    udp, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(zone), (host, bound))
+    if port == 0:
+        on_port(bound)
     on_ready()
     try:
         await stop.wait()
@@ -188,7 +205,7 @@ async def serve(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the lab DNS: `--a host=ip` and `--mx domain=mx-host[:preference]`, repeatable."""
+    """Run the lab DNS: `--a host=ip`, `--mx domain=mx-host[:preference]`, `--txt owner=text`."""
     parser = argparse.ArgumentParser(prog="python -m lab.dns", description=__doc__)
     parser.add_argument("--zone", default="lab.test")
     parser.add_argument("--a", action="append", default=[], metavar="HOST=IP")
@@ -199,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--wait-for-zones", type=float, default=0.0, metavar="SECONDS",
         help="wait this long for --zones-dir to be written (the zones name this server's address)",
     )  # fmt: skip
+    parser.add_argument("--txt", action="append", default=[], metavar="OWNER=TEXT")
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=53)
     args = parser.parse_args(argv)
@@ -219,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             domain, _, target = item.partition("=")
             mx_host, _, preference = target.partition(":")
             zone.add_mx(domain, mx_host, int(preference or 10))
+        for item in args.txt:
+            owner, _, text = item.partition("=")
+            zone.add_txt(owner, text)
     except (TypeError, ValueError) as error:
         print(f"lab.dns: bad record: {error}", file=sys.stderr)
         return 2

@@ -17,8 +17,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from lab.dane_spec import DaneSpec, TlsaRecord, TlsaSubject, ZoneSigning
+from lab.dns import txt_presentation
 from lab.dns_signing import ZoneKey, corrupt_signature, ds_text, expire_signature, new_key, sign
 from lab.spec import LAB_ZONE, ReceiverSpec
+from lab.sts_sites import txt_records
+from lab.sts_spec import policy_host
 
 TTL = 60
 NS_HOST = f"ns.{LAB_ZONE}"
@@ -149,12 +152,15 @@ def build_zones(
     certs: Mapping[str, bytes],
     ca_pem: bytes,
     now: float | None = None,
+    policy_address: str | None = None,
 ) -> ZoneSet:
     """Return the lab zones for these receivers.
 
     `addresses` maps every MX host to its IPv4 address, `certs` each DANE receiver id to its leaf
     PEM. Receivers without `dane` live in `lab.test`; each DANE receiver gets its own delegated
-    subzone `<id>.lab.test`, signed (or not, or broken) as its `dane.signing` says.
+    subzone `<id>.lab.test`, signed (or not, or broken) as its `dane.signing` says. A receiver
+    with `sts` also gets its `_mta-sts` and `_smtp._tls` TXT records and the A record of
+    `mta-sts.<domain>` at `policy_address` (the policy host), in the zone its domain is in.
     """
     builder = _Builder()
     builder.add(LAB_ZONE, NS_HOST, "A", ns_address)
@@ -165,6 +171,8 @@ def build_zones(
         for route in spec.mx_routes:
             builder.add(origin, spec.domain, "MX", f"{route.preference} {route.host}.")
             builder.add(origin, route.host, "A", addresses[route.host])
+        if spec.sts is not None:
+            _add_sts(builder, origin, spec, policy_address)
         if spec.dane is None:
             continue
         dane[spec.domain] = spec.dane
@@ -190,6 +198,18 @@ def build_zones(
         LAB_ZONE, parent_key.dnskey.to_text(), ds_text(dns.name.from_text(LAB_ZONE), parent_key)
     )
     return ZoneSet((parent, *children), frozenset(servfail), anchor)
+
+
+def _add_sts(
+    builder: _Builder, origin: str, spec: ReceiverSpec, policy_address: str | None
+) -> None:
+    """Add a receiver's MTA-STS records (RFC 8461 3.1, RFC 8460 3) and its policy host's A."""
+    assert spec.sts is not None
+    if policy_address is None:
+        raise ValueError(f"{spec.id} publishes MTA-STS, but no policy host address was given")
+    builder.add(origin, policy_host(spec.domain), "A", policy_address)
+    for record in txt_records([spec]):
+        builder.add(origin, record.owner, "TXT", txt_presentation(record.text))
 
 
 def _break(zone: dns.zone.Zone, state: DaneSpec, key: ZoneKey, now: float | None) -> None:

@@ -22,6 +22,7 @@ from pydantic_core import PydanticCustomError
 
 from lab.bounds import TEXT_MAX_LENGTH, within
 from lab.dane_spec import DaneSpec
+from lab.sts_spec import StsSpec
 
 LAB_ZONE = "lab.test"
 BOUNCE_LOCAL_PART = "bounce"
@@ -167,6 +168,7 @@ class ReceiverSpec(BaseModel):
     greylist: Greylist | None = None
     proxy: ProxySpec | None = None  # a man in the middle in front of this receiver
     dane: DaneSpec | None = None  # its own DNSSEC subzone with TLSA records (lab.dane_spec)
+    sts: StsSpec | None = None  # MTA-STS records and policy host of its domain (lab.sts_spec)
 
     @field_validator(*SESSION_LIMITS, mode="before")
     @classmethod

@@ -29,15 +29,23 @@ FACTS = {
     v: TlsFacts(version=v, cipher="TLS_AES_256_GCM_SHA384" if v is TlsVersion.TLS13 else "X")
     for v in TlsVersion
 }
-SAFE = [
+SAFE = sorted([
     "greylist", "mx-fallback", "no-pfs", "sni-only", "starttls-injection", "tls12", "tls13",
     "wildcard",
-]  # fmt: skip
+    "sts-enforce", "sts-enforce-mx-mismatch",  # safe by the receiver's facts; MTA-STS aside
+    "dane-ee", "dane-ta", "dane-mismatch", "dane-bogus", "dane-expired-rrsig", "dane-insecure",
+    "dane-tlsa-servfail",  # safe by the receiver's facts (a valid certificate); DANE aside
+])  # fmt: skip
 UNSAFE = [
     "tls10", "tls11", "no-starttls", "self-signed", "expired", "mismatched", "untrusted-ca",
     "not-yet-valid", "missing-intermediate", "weak-key", "sha1-signature", "wrong-eku",
     "no-shared-cipher", "strip-starttls", "starttls-454", "starttls-501", "starttls-broken",
     "tls-intercept",
+    "sts-enforce-self-signed", "sts-enforce-expired", "sts-enforce-no-starttls",
+    "sts-enforce-strip", "sts-testing-self-signed", "sts-none-self-signed", "sts-fetch-404",
+    "sts-fetch-redirect", "sts-policy-bad-cert",
+    "dane-ee-expired", "dane-ee-name-mismatch", "dane-ta-name-mismatch", "dane-no-starttls",
+    "dane-strip", "dane-unusable",
 ]  # fmt: skip
 HELD = [Outcome.REFUSED, Outcome.DEFERRED, Outcome.FALLBACK]
 SUITE = DEFAULT_ROOT / "suites" / "strict-policy.yaml"

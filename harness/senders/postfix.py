@@ -196,6 +196,7 @@ class PostfixSender:
             "TLSLAB_MIN_BACKOFF": f"{RETRY_BACKOFF}s",
             "TLSLAB_DNS_SUPPORT_LEVEL": profile.dns_support_level or "",
             "TLSLAB_RESOLVER": resolver,
+            "TLSLAB_MTA_STS": "yes" if profile.mta_sts else "",
         }
         log_dir = outbox / "postfix" / profile.id
         self.mta = start_postfix(lab, f"postfix-{profile.id}", settings, (), log_dir)

@@ -33,6 +33,7 @@ from harness.senders.relay import RelaySender
 from harness.senders.remote import RemoteReferenceSender
 from harness.senders.rfc import RfcSender
 from harness.senders.ses import SesSender
+from harness.senders.sts_source import LabStsSource
 from lab.backends.base import RunningLab
 
 P = TypeVar("P", bound=SenderProfileBase)
@@ -66,6 +67,13 @@ def _reference(profile: ReferenceSenderProfile, lab: RunningLab, outbox: Path) -
     return ReferenceSender(profile, lab, outbox)
 
 
+def _rfc(profile: RfcSenderProfile, lab: RunningLab, outbox: Path) -> SenderDriver:
+    """Return the RFC oracle with MTA-STS from the lab's DNS and policy host wired into its seam."""
+    if lab.dns is None:
+        return RfcSender(profile, lab, outbox)  # refuses it: BackendError, what the lab lacks
+    return RfcSender(profile, lab, outbox, LabStsSource.of_lab(lab))
+
+
 def _observe_timeout(profile: RelaySenderProfile | SesSenderProfile) -> float:
     """Return the profile's `observe_timeout_seconds`."""
     return profile.observe_timeout_seconds
@@ -78,8 +86,8 @@ DRIVERS: dict[str, Driver[Any]] = {
     # external services: the lab cannot look inside, it watches the receivers and bounces
     "ses": Driver(SesSenderProfile, lambda p, lab, outbox: SesSender(p), _observe_timeout),
     "relay": Driver(RelaySenderProfile, RelaySender, _observe_timeout),
-    # the RFC 7672 oracle: validates DNSSEC itself against the lab DNS, on either backend
-    "rfc": Driver(RfcSenderProfile, RfcSender),
+    # the RFC 7672 / RFC 8461 oracle: validates DNSSEC itself against the lab DNS, either backend
+    "rfc": Driver(RfcSenderProfile, _rfc),
 }
 
 

@@ -1,10 +1,11 @@
-"""The rfc-sender: delivers as RFC 7672 (SMTP DANE) requires, with a seam for RFC 8461 (MTA-STS).
+"""The rfc-sender: delivers as RFC 7672 (SMTP DANE) and RFC 8461 (MTA-STS, through a seam) require.
 
 Per MX host (preference order): MX, A and TLSA are looked up with DNSSEC validation from the
 lab trust anchor. Secure usable TLSA (2 or 3): TLS is mandatory and authenticated by TLSA, no
 fallback. Secure TLSA with only unusable records: TLS mandatory, unauthenticated. Bogus or
-failed lookups: the host is not used. No TLSA or an insecure zone: an MTA-STS policy, when the
-seam supplies one, else opportunistic TLS. When no host took the message: deferred.
+failed lookups: the host is not used. No TLSA or an insecure zone: the MTA-STS policy the seam
+supplies (enforce: an MX the patterns match, TLS >= 1.2, a certificate valid for the MX host),
+else opportunistic TLS. When no host took the message: deferred.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from harness.senders.reference import RoutedSMTP
 from lab.backends.base import BackendError, RunningLab
 
 LEGACY_CIPHERS = "DEFAULT:@SECLEVEL=0"  # opportunistic TLS takes what the receiver offers
+STS_VERSIONS = ("TLSv1.2", "TLSv1.3")  # what an MTA-STS enforce session may use
 
 
 class Policy(enum.StrEnum):
@@ -32,7 +34,7 @@ class Policy(enum.StrEnum):
 
     DANE = "dane"  # RFC 7672 section 2.2: usable TLSA, authenticated TLS, no fallback
     DANE_UNAUTHENTICATED = "dane-unusable-tlsa"  # section 3.1.3: TLS mandatory, not authenticated
-    STS_ENFORCE = "sts-enforce"  # RFC 8461 section 5: valid certificate and MX match required
+    STS_ENFORCE = "sts-enforce"  # RFC 8461 sections 4 and 5: MX match, TLS >= 1.2, valid cert
     OPPORTUNISTIC = "opportunistic"  # RFC 7435 / 3207: TLS when offered, else plaintext
 
 
@@ -50,6 +52,10 @@ class StsSource(Protocol):
 
     def requirement(self, domain: str, mx_host: str) -> StsRequirement | None:
         """Return the domain's MTA-STS requirement for `mx_host`, or None when it has none."""
+        ...
+
+    def account(self, domain: str, mx_host: str) -> str:
+        """Return which policy applied to `mx_host` and why (TXT, fetch, policy, decision)."""
         ...
 
 
@@ -80,8 +86,8 @@ class RfcSender:
         """Validate against the lab DNS and its trust anchor; `sts` is the MTA-STS seam."""
         if lab.dns is None:
             raise BackendError(
-                "rfc-sender needs the lab DNS, which runs only when a receiver has `dane:`",
-                "add a DANE receiver state to the suite, or use a reference profile",
+                "rfc-sender needs the lab DNS, which runs only with `dane:` or `sts:` receivers",
+                "add a DANE or MTA-STS receiver state to the suite, or use a reference profile",
             )
         self.profile, self.id, self.sts, self.lab = profile, profile.id, sts, lab
         self.resolver = ValidatingResolver((lab.dns.host, lab.dns.port), lab.dns.trust_anchor)
@@ -157,14 +163,12 @@ class RfcSender:
             account.append(f"{host}: {why}; MTA-STS not consulted (no policy source wired in)")
             return HostPlan(host, Policy.OPPORTUNISTIC, (), why)
         requirement = self.sts.requirement(domain, host)
+        account.append(f"{host}: {why}; {self.sts.account(domain, host)}")
         if requirement is None or requirement.mode != "enforce":
-            mode = requirement.mode if requirement else "no policy"
-            account.append(f"{host}: {why}; MTA-STS: {mode}")
             return HostPlan(host, Policy.OPPORTUNISTIC, (), why)
-        account.append(f"{host}: {why}; MTA-STS enforce: {requirement.policy_text}")
         if not requirement.mx_matches:
             raise HostSkipped("not matched by the enforce policy's mx patterns (RFC 8461 4.1)")
-        return HostPlan(host, Policy.STS_ENFORCE, (), "MTA-STS enforce")
+        return HostPlan(host, Policy.STS_ENFORCE, (), f"MTA-STS enforce: {requirement.policy_text}")
 
     def _address(self, host: str, lab: RunningLab, account: list[str]) -> tuple[str, int]:
         """Return where to connect: the validated A record and the port the lab routes it to."""
@@ -208,15 +212,20 @@ class RfcSender:
                     ) from None
                 self._plaintext_retry(message, plan, address, attempts, account, error)
                 return None
-            chain = _chain(smtp)
-            self._check(plan, chain, lab, account)
+            version = smtp.sock.version() if isinstance(smtp.sock, ssl.SSLSocket) else None
+            version = "TLSv1.0" if version == "TLSv1" else version
+            self._check(plan, _chain(smtp), version, lab, account)
             smtp.ehlo()
             smtp.sendmail(message.mail_from, [message.rcpt], message.data)
-            version = smtp.sock.version() if isinstance(smtp.sock, ssl.SSLSocket) else None
-            return version.replace("TLSv1", "TLSv1.0") if version == "TLSv1" else version
+            return version
 
     def _check(
-        self, plan: HostPlan, chain: list[bytes], lab: RunningLab, account: list[str]
+        self,
+        plan: HostPlan,
+        chain: list[bytes],
+        version: str | None,
+        lab: RunningLab,
+        account: list[str],
     ) -> None:
         """Authenticate the server as the plan requires; raise HostSkipped when it fails."""
         if plan.policy is Policy.DANE:
@@ -227,6 +236,8 @@ class RfcSender:
             if not result.ok:
                 raise HostSkipped("DANE authentication failed: no fallback (RFC 7672 section 2.2)")
         elif plan.policy is Policy.STS_ENFORCE:
+            if version not in STS_VERSIONS:
+                raise HostSkipped(f"MTA-STS enforce needs TLS 1.2 or later, not {version}")
             problem = pkix_problem(chain, lab.pki.ca_cert_path.read_bytes(), plan.host)
             if problem is not None:
                 raise HostSkipped(f"MTA-STS enforce needs a valid certificate: {problem}")

@@ -77,7 +77,8 @@ class RunningLab:
     pki: LabPki
     evidence_root: Path
     sender_host: Callable[[SenderContainer], SenderHost] | None = None
-    dns: LabDns | None = None  # the signed lab DNS, when a receiver has a DANE subzone
+    dns: LabDns | None = None  # the signed lab DNS, when a receiver publishes DANE or MTA-STS
+    policy_host: tuple[str, int] | None = None  # where every MTA-STS policy host listens
 
     def endpoint(self, receiver: str) -> ReceiverEndpoint:
         """Return one receiver's endpoint."""

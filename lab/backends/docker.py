@@ -18,6 +18,7 @@ from typing import Any
 from lab.backends.base import BackendError, RunningLab, SenderContainer, SenderHost
 from lab.backends.docker_dns import start_dns_and_resolver
 from lab.backends.docker_images import ensure_images
+from lab.backends.docker_sts import HTTPS_PORT, remove_temp_dirs, start_policy_host
 from lab.backends.lab_dns import needs_dns
 from lab.pki import LabPki
 from lab.serve import MxEndpoint, ReceiverEndpoint, write_specs_file
@@ -74,17 +75,19 @@ class DockerBackend:
         try:
             self.say(f"starting {len(specs)} receivers and the lab DNS...")
             endpoints = lab.start_receivers(specs)
+            policy_address = start_policy_host(lab, specs, LAB_UID)  # its A is in the lab DNS
             signed = None
-            if needs_dns(specs):  # DANE receivers: the signed lab DNS and a validating resolver
+            if needs_dns(specs):  # DANE or MTA-STS: the signed lab DNS and a validating resolver
                 signed, lab.dns_address = start_dns_and_resolver(
                     lab._run, lambda c: _address(c, lab.network.name), images,
-                    specs, endpoints, pki, evidence_root,
+                    specs, endpoints, pki, evidence_root, policy_address,
                 )  # fmt: skip
             else:
                 lab.start_dns(specs, endpoints)
             yield RunningLab(
-                self.name, endpoints, pki, evidence_root, sender_host=lab.sender_host, dns=signed
-            )
+                self.name, endpoints, pki, evidence_root, sender_host=lab.sender_host, dns=signed,
+                policy_host=(policy_address, HTTPS_PORT) if policy_address else None,
+            )  # fmt: skip
         finally:
             lab.remove_all()
 
@@ -101,6 +104,7 @@ class _LabContainers:
         self.labels = {RUN_LABEL: run}
         self.containers: list[Any] = []
         self.specs_files: list[Path] = []
+        self.temp_dirs: list[Path] = []  # e.g. the MTA-STS policy host's keys
         self.dns_address = ""
         self.user, self.certs_dir = _container_user(), pki.root.resolve()
         if os.getuid() == 0:
@@ -241,6 +245,7 @@ class _LabContainers:
         remove_run(self.client, self.run)
         for specs_file in self.specs_files:
             specs_file.unlink(missing_ok=True)
+        remove_temp_dirs(self.temp_dirs)
         if self.certs_dir != self.pki.root.resolve():
             shutil.rmtree(self.certs_dir, ignore_errors=True)
 

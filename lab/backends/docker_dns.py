@@ -14,7 +14,7 @@ import dns.query
 import dns.rcode
 
 from lab.backends.base import BackendError
-from lab.backends.lab_dns import ZONES_DIR, lab_zone_set
+from lab.backends.lab_dns import ZONES_DIR, endpoint_addresses, lab_zone_set
 from lab.dns_zones import LabDns, ZoneSet
 from lab.pki import LabPki
 from lab.serve import ReceiverEndpoint
@@ -68,8 +68,11 @@ def start_dns_and_resolver(
     endpoints: Mapping[str, ReceiverEndpoint],
     pki: LabPki,
     evidence_root: Path,
+    policy_address: str | None = None,
 ) -> tuple[LabDns, str]:
     """Start the signed lab DNS and unbound; return the LabDns and the DNS address.
+
+    `policy_address` is the MTA-STS policy host's (the A record of every `mta-sts.<domain>`).
 
     The DNS container starts first and waits for its zones, because the zones name its address
     (`ns.lab.test`); the resolver starts once the DNS answers, and is ready when it validates.
@@ -85,7 +88,7 @@ def start_dns_and_resolver(
         volumes={str(zones_dir.resolve()): {"bind": "/zones", "mode": "ro"}},
     )  # fmt: skip
     dns_address = _address_when_up(dns_container, address_of)
-    zones = lab_zone_set(specs, endpoints, pki, dns_address)
+    zones = lab_zone_set(specs, endpoint_addresses(endpoints), pki, dns_address, policy_address)
     zones.write(zones_dir)
     _wait_answers(dns_address, dns_container, validated=False)
     resolver_dir = evidence_root / RESOLVER_DIR

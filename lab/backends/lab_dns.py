@@ -1,4 +1,7 @@
-"""Start the signed lab DNS for a run: build and sign the zones, serve them, always stop."""
+"""Start the signed lab DNS for a run: build and sign the zones, serve them, always stop.
+
+One lab DNS per run serves DANE (TLSA, DNSSEC) and MTA-STS (TXT, policy host A) records alike.
+"""
 
 from __future__ import annotations
 
@@ -24,38 +27,47 @@ ZONES_DIR = "dns"  # under the run's evidence folder: the zones the lab served, 
 
 
 def needs_dns(specs: Sequence[ReceiverSpec]) -> bool:
-    """Return True when a receiver publishes DNSSEC/DANE records (the lab then serves DNS)."""
-    return any(spec.dane is not None for spec in specs)
+    """Return True when a receiver publishes DANE or MTA-STS records (the lab then serves DNS)."""
+    return any(spec.dane is not None or spec.sts is not None for spec in specs)
+
+
+def endpoint_addresses(endpoints: Mapping[str, ReceiverEndpoint]) -> dict[str, str]:
+    """Return where each MX host of running receivers listens (its A record)."""
+    return {m.mx_host: m.host for e in endpoints.values() for m in e.mx}
 
 
 def lab_zone_set(
     specs: Sequence[ReceiverSpec],
-    endpoints: Mapping[str, ReceiverEndpoint],
+    addresses: Mapping[str, str],
     pki: LabPki,
     ns_address: str,
+    policy_address: str | None = None,
 ) -> ZoneSet:
-    """Return the signed zones for running receivers: A records point where each MX listens."""
-    addresses = {m.mx_host: m.host for e in endpoints.values() for m in e.mx}
+    """Return the signed zones: MX hosts' A at `addresses`, policy hosts' at `policy_address`."""
     leaves = {
         spec.id: pki.bundle(spec.id).cert_path.read_bytes()
         for spec in specs
         if spec.dane is not None
     }
-    return build_zones(specs, addresses, ns_address, leaves, pki.ca_cert_path.read_bytes())
+    return build_zones(
+        specs, addresses, ns_address, leaves, pki.ca_cert_path.read_bytes(),
+        policy_address=policy_address,
+    )  # fmt: skip
 
 
 @contextlib.contextmanager
 def local_dns(
     specs: Sequence[ReceiverSpec],
-    endpoints: Mapping[str, ReceiverEndpoint],
+    addresses: Mapping[str, str],
     pki: LabPki,
     evidence_root: Path,
     host: str = "127.0.0.1",
+    policy_address: str | None = None,
 ) -> Iterator[LabDns]:
     """Serve the run's signed zones from a `python -m lab.dns` child on `host`; always stop it."""
     from lab.backends.local import spawn  # the one spawner thread every lab child comes from
 
-    zones = lab_zone_set(specs, endpoints, pki, host)
+    zones = lab_zone_set(specs, addresses, pki, host, policy_address)
     folder = evidence_root / ZONES_DIR
     zones.write(folder)
     command = [

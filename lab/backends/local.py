@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import IO
 
 from lab.backends.base import BackendError, RunningLab
-from lab.backends.lab_dns import local_dns, needs_dns
+from lab.backends.lab_dns import endpoint_addresses, local_dns, needs_dns
 from lab.pki import LabPki
 from lab.serve import ReceiverEndpoint, write_specs_file
 from lab.spec import ReceiverSpec
+from lab.sts_local import local_policy_host
 
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
@@ -57,12 +58,19 @@ class LocalBackend:
                 try:
                     endpoints = _read_endpoints(process, log_path)
                     with contextlib.ExitStack() as stack:
+                        policy_host = stack.enter_context(
+                            local_policy_host(specs, pki, evidence_root, self.host)
+                        )
                         dns = None
-                        if needs_dns(specs):  # DANE receivers: the signed lab DNS on loopback
-                            dns = stack.enter_context(
-                                local_dns(specs, endpoints, pki, evidence_root, self.host)
-                            )
-                        yield RunningLab(self.name, endpoints, pki, evidence_root, dns=dns)
+                        if needs_dns(specs):  # DANE or MTA-STS receivers: the signed lab DNS
+                            dns = stack.enter_context(local_dns(
+                                specs, endpoint_addresses(endpoints), pki, evidence_root,
+                                self.host, policy_host[0] if policy_host else None,
+                            ))  # fmt: skip
+                        yield RunningLab(
+                            self.name, endpoints, pki, evidence_root, dns=dns,
+                            policy_host=policy_host,
+                        )  # fmt: skip
                 finally:
                     _stop(process)
         finally:

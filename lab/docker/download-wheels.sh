@@ -28,6 +28,7 @@ PYVER=${2:-3.11}
 [[ $PYVER =~ ^3\.[0-9]+$ ]] || usage
 PIP=${PIP:-python3 -m pip}
 GLIBC_MAX=${LAB_GLIBC_MAX:-36}
+MTA_STS_RESOLVER=1.5.1  # postfix-mta-sts-resolver, pinned: the suite's expectations cite its docs
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PROJECT=$(cd "$HERE/../.." && pwd)
@@ -72,6 +73,12 @@ say "downloading dependencies for CPython $PYVER, $ARCH, manylinux_2_17..2_$GLIB
 $PIP download --quiet --dest "$OUTDIR" \
     --only-binary=:all: --implementation cp --python-version "$PYVER" "${platforms[@]}" \
     "$WHEEL" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+
+# the MTA-STS policy daemon the postfix-mta-sts sender uses (its own venv in the postfix image)
+say "downloading postfix-mta-sts-resolver for the postfix image"
+$PIP download --quiet --dest "$OUTDIR" \
+    --only-binary=:all: --implementation cp --python-version "$PYVER" "${platforms[@]}" \
+    "postfix-mta-sts-resolver==$MTA_STS_RESOLVER" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
 
 n=$(find "$OUTDIR" -maxdepth 1 -name '*.whl' | wc -l)
 size=$(du -sm "$OUTDIR" | cut -f1)

@@ -16,6 +16,9 @@
 #                               SASL (PLAIN, LOGIN, sasldb) required, relaying only when
 #                               authenticated; users are added later with `ctl.sh relay-user`
 #   TLSLAB_RELAY_CERT/_KEY      the certificate and key the relay presents (mounted read-only)
+#   TLSLAB_MTA_STS              yes: start postfix-mta-sts-resolver (trusting TLSLAB_CAFILE for
+#                               policy hosts, DNS through the lab resolver) and use it as
+#                               smtp_tls_policy_maps = socketmap:inet:127.0.0.1:8461:postfix
 set -eu
 
 LOG=/var/log/postfix.log
@@ -90,6 +93,22 @@ if [ "${TLSLAB_RELAY:-}" = yes ]; then
   relay="$relay -o smtpd_recipient_restrictions= -o smtpd_client_restrictions="
   postconf -M "submission/inet=submission inet n - n - - smtpd $relay -o smtpd_tls_security_level=encrypt"
   postconf -M "submissions/inet=submissions inet n - n - - smtpd $relay -o smtpd_tls_wrappermode=yes"
+fi
+
+if [ "${TLSLAB_MTA_STS:-}" = yes ]; then
+  printf '%s\n' 'host: 127.0.0.1' 'port: 8461' 'reuse_port: true' 'shutdown_timeout: 5' \
+    'cache: {type: internal, options: {cache_size: 1000}}' \
+    'default_zone: {strict_testing: false, timeout: 4}' > /etc/mta-sts-daemon.yml
+  # aiohttp's default context reads SSL_CERT_FILE: policy hosts are checked against the lab CA
+  SSL_CERT_FILE="$TLSLAB_CAFILE" /opt/mta-sts/bin/mta-sts-daemon -c /etc/mta-sts-daemon.yml \
+    -v info -l /var/log/mta-sts.log &
+  tries=0
+  until /opt/mta-sts/bin/python -c 'import socket; socket.create_connection(("127.0.0.1", 8461), 1).close()' 2>/dev/null; do
+    if [ "$tries" -ge 100 ]; then echo "mta-sts-daemon did not start:" >&2; cat /var/log/mta-sts.log >&2; exit 1; fi
+    tries=$((tries + 1))
+    sleep 0.1
+  done
+  postconf -e "smtp_tls_policy_maps = socketmap:inet:127.0.0.1:8461:postfix"
 fi
 
 # `postfix start` first runs its integrity check (post-install create-missing, ~2.5 s here). Debian's
