@@ -34,7 +34,7 @@ SAFE = sorted([
     "wildcard",
     "sts-enforce", "sts-enforce-mx-mismatch",  # safe by the receiver's facts; MTA-STS aside
     "dane-ee", "dane-ta", "dane-mismatch", "dane-bogus", "dane-expired-rrsig", "dane-insecure",
-    "dane-tlsa-servfail",  # safe by the receiver's facts (a valid certificate); DANE aside
+    "dane-tlsa-servfail", "dane-mismatch-sts-enforce",  # safe by the facts; DANE aside
 ])  # fmt: skip
 UNSAFE = [
     "tls10", "tls11", "no-starttls", "self-signed", "expired", "mismatched", "untrusted-ca",
