@@ -20,7 +20,7 @@ from harness.senders.sts_source import LabStsSource
 from lab.backends.base import BackendError, RunningLab
 from lab.backends.local import LocalBackend
 from lab.pki import LabPki
-from lab.spec import ReceiverSpec
+from lab.spec import ReceiverSpec, TlsVersion
 
 STATES = ["dane-mismatch-sts-enforce", "sts-enforce", "sts-fetch-404", "tls13"]
 RFC = RfcSenderProfile(id="rfc-sender", driver="rfc")
@@ -110,3 +110,20 @@ def test_the_rfc_sender_refuses_a_lab_without_its_dns(
         assert lab.dns is None
         with pytest.raises(BackendError, match="needs the lab DNS"):
             open_driver(RFC, lab, tmp_path)
+
+
+def test_mta_sts_enforce_refuses_tls_below_1_2(
+    receiver_specs: dict[str, ReceiverSpec], lab_pki: LabPki, tmp_path: Path
+) -> None:
+    old = receiver_specs["sts-enforce"].model_copy(
+        update={"tls_min": TlsVersion.TLS10, "tls_max": TlsVersion.TLS11}
+    )  # the same domain, policy and valid certificate, but at most TLS 1.1
+    with LocalBackend().start([old], lab_pki, tmp_path / "evidence") as lab:
+        action, reason = send(lab, "sts-enforce", tmp_path)
+    assert action is SendAction.DEFERRED, reason
+    assert "needs TLS 1.2 or later, not TLSv1.1" in reason
+    tls12 = old.model_copy(update={"tls_max": TlsVersion.TLS12})  # the control: TLS 1.2
+    with LocalBackend().start([tls12], lab_pki, tmp_path / "evidence-12") as lab:
+        action, reason = send(lab, "sts-enforce", tmp_path)
+    assert action is SendAction.DELIVERED, reason
+    assert "over TLSv1.2" in reason
