@@ -111,9 +111,6 @@ class ReferenceSenderProfile(SenderProfileBase):
     min_version: TlsVersion = TlsVersion.TLS10
     verify: StrictBool = False
     on_policy_unmet: PolicyAction = PolicyAction.PLAINTEXT
-    mta_sts: StrictBool = Field(
-        default=False, description="apply RFC 8461 MTA-STS per domain (harness.senders.sts_sender)"
-    )
 
 
 class PostfixTlsLevel(enum.StrEnum):
