@@ -121,6 +121,7 @@ class PostfixTlsLevel(enum.StrEnum):
     ENCRYPT = "encrypt"
     VERIFY = "verify"
     SECURE = "secure"
+    DANE = "dane"  # needs dns_support_level: dnssec and the lab's validating resolver
 
 
 POSTFIX_PROTOCOL = re.compile(r"(?:!|>=|<=)?(?:SSLv2|SSLv3|TLSv1|TLSv1\.[0-3])")
@@ -151,6 +152,17 @@ class PostfixSenderProfile(SenderProfileBase):
     protocols: PostfixProtocols | None = Field(
         default=None, description="smtp_tls_protocols (opportunistic TLS); unset: stock"
     )
+    dns_support_level: Literal["enabled", "dnssec"] | None = Field(
+        default=None,
+        description="smtp_dns_support_level; dnssec resolves through the lab's validating resolver",
+    )
+
+    @model_validator(mode="after")
+    def _dane_needs_dnssec(self) -> PostfixSenderProfile:
+        """Reject security_level dane without DNSSEC: Postfix would silently fall back to may."""
+        if self.security_level is PostfixTlsLevel.DANE and self.dns_support_level != "dnssec":
+            raise ValueError("security_level dane needs dns_support_level: dnssec")
+        return self
 
 
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=100)]
@@ -230,6 +242,12 @@ class RelaySenderProfile(SenderProfileBase):
         return self
 
 
+class RfcSenderProfile(SenderProfileBase):
+    """The lab's oracle: delivers exactly as RFC 7672 (DANE) and RFC 8461 (MTA-STS) require."""
+
+    driver: Literal["rfc"]
+
+
 TlsExpectation = (
     TlsVersion | Literal["plaintext", "any", ">=TLSv1.0", ">=TLSv1.1", ">=TLSv1.2", ">=TLSv1.3"]
 )
@@ -297,6 +315,15 @@ class Downgrade(Frozen):
     plaintext_session: str  # the session that delivered the message in plaintext
 
 
+class DaneEvidence(Frozen):
+    """The DANE policy a sender could have known: lookups as the lab validated them."""
+
+    lookups: tuple[str, ...] = Field(description="MX, A and TLSA, each with its DNSSEC status")
+    tlsa: tuple[str, ...] = Field(default=(), description="the secure TLSA records, if any")
+    tlsa_security: str = Field(description="secure, insecure, bogus or failed")
+    resolver: str = Field(default="", description="the validating resolver's answer (docker)")
+
+
 class CellResult(Frozen):
     """The observed outcome of one cell, its expectation, verdict and evidence."""
 
@@ -323,6 +350,7 @@ class CellResult(Frozen):
     evidence: tuple[EvidenceLink, ...] = Field(
         default=(), description="the cell's stored message, session records and portal copy"
     )
+    dane: DaneEvidence | None = None  # receivers with a DANE subzone: what DNS said
 
     @property
     def id(self) -> str:

@@ -17,6 +17,7 @@ from harness import headline, provenance
 from harness.arrivals import find_arrivals
 from harness.attempts import session_trail
 from harness.classify import Classified, classify, judge
+from harness.dane_evidence import dane_evidence, dane_published
 from harness.downgrade import DOWNGRADE_NOTE, find_downgrade
 from harness.expectations import failure_note
 from harness.model import (
@@ -220,6 +221,7 @@ class LabRun:
             downgraded=downgrade is not None,
             downgrade=downgrade,
             seconds=round(time.perf_counter() - began, 4),
+            dane=dane_evidence(self.lab, endpoint),
         )
 
     def _driver(self, sender: str) -> SenderDriver:
@@ -300,6 +302,7 @@ def receiver_info(spec: ReceiverSpec) -> ReceiverInfo:
         starttls=spec.starttls,
         domain=spec.domain,
         proxy=spec.proxy.vector.value if spec.proxy is not None else None,
+        policy="tlsa" if dane_published(spec) else "no-policy-found",
     )
 
 

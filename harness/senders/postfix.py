@@ -26,7 +26,7 @@ from harness.senders.mta import (
     endpoint_for,
     ere,
 )
-from lab.backends.base import Mount, RunningLab, SenderContainer
+from lab.backends.base import BackendError, Mount, RunningLab, SenderContainer
 from lab.serve import ReceiverEndpoint
 from lab.spec import LAB_ZONE, TlsVersion
 
@@ -180,11 +180,22 @@ class PostfixSender:
     def __init__(self, profile: PostfixSenderProfile, lab: RunningLab, outbox: Path) -> None:
         """Start the profile's Postfix container and wait (bounded) until Postfix runs."""
         self.profile, self.id, self.lab = profile, profile.id, lab
+        resolver = ""
+        if profile.dns_support_level == "dnssec":
+            if lab.dns is None or lab.dns.resolver is None:
+                raise BackendError(
+                    f"{profile.id} needs the lab's validating resolver, which runs only with DANE "
+                    "receivers on the docker backend",
+                    "add dane-* receivers to the suite and run with --backend docker",
+                )
+            resolver = lab.dns.resolver
         settings = {
             "TLSLAB_SECURITY_LEVEL": profile.security_level.value,
             "TLSLAB_MANDATORY_PROTOCOLS": profile.mandatory_protocols or "",
             "TLSLAB_PROTOCOLS": profile.protocols or "",
             "TLSLAB_MIN_BACKOFF": f"{RETRY_BACKOFF}s",
+            "TLSLAB_DNS_SUPPORT_LEVEL": profile.dns_support_level or "",
+            "TLSLAB_RESOLVER": resolver,
         }
         log_dir = outbox / "postfix" / profile.id
         self.mta = start_postfix(lab, f"postfix-{profile.id}", settings, (), log_dir)

@@ -20,14 +20,18 @@ from harness.model import (
     PostfixSenderProfile,
     ReferenceSenderProfile,
     RelaySenderProfile,
+    RfcSenderProfile,
     SenderProfileBase,
     SesSenderProfile,
 )
 from harness.senders.base import SenderDriver
+from harness.senders.exim import EximSender
+from harness.senders.exim_profile import EximSenderProfile
 from harness.senders.postfix import PostfixSender
 from harness.senders.reference import ReferenceSender
 from harness.senders.relay import RelaySender
 from harness.senders.remote import RemoteReferenceSender
+from harness.senders.rfc import RfcSender
 from harness.senders.ses import SesSender
 from lab.backends.base import RunningLab
 
@@ -70,9 +74,12 @@ def _observe_timeout(profile: RelaySenderProfile | SesSenderProfile) -> float:
 DRIVERS: dict[str, Driver[Any]] = {
     "reference": Driver(ReferenceSenderProfile, _reference),
     "postfix": Driver(PostfixSenderProfile, PostfixSender),
+    "exim": Driver(EximSenderProfile, EximSender),
     # external services: the lab cannot look inside, it watches the receivers and bounces
     "ses": Driver(SesSenderProfile, lambda p, lab, outbox: SesSender(p), _observe_timeout),
     "relay": Driver(RelaySenderProfile, RelaySender, _observe_timeout),
+    # the RFC 7672 oracle: validates DNSSEC itself against the lab DNS, on either backend
+    "rfc": Driver(RfcSenderProfile, RfcSender),
 }
 
 

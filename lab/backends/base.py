@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
+from lab.dns_zones import LabDns
 from lab.pki import LabPki
 from lab.serve import ReceiverEndpoint
 from lab.spec import ReceiverSpec
@@ -76,6 +77,7 @@ class RunningLab:
     pki: LabPki
     evidence_root: Path
     sender_host: Callable[[SenderContainer], SenderHost] | None = None
+    dns: LabDns | None = None  # the signed lab DNS, when a receiver has a DANE subzone
 
     def endpoint(self, receiver: str) -> ReceiverEndpoint:
         """Return one receiver's endpoint."""

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from lab.backends.base import BackendError, RunningLab, SenderContainer, SenderHost
+from lab.backends.docker_dns import start_dns_and_resolver
 from lab.backends.docker_images import ensure_images
+from lab.backends.lab_dns import needs_dns
 from lab.pki import LabPki
 from lab.serve import MxEndpoint, ReceiverEndpoint, write_specs_file
 from lab.spec import LAB_ZONE, ReceiverSpec
@@ -72,8 +74,17 @@ class DockerBackend:
         try:
             self.say(f"starting {len(specs)} receivers and the lab DNS...")
             endpoints = lab.start_receivers(specs)
-            lab.start_dns(specs, endpoints)
-            yield RunningLab(self.name, endpoints, pki, evidence_root, sender_host=lab.sender_host)
+            signed = None
+            if needs_dns(specs):  # DANE receivers: the signed lab DNS and a validating resolver
+                signed, lab.dns_address = start_dns_and_resolver(
+                    lab._run, lambda c: _address(c, lab.network.name), images,
+                    specs, endpoints, pki, evidence_root,
+                )  # fmt: skip
+            else:
+                lab.start_dns(specs, endpoints)
+            yield RunningLab(
+                self.name, endpoints, pki, evidence_root, sender_host=lab.sender_host, dns=signed
+            )
         finally:
             lab.remove_all()
 
@@ -180,6 +191,11 @@ class _LabContainers:
 
     def sender_host(self, spec: SenderContainer) -> SenderHost:
         """Start the container `spec` describes, resolving through the lab DNS."""
+        if spec.target not in self.images:
+            raise BackendError(
+                f"the {spec.target} image was not built, so {spec.role} cannot start",
+                "see the build message at the start of the run (lab/backends/docker_images.py)",
+            )
         pki_root, volumes = self.pki.root.resolve(), {}
         for mount in spec.mounts:
             source = mount.source.resolve()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from lab.backends.base import BackendError, RunningLab
+from lab.backends.lab_dns import local_dns, needs_dns
 from lab.pki import LabPki
 from lab.serve import ReceiverEndpoint, write_specs_file
 from lab.spec import ReceiverSpec
@@ -55,7 +56,13 @@ class LocalBackend:
                 process = spawn(command, log)
                 try:
                     endpoints = _read_endpoints(process, log_path)
-                    yield RunningLab(self.name, endpoints, pki, evidence_root)
+                    with contextlib.ExitStack() as stack:
+                        dns = None
+                        if needs_dns(specs):  # DANE receivers: the signed lab DNS on loopback
+                            dns = stack.enter_context(
+                                local_dns(specs, endpoints, pki, evidence_root, self.host)
+                            )
+                        yield RunningLab(self.name, endpoints, pki, evidence_root, dns=dns)
                 finally:
                     _stop(process)
         finally:
