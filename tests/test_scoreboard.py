@@ -52,7 +52,7 @@ def test_every_receiver_state_and_every_real_sender_and_policy_model_is_on_the_b
     rows = {r.id for r in plan.receivers}
     assert rows == {p.stem for p in (DEFAULT_ROOT / "receivers").glob("*.yaml")}
     drivers = {s.id: s.driver for s in plan.senders}
-    assert set(drivers.values()) <= {"postfix", "exim", "reference"}
+    assert set(drivers.values()) <= {"postfix", "exim", "reference", "rfc"}
     assert {"postfix-may", "postfix-encrypt", "postfix-verify", "ses-default"} <= set(drivers)
     assert "relay-lab" not in drivers
     assert "ses-live-default" not in drivers
