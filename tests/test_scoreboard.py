@@ -205,6 +205,12 @@ def test_score_names_downgrades_missed_safe_receivers_and_lab_errors() -> None:
     )
 
 
+def test_a_refused_dane_receiver_is_not_a_missed_safe_one() -> None:
+    dane = BoardReceiver(id="dane-mismatch", family=Family.DANE, unsafe=None, info=info("d"))
+    cells = [bcell("dane-mismatch", Outcome.DEFERRED), bcell("ok", Outcome.DEFERRED)]
+    assert column_score("s", cells, [*ROWS, dane]).endswith("did not deliver to 1 of 1 safe (ok)")
+
+
 def test_score_without_unsafe_receivers() -> None:
     assert column_score("s", [bcell("ok", Outcome.DELIVERED)], ROWS).startswith(
         "no unsafe receiver observed; never plaintext"

@@ -92,7 +92,7 @@ def in_process(sender: str) -> SoftwareVersion:
     """Return the OpenSSL version of this process's ssl module, which the reference driver uses."""
     found = re.search(r"OpenSSL (\S+)", ssl.OPENSSL_VERSION)
     return SoftwareVersion(
-        software="OpenSSL (Python ssl)",
+        software="OpenSSL (harness process)",
         version=found[1] if found else ssl.OPENSSL_VERSION,
         sender=sender,
         command="ssl.OPENSSL_VERSION in the harness process",
