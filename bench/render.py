@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.common import Json
+from bench.scoreboard_bench import render_section as scoreboard_section
 
 TARGET_SECONDS = 3.0
 
@@ -76,6 +77,7 @@ def render(data: Json) -> str:
         ("2. Scaling: 9 receivers x N generated sender profiles", "scaling", _scaling),
         ("3. Receiver throughput: the lab's receiver and Postfix smtpd", "throughput", _throughput),
         ("4. Docker backend: cold and warm start of every receiver", "docker", _docker),
+        ("5. The scoreboard: every receiver x every sender", "scoreboard", scoreboard_section),
     ):
         lines += [f"## {title}", ""]
         section = sections.get(key, {"status": "skipped", "reason": "not selected"})

@@ -123,6 +123,7 @@ class LabRun:
         self.results: list[CellResult] = []
         self.drivers: dict[str, SenderDriver] = {}
         self._drivers_lock = threading.Lock()
+        self._sender_locks: dict[str, threading.Lock] = {}
 
     def close(self) -> None:
         """Close every driver this run opened (a relay's temporary key goes), each exactly once."""
@@ -224,8 +225,13 @@ class LabRun:
         )
 
     def _driver(self, sender: str) -> SenderDriver:
-        """Return the sender's driver, creating it (and any sender container) on first use."""
+        """Return the sender's driver, creating it (and any sender container) on first use.
+
+        Each sender has its own lock, so the containers of different senders start at once.
+        """
         with self._drivers_lock:
+            lock = self._sender_locks.setdefault(sender, threading.Lock())
+        with lock:
             if sender not in self.drivers:
                 profile = self.loaded.senders[sender]
                 self.drivers[sender] = open_driver(profile, self.lab, self.run_dir)

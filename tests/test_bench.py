@@ -76,8 +76,9 @@ def test_quick_run_writes_json_and_markdown_of_the_documented_shape(tmp_path: Pa
     assert data["mode"] == "quick"
     assert {"cores", "cpu_model", "python", "openssl", "date"} <= set(data["machine"])
     sections = data["sections"]
-    assert set(sections) == {"suite", "scaling", "throughput", "docker"}
+    assert set(sections) == {"suite", "scaling", "throughput", "docker", "scoreboard"}
     assert sections["docker"]["status"] == "skipped"
+    assert sections["scoreboard"]["status"] == "skipped"
 
     suite = sections["suite"]
     assert suite["status"] == "ok"

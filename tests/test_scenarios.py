@@ -33,6 +33,7 @@ from harness.scenarios import (
     resolve_suite_path,
     scenarios_root,
 )
+from harness.senders.exim_profile import EximSenderProfile
 from lab.spec import CertState, ReceiverSpec, TlsVersion
 
 SHIPPED_RECEIVERS = sorted(p.stem for p in (DEFAULT_ROOT / "receivers").glob("*.yaml"))
@@ -42,6 +43,7 @@ SENDER_MODELS: dict[str, type] = {
     "ses": SesSenderProfile,
     "postfix": PostfixSenderProfile,
     "relay": RelaySenderProfile,
+    "exim": EximSenderProfile,
     "rfc": RfcSenderProfile,
 }
 

@@ -1,4 +1,4 @@
-"""What every sender driver takes (a test message, the running lab) and returns (a SendReport)."""
+"""What every sender driver takes (a test message) and returns (a SendReport), and its protocol."""
 
 from __future__ import annotations
 

@@ -25,6 +25,8 @@ from harness.model import (
     SesSenderProfile,
 )
 from harness.senders.base import SenderDriver
+from harness.senders.exim import EximSender
+from harness.senders.exim_profile import EximSenderProfile
 from harness.senders.postfix import PostfixSender
 from harness.senders.reference import ReferenceSender
 from harness.senders.relay import RelaySender
@@ -72,6 +74,7 @@ def _observe_timeout(profile: RelaySenderProfile | SesSenderProfile) -> float:
 DRIVERS: dict[str, Driver[Any]] = {
     "reference": Driver(ReferenceSenderProfile, _reference),
     "postfix": Driver(PostfixSenderProfile, PostfixSender),
+    "exim": Driver(EximSenderProfile, EximSender),
     # external services: the lab cannot look inside, it watches the receivers and bounces
     "ses": Driver(SesSenderProfile, lambda p, lab, outbox: SesSender(p), _observe_timeout),
     "relay": Driver(RelaySenderProfile, RelaySender, _observe_timeout),

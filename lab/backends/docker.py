@@ -191,6 +191,11 @@ class _LabContainers:
 
     def sender_host(self, spec: SenderContainer) -> SenderHost:
         """Start the container `spec` describes, resolving through the lab DNS."""
+        if spec.target not in self.images:
+            raise BackendError(
+                f"the {spec.target} image was not built, so {spec.role} cannot start",
+                "see the build message at the start of the run (lab/backends/docker_images.py)",
+            )
         pki_root, volumes = self.pki.root.resolve(), {}
         for mount in spec.mounts:
             source = mount.source.resolve()
