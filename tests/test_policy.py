@@ -29,23 +29,22 @@ FACTS = {
     v: TlsFacts(version=v, cipher="TLS_AES_256_GCM_SHA384" if v is TlsVersion.TLS13 else "X")
     for v in TlsVersion
 }
+# the strict policy reads TLS and PKIX facts only: DNSSEC, TLSA and MTA-STS play no part in it
 SAFE = sorted([
-    "greylist", "mx-fallback", "no-pfs", "sni-only", "starttls-injection", "tls12", "tls13",
-    "wildcard",
-    "sts-enforce", "sts-enforce-mx-mismatch",  # safe by the receiver's facts; MTA-STS aside
-    "dane-ee", "dane-ta", "dane-mismatch", "dane-bogus", "dane-expired-rrsig", "dane-insecure",
-    "dane-tlsa-servfail", "dane-mismatch-sts-enforce",  # safe by the facts; DANE aside
+    "dane-bogus", "dane-ee", "dane-expired-rrsig", "dane-insecure", "dane-mismatch", "dane-ta",
+    "dane-tlsa-servfail", "greylist", "mx-fallback", "no-pfs", "sni-only", "starttls-injection",
+    "tls12", "tls13", "wildcard",
+    "sts-enforce", "sts-enforce-mx-mismatch", "dane-mismatch-sts-enforce",
 ])  # fmt: skip
 UNSAFE = [
     "tls10", "tls11", "no-starttls", "self-signed", "expired", "mismatched", "untrusted-ca",
     "not-yet-valid", "missing-intermediate", "weak-key", "sha1-signature", "wrong-eku",
     "no-shared-cipher", "strip-starttls", "starttls-454", "starttls-501", "starttls-broken",
-    "tls-intercept",
+    "tls-intercept", "dane-ee-expired", "dane-ee-name-mismatch", "dane-ta-name-mismatch",
+    "dane-no-starttls", "dane-strip", "dane-unusable",
     "sts-enforce-self-signed", "sts-enforce-expired", "sts-enforce-no-starttls",
     "sts-enforce-strip", "sts-testing-self-signed", "sts-none-self-signed", "sts-fetch-404",
     "sts-fetch-redirect", "sts-policy-bad-cert",
-    "dane-ee-expired", "dane-ee-name-mismatch", "dane-ta-name-mismatch", "dane-no-starttls",
-    "dane-strip", "dane-unusable",
 ]  # fmt: skip
 HELD = [Outcome.REFUSED, Outcome.DEFERRED, Outcome.FALLBACK]
 SUITE = DEFAULT_ROOT / "suites" / "strict-policy.yaml"
