@@ -28,6 +28,7 @@ from harness.model import (
     ReceiverInfo,
     RunReport,
     SenderInfo,
+    SenderProfile,
     SessionSummary,
     Verdict,
     cell_id,
@@ -47,6 +48,7 @@ from lab.spec import ReceiverSpec, TlsVersion
 
 SESSION_WAIT = 5.0
 POLL_INTERVAL = 0.005
+WATCHERS = 128  # most cells of external senders watched at once (each waits in its own thread)
 MAIL_FROM_DOMAIN = "sender.lab.test"
 
 
@@ -132,6 +134,7 @@ class LabRun:
         self.results: list[CellResult] = []
         self.drivers: dict[str, SenderDriver] = {}
         self._drivers_lock = threading.Lock()
+        self._submissions: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
 
     def close(self) -> None:
         """Let each driver that holds host resources (a relay's temporary key) release them."""
@@ -173,7 +176,11 @@ class LabRun:
         zone = zone_of(endpoint) if isinstance(driver, ExternalSender) else None
         message = build_message(receiver, sender, endpoint.domain, zone)
         since = time.time()
-        report = driver.send(message, self.lab, self.run_dir)
+        if isinstance(driver, ExternalSender):
+            with self._submissions:  # at most `jobs` submissions at once; the watches overlap
+                report = driver.send(message, self.lab, self.run_dir)
+        else:
+            report = driver.send(message, self.lab, self.run_dir)
         directory = endpoint.evidence_dir
         watched, note = None, ""
         if isinstance(driver, ExternalSender) and report.action is SendAction.SUBMITTED:
@@ -236,18 +243,37 @@ class LabRun:
         jobs: int = 1,
         on_result: Callable[[CellResult], None] = lambda result: None,
     ) -> None:
-        """Run cells, `jobs` at a time (cells are independent), reporting each as it finishes."""
-        if jobs <= 1:
-            for receiver, sender in cells:
+        """Run cells, `jobs` at a time (cells are independent), reporting each as it finishes.
+
+        Cells of a sender watched from outside (relay, SES) run in a pool of their own: at most
+        `jobs` submissions at once, then every submitted cell is watched at the same time, so
+        such a suite takes about its slowest watch, whatever `jobs` is.
+        """
+        outside = [c for c in cells if watched_from_outside(self.loaded.senders[c[1]])]
+        inside = [c for c in cells if c not in set(outside)]
+        if jobs <= 1 and not outside:
+            for receiver, sender in inside:
                 on_result(self.run_cell(receiver, sender))
             return
-        pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="cell")
+        self._submissions = threading.BoundedSemaphore(max(1, jobs))
+        pools = [
+            ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="cell"),
+            ThreadPoolExecutor(max_workers=min(WATCHERS, max(1, len(outside))),
+                               thread_name_prefix="watch"),
+        ]  # fmt: skip
         try:
-            futures = [pool.submit(self.run_cell, receiver, sender) for receiver, sender in cells]
+            futures = [pools[1].submit(self.run_cell, r, s) for r, s in outside]
+            if jobs <= 1:  # the lab's own cells one by one in this thread, as without watches
+                for receiver, sender in inside:
+                    on_result(self.run_cell(receiver, sender))
+            else:
+                futures += [pools[0].submit(self.run_cell, r, s) for r, s in inside]
             for future in as_completed(futures):
                 on_result(future.result())
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            for pool in pools:
+                pool.shutdown(wait=True, cancel_futures=True)
+            self._submissions = contextlib.nullcontext()
 
     def report(self, stopped_by: str = "") -> RunReport:
         """Return the RunReport of the cells run so far, in suite order, with those not run."""
@@ -282,6 +308,11 @@ class LabRun:
             provenance=provenance.collect(self.loaded.path, backend, self.started, finished),
         )
         return report.model_copy(update={"headline": headline.evaluate(suite.headline, report)})
+
+
+def watched_from_outside(profile: SenderProfile) -> bool:
+    """Return whether the profile's driver is a service the lab watches from outside."""
+    return hasattr(profile, "observe_timeout_seconds")
 
 
 def receiver_info(spec: ReceiverSpec) -> ReceiverInfo:
