@@ -250,7 +250,8 @@ class LabRun:
         such a suite takes about its slowest watch, whatever `jobs` is.
         """
         outside = [c for c in cells if watched_from_outside(self.loaded.senders[c[1]])]
-        inside = [c for c in cells if c not in set(outside)]
+        watched = set(outside)
+        inside = [c for c in cells if c not in watched]
         if jobs <= 1 and not outside:
             for receiver, sender in inside:
                 on_result(self.run_cell(receiver, sender))

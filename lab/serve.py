@@ -23,7 +23,6 @@ from pydantic import TypeAdapter, ValidationError
 from lab.evidence_store import EvidenceStore
 from lab.greylist import GreylistTracker
 from lab.limits import SessionRegistry
-from lab.mitm import MitmProxy
 from lab.parent_watch import exit_with_parent
 from lab.pki import CertificateError, LabPki, load_certs
 from lab.receiver import LabSMTP, build_tls_context
@@ -161,6 +160,8 @@ async def start_receivers(
                 servers.append(server)
                 bound_port = server.sockets[0].getsockname()[1]
                 if behind:
+                    from lab.mitm import MitmProxy  # only a proxied receiver needs it
+
                     proxy = MitmProxy(spec, ("127.0.0.1", bound_port), store.directory, sessions)
                     server = await proxy.start(bind_host, bind_port)
                     servers.append(server)
