@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from lab.receiver import LabSMTP, build_tls_context
 from lab.spec import ReceiverSpec
 
 SPECS = TypeAdapter(list[ReceiverSpec])
+WRITER_THREADS = 32  # concurrent durable writes (each mostly waits for its fsync)
 STOP_GRACE = 3.0  # seconds open sessions get to close and records to be written on shutdown
 
 
@@ -226,6 +228,8 @@ async def serve_until_signalled(
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    # evidence writes block in threads; enough of them that concurrent sessions share fsyncs
+    loop.set_default_executor(ThreadPoolExecutor(WRITER_THREADS, "evidence"))
     sessions = SessionRegistry()
     servers, endpoints = await start_receivers(
         specs, pki, evidence_root, host, port, sessions, binds, on_session, only_mx
