@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
+import logging
 import os
 import signal
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Sequence
 
 PR_SET_NAME = 15  # from <linux/prctl.h>: the name `ps` and /proc/<pid>/comm show
@@ -105,5 +107,9 @@ def _become_child(stdin_fd: int, stdout_fd: int, log_fd: int, parent_ends: tuple
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)  # the parent's handlers are not the child's
+    warnings.resetwarnings()  # a fresh interpreter's filters, not the parent's (a test runner's)
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+        warnings.simplefilter("ignore", category)
+    logging.root.handlers.clear()  # as in a fresh interpreter: warnings and errors to stderr
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(PR_SET_NAME, CHILD_NAME, 0, 0, 0)
