@@ -125,8 +125,8 @@ def _suite(s: Json) -> list[str]:
         "which stamps the wall clock at each phase boundary of the very same process, so the "
         "segments of one run add up to its wall time (glue: the gaps between stamps). They "
         f"alternate with the untraced runs above (median {_n(acc['whole_median'])} s). The "
-        f"receivers' start is mostly the child's own interpreter + imports "
-        f"(`python -c 'import lab.serve'` alone: {_ms(child)} ms).",
+        f"receivers' child is forked from the harness, which has imported its code already "
+        f"(a fresh `python -c 'import lab.serve'` would cost {_ms(child)} ms).",
         "",
     ]
     lines += _cells(s)
