@@ -8,8 +8,8 @@ import secrets
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from email.utils import formatdate
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -48,6 +48,7 @@ from lab.spec import ReceiverSpec, TlsVersion
 
 SESSION_WAIT = 5.0
 POLL_INTERVAL = 0.005
+Cell = Generator[None, None, CellResult]  # a cell's run; one pause before an external watch
 WATCHERS = 128  # most cells of external senders watched at once (each waits in its own thread)
 MAIL_FROM_DOMAIN = "sender.lab.test"
 
@@ -134,7 +135,7 @@ class LabRun:
         self.results: list[CellResult] = []
         self.drivers: dict[str, SenderDriver] = {}
         self._drivers_lock = threading.Lock()
-        self._submissions: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        self._stopping = threading.Event()  # set when run_cells is interrupted: watches end
 
     def close(self) -> None:
         """Let each driver that holds host resources (a relay's temporary key) release them."""
@@ -170,21 +171,26 @@ class LabRun:
 
     def _run_cell(self, receiver: str, sender: str, began: float) -> CellResult:
         """Send one message through `sender` to `receiver`, then classify and judge it."""
+        return _drive(self._cell(receiver, sender, began))
+
+    def _cell(self, receiver: str, sender: str, began: float) -> Cell:
+        """Run one cell, pausing (one yield) between an external sender's submission and its watch.
+
+        The generator's return value (StopIteration.value) is the CellResult.
+        """
         expected = self.loaded.expectation(receiver, sender)
         driver, endpoint = self._driver(sender), self.lab.endpoint(receiver)
         # a sender we cannot look inside bounces to the lab zone and is watched from outside
         zone = zone_of(endpoint) if isinstance(driver, ExternalSender) else None
         message = build_message(receiver, sender, endpoint.domain, zone)
         since = time.time()
-        if isinstance(driver, ExternalSender):
-            with self._submissions:  # at most `jobs` submissions at once; the watches overlap
-                report = driver.send(message, self.lab, self.run_dir)
-        else:
-            report = driver.send(message, self.lab, self.run_dir)
+        report = driver.send(message, self.lab, self.run_dir)
         directory = endpoint.evidence_dir
         watched, note = None, ""
         if isinstance(driver, ExternalSender) and report.action is SendAction.SUBMITTED:
-            outside = watch(self.lab, receiver, message.message_id, driver.observe_seconds, since)
+            yield  # submitted: the watch may go on in another thread, alongside other watches
+            seconds = driver.observe_seconds
+            outside = watch(self.lab, receiver, message.message_id, seconds, since, sleep=self._nap)
             sessions, arrivals = outside.sessions, outside.arrivals
             watched, note = outside.watched, describe_attempts(sessions)
         else:
@@ -245,36 +251,80 @@ class LabRun:
     ) -> None:
         """Run cells, `jobs` at a time (cells are independent), reporting each as it finishes.
 
-        Cells of a sender watched from outside (relay, SES) run in a pool of their own: at most
-        `jobs` submissions at once, then every submitted cell is watched at the same time, so
+        A cell of a sender watched from outside (relay, SES) is submitted like any cell, then
+        watched in a pool of its own, so every submitted cell is watched at the same time and
         such a suite takes about its slowest watch, whatever `jobs` is.
         """
-        outside = [c for c in cells if watched_from_outside(self.loaded.senders[c[1]])]
-        watched = set(outside)
-        inside = [c for c in cells if c not in watched]
-        if jobs <= 1 and not outside:
-            for receiver, sender in inside:
+        watched = {c for c in cells if watched_from_outside(self.loaded.senders[c[1]])}
+        if jobs <= 1 and not watched:
+            for receiver, sender in cells:
                 on_result(self.run_cell(receiver, sender))
             return
-        self._submissions = threading.BoundedSemaphore(max(1, jobs))
-        pools = [
-            ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="cell"),
-            ThreadPoolExecutor(max_workers=min(WATCHERS, max(1, len(outside))),
-                               thread_name_prefix="watch"),
-        ]  # fmt: skip
-        try:
-            futures = [pools[1].submit(self.run_cell, r, s) for r, s in outside]
-            if jobs <= 1:  # the lab's own cells one by one in this thread, as without watches
-                for receiver, sender in inside:
-                    on_result(self.run_cell(receiver, sender))
+        self._stopping.clear()
+        watchers = ThreadPoolExecutor(min(WATCHERS, max(1, len(watched))), "watch")
+        pool = ThreadPoolExecutor(jobs, "cell") if jobs > 1 else None
+        pending: set[Future[object]] = set()
+
+        def step(receiver: str, sender: str) -> CellResult | Future[CellResult]:
+            if (receiver, sender) in watched:
+                return self._submit_cell(receiver, sender, watchers)
+            return self.run_cell(receiver, sender)
+
+        def deliver(value: object) -> None:
+            if isinstance(value, Future):
+                pending.add(value)  # a submitted cell now being watched
             else:
-                futures += [pools[0].submit(self.run_cell, r, s) for r, s in inside]
-            for future in as_completed(futures):
-                on_result(future.result())
+                assert isinstance(value, CellResult)
+                on_result(value)
+
+        try:
+            for receiver, sender in cells:  # suite order; with jobs 1 in this very thread
+                if pool is None:
+                    deliver(step(receiver, sender))
+                else:
+                    pending.add(pool.submit(step, receiver, sender))
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    deliver(future.result())
+        except BaseException:
+            self._stopping.set()  # the watches end at their next poll; their cells are not run
+            raise
         finally:
-            for pool in pools:
-                pool.shutdown(wait=True, cancel_futures=True)
-            self._submissions = contextlib.nullcontext()
+            for executor in (pool, watchers):
+                if executor is not None:
+                    executor.shutdown(wait=True, cancel_futures=True)
+
+    def _submit_cell(
+        self, receiver: str, sender: str, watchers: ThreadPoolExecutor
+    ) -> CellResult | Future[CellResult]:
+        """Run a cell up to its submission; return its result, or the future of its watch."""
+        began = time.perf_counter()
+        steps = self._cell(receiver, sender, began)
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: CellResult = done.value  # not submitted: nothing to watch
+        except Exception:
+            result = self._crashed_cell(receiver, sender, began, traceback.format_exc())
+        else:
+            return watchers.submit(self._finish_watch, receiver, sender, began, steps)
+        self.results.append(result)
+        return result
+
+    def _finish_watch(self, receiver: str, sender: str, began: float, steps: Cell) -> CellResult:
+        """Watch a submitted cell to its end (in a watcher thread); record its result."""
+        try:
+            result = _drive(steps)
+        except Exception:
+            result = self._crashed_cell(receiver, sender, began, traceback.format_exc())
+        self.results.append(result)
+        return result
+
+    def _nap(self, seconds: float) -> None:
+        """Sleep between a watch's polls; raise _Stopped once run_cells was interrupted."""
+        if self._stopping.wait(seconds):
+            raise _Stopped
 
     def report(self, stopped_by: str = "") -> RunReport:
         """Return the RunReport of the cells run so far, in suite order, with those not run."""
@@ -309,6 +359,20 @@ class LabRun:
             provenance=provenance.collect(self.loaded.path, backend, self.started, finished),
         )
         return report.model_copy(update={"headline": headline.evaluate(suite.headline, report)})
+
+
+class _Stopped(BaseException):
+    """A watch ended because its run was interrupted (no cell result: the cell is not run)."""
+
+
+def _drive(steps: Cell) -> CellResult:
+    """Run a cell generator to its end; return its CellResult."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: CellResult = done.value
+            return result
 
 
 def watched_from_outside(profile: SenderProfile) -> bool:
