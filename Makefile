@@ -6,7 +6,7 @@ SUITE   ?= ses-2025
 BACKEND ?= local
 
 .DEFAULT_GOAL := help
-.PHONY: help venv certs run-lab test lint bench clean docker-engine base-image docker-ready system-deps down
+.PHONY: help venv certs run-lab test lint bench clean docker-engine base-image docker-ready system-deps down scoreboard
 
 # BACKEND=docker needs an engine and a base image before the run
 RUN_DEPS := $(if $(filter docker,$(BACKEND)),docker-ready)
@@ -27,6 +27,9 @@ certs: venv ## Generate (or reuse) the lab CA and every receiver's certificate u
 
 run-lab: venv $(RUN_DEPS) ## Run SUITE on BACKEND and write reports/<run-id>/ (reports/latest points at it)
 	$(BIN)/tlslab run --suite $(SUITE) --backend $(BACKEND)
+
+scoreboard: venv docker-ready ## Every receiver state x every real sender and policy model (docker) into reports/scoreboard/
+	$(BIN)/tlslab scoreboard --backend docker $(SCOREBOARD_ARGS)
 
 test: venv ## Run the lab's own test suite (unit + integration on real sockets)
 	$(BIN)/pytest

@@ -97,13 +97,17 @@ class TimedDriver:
         self.inner, self.probes = inner, probes
         self.id = inner.id
 
-    def send(self, message: TestMessage, lab: RunningLab, outbox: Path) -> SendReport:
+    def send(self, message: TestMessage) -> SendReport:
         """Send through the wrapped driver, recording the time it took."""
         began = time.perf_counter()
         try:
-            return self.inner.send(message, lab, outbox)
+            return self.inner.send(message)
         finally:
             self.probes.add("send", time.perf_counter() - began)
+
+    def close(self) -> None:
+        """Close the wrapped driver."""
+        self.inner.close()
 
 
 class TimedLabRun(runner.LabRun):

@@ -6,6 +6,7 @@ from typing import Any
 
 from bench import render_targets
 from bench.common import Json
+from bench.scoreboard_bench import render_section as scoreboard_section
 
 TARGET_SECONDS = 3.0
 
@@ -79,12 +80,13 @@ def render(data: Json) -> str:
         ("2. Scaling: 9 receivers x N generated sender profiles", "scaling", _scaling),
         ("3. Receiver throughput: the lab's receiver and Postfix smtpd", "throughput", _throughput),
         ("4. Docker backend: cold and warm start of every receiver", "docker", _docker),
+        ("5. The scoreboard: every receiver x every sender", "scoreboard", scoreboard_section),
         (
-            "5. External senders: submitted, then watched together",
+            "6. External senders: submitted, then watched together",
             "external",
             render_targets.external,
         ),
-        ("6. Scale: up to 100 receivers x 100 sender profiles", "scale", render_targets.scale),
+        ("7. Scale: up to 100 receivers x 100 sender profiles", "scale", render_targets.scale),
     ):
         lines += [f"## {title}", ""]
         section = sections.get(key, {"status": "skipped", "reason": "not selected"})

@@ -26,6 +26,7 @@ from harness.scenarios import (
     load_suite,
     scenarios_root,
 )
+from harness.scoreboard.run import add_scoreboard_command
 from harness.up_lock import hold_evidence_dir
 from lab.backends import BACKENDS, BackendError
 from lab.backends.docker import docker_client, remove_run
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_list_command(sub)
     add_prune_command(sub)
     ses_setup.register(sub)
+    add_scoreboard_command(sub)
     return parser
 
 

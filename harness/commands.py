@@ -22,6 +22,8 @@ from harness.diff import (
 from harness.evidence import by_host, message_hops
 from harness.labels import facts_text
 from harness.report import load_results
+from harness.scoreboard.cli_diff import board_diff
+from harness.scoreboard.files import is_board
 
 STDIN = "-"
 MAX_MESSAGE_FILE_BYTES = 64 * 2**20  # far above any receiver's message size limit
@@ -45,8 +47,12 @@ def add_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     diff = sub.add_parser(
         "diff", help="compare two runs cell by cell; exit 1 when any cell changed"
     )
-    diff.add_argument("old", type=Path, help="the earlier run: results.json or a run folder")
-    diff.add_argument("new", type=Path, help="the later run: results.json or a run folder")
+    diff.add_argument(
+        "old", type=Path, help="the earlier run: results.json, scoreboard.json or a run folder"
+    )
+    diff.add_argument(
+        "new", type=Path, help="the later run: results.json, scoreboard.json or a run folder"
+    )
     diff.add_argument("--json", action="store_true", help="print the changes as one JSON object")
     diff.set_defaults(handler=cmd_diff)
 
@@ -60,6 +66,8 @@ def add_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     """Print the cells that changed between two runs; exit 1 when any did, 0 otherwise."""
+    if is_board(args.old) or is_board(args.new):
+        return board_diff(args)
     old, new = load_results(args.old), load_results(args.new)
     changes = diff_runs(old, new)
     compared = cells_compared(old, new)

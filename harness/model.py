@@ -11,7 +11,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PlainValidator,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -90,7 +89,16 @@ class TlsFacts(Frozen):
     bits: int | None = None
 
 
-class ReferenceSenderProfile(Frozen):
+class SenderProfileBase(Frozen):
+    """What every sender profile has; each driver's model (harness.senders.registry) extends it."""
+
+    id: Id
+    driver: str
+    description: Text = ""
+    models: Text = Field(default="", description="the real sender (configuration) it stands for")
+
+
+class ReferenceSenderProfile(SenderProfileBase):
     """A policy model driven by the built-in reference sender; `id` is the YAML file's stem."""
 
     id: Id
@@ -113,6 +121,7 @@ class PostfixTlsLevel(enum.StrEnum):
     ENCRYPT = "encrypt"
     VERIFY = "verify"
     SECURE = "secure"
+    DANE = "dane"  # needs dns_support_level: dnssec and the lab's validating resolver
 
 
 POSTFIX_PROTOCOL = re.compile(r"(?:!|>=|<=)?(?:SSLv2|SSLv3|TLSv1|TLSv1\.[0-3])")
@@ -129,7 +138,7 @@ def _postfix_protocols(value: str) -> str:
 PostfixProtocols = Annotated[str, Field(max_length=100), AfterValidator(_postfix_protocols)]
 
 
-class PostfixSenderProfile(Frozen):
+class PostfixSenderProfile(SenderProfileBase):
     """A real Postfix (Debian's, stock TLS defaults) in a sender container, with these TLS knobs."""
 
     id: Id
@@ -143,6 +152,17 @@ class PostfixSenderProfile(Frozen):
     protocols: PostfixProtocols | None = Field(
         default=None, description="smtp_tls_protocols (opportunistic TLS); unset: stock"
     )
+    dns_support_level: Literal["enabled", "dnssec"] | None = Field(
+        default=None,
+        description="smtp_dns_support_level; dnssec resolves through the lab's validating resolver",
+    )
+
+    @model_validator(mode="after")
+    def _dane_needs_dnssec(self) -> PostfixSenderProfile:
+        """Reject security_level dane without DNSSEC: Postfix would silently fall back to may."""
+        if self.security_level is PostfixTlsLevel.DANE and self.dns_support_level != "dnssec":
+            raise ValueError("security_level dane needs dns_support_level: dnssec")
+        return self
 
 
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=100)]
@@ -158,7 +178,7 @@ class CredentialsEnv(Frozen):
     )
 
 
-class SesSenderProfile(Frozen):
+class SesSenderProfile(SenderProfileBase):
     """Amazon SES (API v2) sending through one configuration set; observed from the outside."""
 
     id: Id
@@ -183,7 +203,7 @@ class RelaySecurity(enum.StrEnum):
     NONE = "none"
 
 
-class RelaySenderProfile(Frozen):
+class RelaySenderProfile(SenderProfileBase):
     """Any SMTP submission service (host, port, TLS, AUTH) that delivers to the lab's receivers.
 
     `lab_relay: true` makes the driver start the lab's own Postfix as that service: an
@@ -222,33 +242,11 @@ class RelaySenderProfile(Frozen):
         return self
 
 
-class _Driver(BaseModel):
-    """The `driver` field alone, which selects the profile model."""
+class RfcSenderProfile(SenderProfileBase):
+    """The lab's oracle: delivers exactly as RFC 7672 (DANE) and RFC 8461 (MTA-STS) require."""
 
-    driver: Literal["reference", "postfix", "ses", "relay"] = "reference"
+    driver: Literal["rfc"]
 
-
-AnyProfile = ReferenceSenderProfile | PostfixSenderProfile | SesSenderProfile | RelaySenderProfile
-
-
-def _profile_for_driver(data: Any) -> AnyProfile:
-    """Validate `data` as the profile model its `driver` names (errors keep YAML field names)."""
-    if isinstance(
-        data, ReferenceSenderProfile | PostfixSenderProfile | SesSenderProfile | RelaySenderProfile
-    ):
-        return data
-    driver = _Driver.model_validate(data).driver
-    if driver == "postfix":
-        return PostfixSenderProfile.model_validate(data)
-    if driver == "ses":
-        return SesSenderProfile.model_validate(data)
-    if driver == "relay":
-        return RelaySenderProfile.model_validate(data)
-    return ReferenceSenderProfile.model_validate(data)
-
-
-SenderProfile = Annotated[AnyProfile, PlainValidator(_profile_for_driver)]
-"""A sender profile, discriminated by `driver`: `reference` (default), `postfix`, `ses`, `relay`."""
 
 TlsExpectation = (
     TlsVersion | Literal["plaintext", "any", ">=TLSv1.0", ">=TLSv1.1", ">=TLSv1.2", ">=TLSv1.3"]
@@ -317,6 +315,15 @@ class Downgrade(Frozen):
     plaintext_session: str  # the session that delivered the message in plaintext
 
 
+class DaneEvidence(Frozen):
+    """The DANE policy a sender could have known: lookups as the lab validated them."""
+
+    lookups: tuple[str, ...] = Field(description="MX, A and TLSA, each with its DNSSEC status")
+    tlsa: tuple[str, ...] = Field(default=(), description="the secure TLSA records, if any")
+    tlsa_security: str = Field(description="secure, insecure, bogus or failed")
+    resolver: str = Field(default="", description="the validating resolver's answer (docker)")
+
+
 class CellResult(Frozen):
     """The observed outcome of one cell, its expectation, verdict and evidence."""
 
@@ -343,6 +350,7 @@ class CellResult(Frozen):
     evidence: tuple[EvidenceLink, ...] = Field(
         default=(), description="the cell's stored message, session records and portal copy"
     )
+    dane: DaneEvidence | None = None  # receivers with a DANE subzone: what DNS said
 
     @property
     def id(self) -> str:

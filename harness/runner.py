@@ -12,12 +12,12 @@ from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from email.utils import formatdate
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 from harness import headline, provenance
 from harness.arrivals import find_arrivals
 from harness.attempts import session_trail
 from harness.classify import Classified, classify, judge
+from harness.dane_evidence import dane_evidence, dane_published
 from harness.downgrade import DOWNGRADE_NOTE, find_downgrade
 from harness.expectations import failure_note
 from harness.model import (
@@ -28,7 +28,7 @@ from harness.model import (
     ReceiverInfo,
     RunReport,
     SenderInfo,
-    SenderProfile,
+    SenderProfileBase,
     SessionSummary,
     Verdict,
     cell_id,
@@ -37,8 +37,8 @@ from harness.observe import bounce_address, describe_attempts, watch, zone_of
 from harness.proxy_evidence import describe_proxy, receiver_peers, wait_for_proxy_records
 from harness.report import unwritable_as_report_error
 from harness.scenarios import LoadedSuite
-from harness.senders import SenderDriver, SendReport, TestMessage, make_driver
-from harness.senders.base import ExternalSender, SendAction
+from harness.senders import SenderDriver, SendReport, TestMessage, driver_of, open_driver
+from harness.senders.base import SendAction
 from lab.backends import BACKENDS, Backend, BackendError, RunningLab
 from lab.evidence_store import read_faults
 from lab.pki import ensure_certs
@@ -116,15 +116,6 @@ def summarise(record: SessionFacts) -> SessionSummary:
     )
 
 
-@runtime_checkable
-class ClosingSender(Protocol):
-    """A driver holding host resources beyond the lab's life, released by `close()`."""
-
-    def close(self) -> None:
-        """Release the driver's host resources."""
-        ...
-
-
 class LabRun:
     """One run of a suite on a running lab: runs cells and assembles the RunReport."""
 
@@ -135,13 +126,21 @@ class LabRun:
         self.results: list[CellResult] = []
         self.drivers: dict[str, SenderDriver] = {}
         self._drivers_lock = threading.Lock()
+        self._sender_locks: dict[str, threading.Lock] = {}
         self._stopping = threading.Event()  # set when run_cells is interrupted: watches end
 
     def close(self) -> None:
-        """Let each driver that holds host resources (a relay's temporary key) release them."""
-        for driver in self.drivers.values():
-            if isinstance(driver, ClosingSender):
+        """Close every driver this run opened (a relay's temporary key goes), each exactly once."""
+        with self._drivers_lock:
+            drivers, self.drivers = list(self.drivers.values()), {}
+        errors = []
+        for driver in drivers:
+            try:
                 driver.close()
+            except Exception as error:  # one driver's failure must not keep the others open
+                errors.append(error)
+        if errors:
+            raise errors[0]
 
     def run_cell(self, receiver: str, sender: str) -> CellResult:
         """Run one cell; a crash anywhere in it makes an `error` cell with its traceback."""
@@ -181,16 +180,18 @@ class LabRun:
         expected = self.loaded.expectation(receiver, sender)
         driver, endpoint = self._driver(sender), self.lab.endpoint(receiver)
         # a sender we cannot look inside bounces to the lab zone and is watched from outside
-        zone = zone_of(endpoint) if isinstance(driver, ExternalSender) else None
+        profile = self.loaded.senders[sender]
+        outside_for = driver_of(profile).watch_seconds(profile)
+        zone = zone_of(endpoint) if outside_for is not None else None
         message = build_message(receiver, sender, endpoint.domain, zone)
         since = time.time()
-        report = driver.send(message, self.lab, self.run_dir)
+        report = driver.send(message)
         directory = endpoint.evidence_dir
         watched, note = None, ""
-        if isinstance(driver, ExternalSender) and report.action is SendAction.SUBMITTED:
+        if outside_for is not None and report.action is SendAction.SUBMITTED:
             yield  # submitted: the watch may go on in another thread, alongside other watches
-            seconds = driver.observe_seconds
-            outside = watch(self.lab, receiver, message.message_id, seconds, since, sleep=self._nap)
+            message_id = message.message_id
+            outside = watch(self.lab, receiver, message_id, outside_for, since, sleep=self._nap)
             sessions, arrivals = outside.sessions, outside.arrivals
             watched, note = outside.watched, describe_attempts(sessions)
         else:
@@ -233,14 +234,20 @@ class LabRun:
             downgraded=downgrade is not None,
             downgrade=downgrade,
             seconds=round(time.perf_counter() - began, 4),
+            dane=dane_evidence(self.lab, endpoint),
         )
 
     def _driver(self, sender: str) -> SenderDriver:
-        """Return the sender's driver, creating it (and any sender container) on first use."""
+        """Return the sender's driver, creating it (and any sender container) on first use.
+
+        Each sender has its own lock, so the containers of different senders start at once.
+        """
         with self._drivers_lock:
+            lock = self._sender_locks.setdefault(sender, threading.Lock())
+        with lock:
             if sender not in self.drivers:
                 profile = self.loaded.senders[sender]
-                self.drivers[sender] = make_driver(profile, self.lab, self.run_dir)
+                self.drivers[sender] = open_driver(profile, self.lab, self.run_dir)
             return self.drivers[sender]
 
     def run_cells(
@@ -375,9 +382,9 @@ def _drive(steps: Cell) -> CellResult:
             return result
 
 
-def watched_from_outside(profile: SenderProfile) -> bool:
+def watched_from_outside(profile: SenderProfileBase) -> bool:
     """Return whether the profile's driver is a service the lab watches from outside."""
-    return hasattr(profile, "observe_timeout_seconds")
+    return driver_of(profile).watch_seconds(profile) is not None
 
 
 def receiver_info(spec: ReceiverSpec) -> ReceiverInfo:
@@ -391,6 +398,7 @@ def receiver_info(spec: ReceiverSpec) -> ReceiverInfo:
         starttls=spec.starttls,
         domain=spec.domain,
         proxy=spec.proxy.vector.value if spec.proxy is not None else None,
+        policy="tlsa" if dane_published(spec) else "no-policy-found",
     )
 
 

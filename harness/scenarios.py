@@ -13,10 +13,11 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from harness.expectations import policy_expectation
-from harness.model import ID_MAX_LENGTH, ID_PATTERN, CellExpectation, SenderProfile, Suite
+from harness.model import ID_MAX_LENGTH, ID_PATTERN, CellExpectation, Suite
 from harness.scenario_files import ScenarioError as ScenarioError
 from harness.scenario_files import escaped
 from harness.scenario_files import read_yaml as read_yaml
+from harness.senders.registry import SenderProfile
 from lab.spec import ReceiverSpec
 
 ModelT = TypeVar("ModelT", bound=BaseModel)

@@ -134,8 +134,12 @@ def cell_policy(cell: CellResult, info: ReceiverInfo | None) -> dict[str, Any]:
             detail["failure-reason-code"] = alert
         failures.append(detail)
     kind = info.policy if info is not None else "no-policy-found"
+    policy: dict[str, Any] = {"policy-type": kind}
+    if kind == "tlsa" and cell.dane is not None and cell.dane.tlsa:
+        policy["policy-string"] = list(cell.dane.tlsa)  # RFC 8460 section 4.3: the TLSA records
+    policy.update({"policy-domain": domain, "mx-host": [mx_host]})
     return {
-        "policy": {"policy-type": kind, "policy-domain": domain, "mx-host": [mx_host]},
+        "policy": policy,
         "summary": {
             "total-successful-session-count": sum(kind is None for kind, _ in results),
             "total-failure-session-count": sum(failed.values()),

@@ -1,28 +1,41 @@
-"""The lab DNS: authoritative A and MX records for the lab zone over UDP and TCP; no recursion."""
+"""The lab DNS: authoritative for the lab zone or a signed ZoneSet, UDP and TCP; no recursion."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import struct
 import sys
 from collections.abc import Callable, Sequence
-from typing import cast
+from pathlib import Path
+from typing import Protocol, cast
 
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
 TTL = 60
+ZONES_COMPLETE = "trust-anchor.json"  # ZoneSet.write writes it last: the folder is complete
+
+
+class Answerer(Protocol):
+    """Turns one wire-format query into its wire-format answer (None: undecodable, no reply)."""
+
+    def answer(self, wire: bytes, max_size: int = 65_535) -> bytes | None:
+        """Return the answer to `wire`, at most `max_size` bytes (TC set when larger)."""
+        ...
 
 
 class LabZone:
-    """An in-memory zone: A records for MX hosts, MX records for receiver domains."""
+    """An in-memory unsigned zone: A, MX and any other record type given in presentation form."""
 
     def __init__(self, origin: str) -> None:
         """Create an empty zone for `origin` (e.g. `lab.test`)."""
@@ -37,6 +50,18 @@ class LabZone:
         """Add an MX record pointing `domain` at `mx_host`."""
         self._add(domain, dns.rdatatype.MX, f"{preference} {mx_host.rstrip('.')}.")
 
+    def add_txt(self, owner: str, text: str) -> None:
+        """Add a TXT record holding `text` (split into 255-byte strings as DNS requires)."""
+        raw = text.encode()
+        chunks = [raw[i : i + 255] for i in range(0, len(raw), 255)] or [b""]
+        self._add(owner, dns.rdatatype.TXT, " ".join(_quoted(c) for c in chunks))
+
+    def add_record(self, owner: str, rdtype: str, text: str) -> None:
+        """Add a record of any type in presentation form (e.g. `TLSA`, `3 1 1 ab...`)."""
+        code = dns.rdatatype.from_text(rdtype)
+        dns.rdata.from_text(dns.rdataclass.IN, code, text)  # reject bad data now, not per query
+        self._add(owner, code, text)
+
     def _add(self, owner: str, rdtype: int, text: str) -> None:
         """Add one record, rejecting owners outside the zone."""
         name = dns.name.from_text(owner)
@@ -44,7 +69,7 @@ class LabZone:
             raise ValueError(f"{owner} is not inside the zone {self.origin}")
         self.records.setdefault((name, rdtype), []).append(text)
 
-    def answer(self, wire: bytes) -> bytes | None:
+    def answer(self, wire: bytes, max_size: int = 65_535) -> bytes | None:
         """Return the wire-format answer to a query, or None for undecodable input."""
         try:
             query = dns.message.from_wire(wire)
@@ -69,13 +94,26 @@ class LabZone:
             response.answer.append(rrset)
         elif not any(name == question.name for name, _ in self.records):
             response.set_rcode(dns.rcode.NXDOMAIN)
-        return response.to_wire()
+        try:
+            return response.to_wire(max_size=max_size)
+        except dns.exception.TooBig:
+            response.answer.clear()
+            response.flags |= dns.flags.TC
+            return response.to_wire()
+
+
+def _quoted(chunk: bytes) -> str:
+    """Return one TXT character-string in presentation form."""
+    escaped = "".join(
+        chr(b) if 0x20 <= b < 0x7F and b not in b'"\\' else f"\\{b:03d}" for b in chunk
+    )
+    return f'"{escaped}"'
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
     """Answers each UDP datagram from the zone."""
 
-    def __init__(self, zone: LabZone) -> None:
+    def __init__(self, zone: Answerer) -> None:
         """Serve `zone`."""
         self.zone = zone
         self.transport: asyncio.DatagramTransport | None = None
@@ -86,13 +124,22 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         """Reply to one query."""
-        reply = self.zone.answer(data)
+        reply = self.zone.answer(data, udp_limit(data))
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
 
 
+def udp_limit(wire: bytes) -> int:
+    """Return the largest UDP answer the query's sender accepts (its EDNS size, else 512)."""
+    try:
+        query = dns.message.from_wire(wire)
+    except Exception:
+        return 512
+    return max(512, query.payload) if query.edns >= 0 else 512
+
+
 async def _serve_tcp_client(
-    zone: LabZone, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    zone: Answerer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
     """Answer length-prefixed queries on one TCP connection until it closes."""
     try:
@@ -115,7 +162,7 @@ def _print_ready() -> None:
 
 
 async def serve(
-    zone: LabZone,
+    zone: Answerer,
     host: str,
     port: int,
     on_ready: Callable[[], None] = _print_ready,
@@ -146,9 +193,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--zone", default="lab.test")
     parser.add_argument("--a", action="append", default=[], metavar="HOST=IP")
     parser.add_argument("--mx", action="append", default=[], metavar="DOMAIN=MXHOST[:PREF]")
+    parser.add_argument("--zones-dir", type=Path, help="serve the ZoneSet written to this folder")
+    parser.add_argument("--exit-with-parent", action="store_true", help="stop when stdin closes")
+    parser.add_argument(
+        "--wait-for-zones", type=float, default=0.0, metavar="SECONDS",
+        help="wait this long for --zones-dir to be written (the zones name this server's address)",
+    )  # fmt: skip
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=53)
     args = parser.parse_args(argv)
+    if args.exit_with_parent:
+        from lab.parent_watch import exit_with_parent
+
+        exit_with_parent(sys.stdin.fileno())
+    if args.zones_dir is not None:
+        if not _wait_for(args.zones_dir / ZONES_COMPLETE, args.wait_for_zones):
+            print(f"lab.dns: {args.zones_dir} was not written in time", file=sys.stderr)
+            return 2
+        return _serve_zone_set(args.zones_dir, args.host, args.port)
     zone = LabZone(args.zone)
     try:
         for item in args.a:
@@ -162,6 +224,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     asyncio.run(serve(zone, args.host, args.port))
     return 0
+
+
+def _wait_for(path: Path, seconds: float) -> bool:
+    """Wait (bounded) until `path` exists; return whether it does."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _serve_zone_set(folder: Path, host: str, port: int) -> int:
+    """Serve a ZoneSet folder; print the bound port in the ready line (port 0: any free port)."""
+    from lab.dns_answer import ZoneServer
+    from lab.dns_zones import ZoneSet
+
+    try:
+        server = ZoneServer(ZoneSet.read(folder))
+    except ValueError as error:
+        print(f"lab.dns: {error}", file=sys.stderr)
+        return 2
+    if port == 0:
+        port = _free_port(host)
+    ready = json.dumps({"ready": True, "port": port})
+    asyncio.run(serve(server, host, port, on_ready=lambda: print(ready, flush=True)))
+    return 0
+
+
+def _free_port(host: str) -> int:
+    """Return a port free for both UDP and TCP on `host`."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((host, 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind((host, port))
+                except OSError:
+                    continue
+        return port
+    raise OSError(f"no port free for both UDP and TCP on {host}")
 
 
 if __name__ == "__main__":

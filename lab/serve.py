@@ -184,6 +184,11 @@ def _tls_context(spec: ReceiverSpec, pki: LabPki) -> ssl.SSLContext:
     no_sni = None
     if bundle.no_sni_cert_path is not None and bundle.no_sni_key_path is not None:
         no_sni = (bundle.no_sni_cert_path, bundle.no_sni_key_path)
+    if spec.dane is not None and spec.dane.send_ca:  # DANE-TA: the lab CA follows the leaf
+        with tempfile.TemporaryDirectory(prefix="tlslab-chain-") as folder:
+            chain = Path(folder) / "chain.pem"
+            chain.write_bytes(bundle.cert_path.read_bytes() + pki.ca_cert_path.read_bytes())
+            return build_tls_context(spec, chain, bundle.key_path, no_sni)
     return build_tls_context(spec, bundle.cert_path, bundle.key_path, no_sni)
 
 

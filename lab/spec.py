@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from lab.bounds import TEXT_MAX_LENGTH, within
+from lab.dane_spec import DaneSpec
 
 LAB_ZONE = "lab.test"
 BOUNCE_LOCAL_PART = "bounce"
@@ -165,6 +166,7 @@ class ReceiverSpec(BaseModel):
     mx: tuple[MxHost, ...] = Field(default=(), max_length=MX_LIMIT)
     greylist: Greylist | None = None
     proxy: ProxySpec | None = None  # a man in the middle in front of this receiver
+    dane: DaneSpec | None = None  # its own DNSSEC subzone with TLSA records (lab.dane_spec)
 
     @field_validator(*SESSION_LIMITS, mode="before")
     @classmethod

@@ -76,8 +76,11 @@ def test_quick_run_writes_json_and_markdown_of_the_documented_shape(tmp_path: Pa
     assert data["mode"] == "quick"
     assert {"cores", "cpu_model", "python", "openssl", "date"} <= set(data["machine"])
     sections = data["sections"]
-    assert set(sections) == {"suite", "scaling", "throughput", "docker", "external", "scale"}
+    assert set(sections) == {
+        "suite", "scaling", "throughput", "docker", "scoreboard", "external", "scale",
+    }  # fmt: skip
     assert sections["docker"]["status"] == "skipped"
+    assert sections["scoreboard"]["status"] == "skipped"
     assert "## Targets" in markdown
 
     suite = sections["suite"]
@@ -129,7 +132,7 @@ def test_quick_run_writes_json_and_markdown_of_the_documented_shape(tmp_path: Pa
     assert set(throughput["modes"]) == {"plaintext", "TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3"}
     for mode in throughput["modes"].values():
         assert mode["ours"]["failed"] == 0
-    for heading in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6."):
+    for heading in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## 7."):
         assert heading in markdown
     # the comparison with Postfix: asserted, or a visible skip (a failure under LAB_REQUIRE_TOOLS=1)
     if throughput["postfix"]["status"] != "ok":

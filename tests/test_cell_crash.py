@@ -14,8 +14,7 @@ import pytest
 from test_lab_faults import SUITE, CrashingSender, make_root
 
 from harness.cli import main
-from harness.model import SenderProfile
-from harness.senders import make_driver
+from harness.senders import SenderProfile, open_driver
 from harness.senders.base import SenderDriver
 from lab.backends.base import RunningLab
 
@@ -30,13 +29,13 @@ def test_tlslab_run_goes_on_after_a_crash_inside_one_cell(
     tmp_path: Path, certs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = make_root(tmp_path, {"disk": SUITE})
-    real_driver = make_driver
+    real_driver = open_driver
 
     def drivers(profile: SenderProfile, lab: RunningLab, outbox: Path) -> SenderDriver:
         crashing = profile.id == "ses-default"
         return CrashingSender() if crashing else real_driver(profile, lab, outbox)
 
-    monkeypatch.setattr("harness.runner.make_driver", drivers)  # the ses-default column has a bug
+    monkeypatch.setattr("harness.runner.open_driver", drivers)  # the ses-default column has a bug
     reports = tmp_path / "reports"
     status = main(
         ["run", "--suite", "disk", "--scenarios", str(root), "--reports", str(reports),

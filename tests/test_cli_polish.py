@@ -37,7 +37,7 @@ def test_list_of_a_missing_folder_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_help_names_the_backends() -> None:
-    for verb in ("run", "up"):
+    for verb in ("run", "up", "scoreboard"):
         assert "--backend {attached,docker,local}" in tlslab(verb, "--help").out
 
 

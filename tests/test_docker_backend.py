@@ -30,6 +30,7 @@ from harness.model import Outcome, Verdict
 from harness.report import load_results
 from harness.runner import backend_named, open_run
 from harness.scenarios import LoadedSuite, load_suite
+from lab.backends.base import SenderContainer
 from lab.backends.docker import RUN_LABEL, DockerBackend, remove_run
 from lab.backends.docker_images import ensure_images
 from lab.pki import LabPki
@@ -164,7 +165,7 @@ class TestRunningDockerLab:
     """Checks on one running Docker lab (torn down before the lifecycle tests below)."""
 
     def test_lab_dns_answers_mx_and_a_for_every_receiver(self, docker_lab: Any) -> None:
-        host = docker_lab.sender_host("dns-probe")
+        host = docker_lab.sender_host(SenderContainer("dns-probe"))
         script = (
             "import sys, dns.resolver as r\n"
             "for d in sys.argv[1:]:\n"
@@ -202,7 +203,7 @@ class TestRunningDockerLab:
             ]
             blocked.append(f"{NOT_LAB}:25")
             receiver = f"{docker_lab.endpoints['tls13'].host}:25"
-            host = docker_lab.sender_host("reach-probe")
+            host = docker_lab.sender_host(SenderContainer("reach-probe"))
             status, output = host.exec(["python", "-c", REACH_PROBE, *blocked, receiver])
             assert status == 0, output
             reached = dict(line.split(" ", 1) for line in output.strip().splitlines())
@@ -230,7 +231,7 @@ class TestRunningDockerLab:
         # a message sent from a sender container lands, as an .eml, in the host's folder
         endpoint: ReceiverEndpoint = docker_lab.endpoints["tls13"]
         message_id = f"<evidence-{secrets.token_hex(6)}@sender.lab.test>"
-        host = docker_lab.sender_host("evidence-probe")
+        host = docker_lab.sender_host(SenderContainer("evidence-probe"))
         status, output = host.exec(
             ["python", "-c", SEND_PROBE, endpoint.host, endpoint.domain, message_id]
         )
@@ -264,7 +265,7 @@ def test_two_mx_hosts_run_as_two_containers_published_in_preference_order(
     )
     with DockerBackend().start(specs, lab_pki, tmp_path / "evidence") as lab:
         assert lab.sender_host is not None
-        host = lab.sender_host("mx-probe")
+        host = lab.sender_host(SenderContainer("mx-probe"))
         names = {c.name for c in client.containers.list(filters={"label": RUN_LABEL})}
         status, output = host.exec(
             ["python", "-c", script, "mx-fallback.lab.test", "tls13.lab.test"]
@@ -405,7 +406,7 @@ def test_new_certificate_files_reach_the_receiver_containers(
     specs = [receiver_specs[state] for state in states]
     with DockerBackend().start(specs, lab_pki, tmp_path) as lab:
         assert lab.sender_host is not None
-        host = lab.sender_host("cert-probe")
+        host = lab.sender_host(SenderContainer("cert-probe"))
 
         def served(receiver: str, name: str) -> str:
             endpoint = lab.endpoints[receiver]

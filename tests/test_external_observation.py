@@ -266,15 +266,18 @@ class TinyRelay:
 class RelaySender:
     """An external sender driver: submits to the tiny relay and cannot see what happens next."""
 
-    def __init__(self, port: int, observe_seconds: float) -> None:
-        """Submit to the relay on 127.0.0.1:`port`; the runner watches `observe_seconds`."""
-        self.id, self.port, self.observe_seconds = "relay", port, observe_seconds
+    def __init__(self, port: int) -> None:
+        """Submit to the relay on 127.0.0.1:`port`; the runner watches as its profile says."""
+        self.id, self.port = "relay", port
 
-    def send(self, message: TestMessage, lab: RunningLab, outbox: Path) -> SendReport:
+    def send(self, message: TestMessage) -> SendReport:
         """Hand the message to the relay and return as soon as it says 250."""
         with smtplib.SMTP("127.0.0.1", self.port) as smtp:
             smtp.sendmail(message.mail_from, [message.rcpt], message.data)
         return SendReport(SendAction.SUBMITTED, "the tiny relay accepted it")
+
+    def close(self) -> None:
+        """Nothing to release: every submission closes its connection."""
 
 
 SUITE = """\
@@ -294,7 +297,9 @@ def lab_run(tmp_path_factory: pytest.TempPathFactory, lab_pki: Any) -> Iterator[
     root = base / "scenarios"
     shutil.copytree(DEFAULT_ROOT / "receivers", root / "receivers")
     (root / "senders").mkdir()
-    (root / "senders" / "relay.yaml").write_text("description: stand-in profile\n")
+    # a relay profile (the registry: watched from outside), its driver the stand-in below
+    stand_in = "driver: relay\nhost: 127.0.0.1\nsecurity: none\ndescription: stand-in profile\n"
+    (root / "senders" / "relay.yaml").write_text(stand_in)
     (root / "suites").mkdir()
     (root / "suites" / "external.yaml").write_text(SUITE)
     loaded = load_suite(root / "suites" / "external.yaml")
@@ -309,7 +314,11 @@ def relay_sender(run: LabRun, mode: str, observe_seconds: float) -> Iterator[Tin
     port = free_port()
     controller = Controller(relay, hostname="127.0.0.1", port=port)
     controller.start()
-    run.drivers["relay"] = RelaySender(port, observe_seconds)
+    profile = run.loaded.senders["relay"]
+    run.loaded.senders["relay"] = profile.model_copy(
+        update={"observe_timeout_seconds": observe_seconds}
+    )  # how long the runner watches, as the profile's field says
+    run.drivers["relay"] = RelaySender(port)
     try:
         yield relay
     finally:

@@ -57,9 +57,12 @@ class ScriptedSender:
     rcpt_local: str | None = None  # replaces the local part of the cell's recipient
     prefix: bytes = b""
     copies: tuple[bool, ...] = (True,)  # one delivery per entry: True = STARTTLS when offered
+    lab: RunningLab | None = None  # the lab it delivers to, set when a run opens it
 
-    def send(self, message: TestMessage, lab: RunningLab, outbox: Path) -> SendReport:
+    def send(self, message: TestMessage) -> SendReport:
         """Deliver the message once per entry of `copies`, raw EHLO and RCPT as scripted."""
+        lab = self.lab
+        assert lab is not None, "open the scripted sender on a run's lab first"
         domain = message.rcpt.rpartition("@")[2]
         mx_host = lab.mx_for(domain)
         assert mx_host is not None, domain
@@ -67,6 +70,9 @@ class ScriptedSender:
         for use_tls in self.copies:
             attempts.append(self._deliver(lab, mx_host, message, use_tls))
         return SendReport(SendAction.DELIVERED, "the scripted sender got 250", tuple(attempts))
+
+    def close(self) -> None:
+        """Nothing to release: every connection closes with its delivery."""
 
     def _deliver(
         self, lab: RunningLab, mx_host: str, message: TestMessage, use_tls: bool
@@ -159,7 +165,7 @@ def lab_run(tmp_path_factory: pytest.TempPathFactory, lab_pki: Any) -> Iterator[
     loaded = load_suite(root / "suites" / "forgery.yaml")
     with open_run(loaded, LocalBackend(), lab_pki.root, base / "reports") as run:
         for sender in SENDERS:
-            run.drivers[sender.id] = sender
+            run.drivers[sender.id] = dataclasses.replace(sender, lab=run.lab)
         yield run
 
 

@@ -124,8 +124,11 @@ from harness.plugin import RUNS_KEY
 class CrashingSender:
     id = "paubox"
 
-    def send(self, message, lab, outbox):
+    def send(self, message):
         raise RuntimeError("driver bug")
+
+    def close(self):
+        pass
 
 def pytest_runtest_setup(item):
     if item.name == "no-starttls-paubox":  # this column's driver has a bug
@@ -183,8 +186,11 @@ class CrashingSender:
 
     id = "ses-default"
 
-    def send(self, message: TestMessage, lab: RunningLab, outbox: Path) -> SendReport:
+    def send(self, message: TestMessage) -> SendReport:
         raise RuntimeError(f"driver bug while sending {message.message_id}")
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 class LyingSender:
@@ -192,18 +198,21 @@ class LyingSender:
 
     id = "ses-default"
 
-    def __init__(self, phantom: bool = False) -> None:
-        """With `phantom`, also claim a connection the receiver never saw."""
-        self.phantom = phantom
+    def __init__(self, lab: RunningLab, phantom: bool = False) -> None:
+        """Talk to `lab`; with `phantom`, also claim a connection the receiver never saw."""
+        self.lab, self.phantom = lab, phantom
 
-    def send(self, message: TestMessage, lab: RunningLab, outbox: Path) -> SendReport:
-        endpoint = lab.endpoint("tls12")
+    def send(self, message: TestMessage) -> SendReport:
+        endpoint = self.lab.endpoint("tls12")
         with RoutedSMTP((endpoint.host, endpoint.port), "liar.lab.test") as smtp:
             smtp.connect(endpoint.mx_host, endpoint.port)
             attempts = (smtp.local_endpoint(),) + ((("127.0.0.1", 1),) if self.phantom else ())
             smtp.ehlo()
         reply = f"{STORE_FAILED_REPLY} (ENOSPC); 421 4.3.0 Lab receiver error: OSError"
         return SendReport(SendAction.DEFERRED, f"receiver answered {reply}", attempts)
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 class FaultDuringSend:
@@ -213,9 +222,13 @@ class FaultDuringSend:
         """Send through `inner`; note the fault in `store`'s ledger first."""
         self.inner, self.store, self.id = inner, store, inner.id
 
-    def send(self, message: TestMessage, lab: RunningLab, outbox: Path) -> SendReport:
+    def send(self, message: TestMessage) -> SendReport:
         self.store.faults.record("0123456789AB.eml", OSError(errno.ENOSPC, "No space left"))
-        return self.inner.send(message, lab, outbox)
+        return self.inner.send(message)
+
+    def close(self) -> None:
+        """Close the wrapped driver."""
+        self.inner.close()
 
 
 @contextlib.contextmanager
@@ -252,7 +265,7 @@ def test_a_sender_claiming_a_lab_fault_still_gets_its_own_verdict(
     tmp_path: Path, certs: Path
 ) -> None:
     with lab_run(tmp_path, certs) as run:
-        run.drivers["ses-default"] = LyingSender()
+        run.drivers["ses-default"] = LyingSender(run.lab)
         lied = run.run_cell("tls12", "ses-default")
         honest = run.run_cell("tls12", "paubox")
     assert (lied.outcome, lied.verdict) == (Outcome.DEFERRED, Verdict.FAIL), lied.detail
@@ -268,9 +281,9 @@ def test_a_store_fault_blames_only_the_cells_whose_evidence_is_incomplete(
         no_tls = EvidenceStore(run.lab.evidence_root, "no-starttls")
         run.drivers["paubox"] = FaultDuringSend(run._driver("paubox"), no_tls)
         recorded = run.run_cell("no-starttls", "paubox")  # its one session is recorded
-        run.drivers["ses-default"] = LyingSender(phantom=True)
+        run.drivers["ses-default"] = LyingSender(run.lab, phantom=True)
         unfaulted = run.run_cell("tls12", "ses-default")  # the control: no fault
-        run.drivers["ses-default"] = FaultDuringSend(LyingSender(phantom=True), tls12)
+        run.drivers["ses-default"] = FaultDuringSend(LyingSender(run.lab, phantom=True), tls12)
         faulted = run.run_cell("tls12", "ses-default")
     assert (recorded.outcome, recorded.verdict) == (Outcome.FALLBACK, Verdict.PASS)
     assert (unfaulted.outcome, unfaulted.verdict) == (Outcome.DEFERRED, Verdict.FAIL)

@@ -15,14 +15,14 @@ from tools import missing
 from harness.model import CellResult, Outcome, PostfixSenderProfile, PostfixTlsLevel, Verdict
 from harness.runner import open_run
 from harness.scenarios import ScenarioError, load_sender, load_suite
-from harness.senders import make_driver
+from harness.senders import open_driver
+from harness.senders.mta import ere
 from harness.senders.postfix import (
     POSTFIX_CAPS,
     PostfixSender,
     attempt_notes,
     cell_log,
     delivery_tls,
-    ere,
     statuses,
     to_report,
 )
@@ -112,7 +112,7 @@ def test_the_postfix_driver_needs_the_docker_backend(lab_pki: LabPki, tmp_path: 
     profile = load_sender(PROJECT / "scenarios" / "senders" / "postfix-may.yaml")
     local = RunningLab("local", {}, lab_pki, tmp_path)
     with pytest.raises(BackendError, match="needs the docker backend"):
-        make_driver(profile, local, tmp_path)
+        open_driver(profile, local, tmp_path)
 
 
 # --- a real Postfix on the Docker backend -------------------------------------------------------

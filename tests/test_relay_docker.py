@@ -124,8 +124,8 @@ def _run(engine: Any, lab_pki: LabPki, factory: pytest.TempPathFactory) -> Relay
             **by_address, username_env="LAB_RELAY_USER", password_env="LAB_RELAY_WRONG"
         )
         message = run_message(loaded.receivers["tls12"].domain)
-        login_report = RelaySender(login, run.lab, run.run_dir).send(message, run.lab, run.run_dir)
-        wrong_report = RelaySender(wrong, run.lab, run.run_dir).send(message, run.lab, run.run_dir)
+        login_report = RelaySender(login, run.lab, run.run_dir).send(message)
+        wrong_report = RelaySender(wrong, run.lab, run.run_dir).send(message)
         _, maillog = lab_relay.host.exec(["cat", "/var/log/postfix.log"])
         logs = engine.containers.get(lab_relay.host.name).logs().decode("utf-8", "replace")
         output = "\n".join(r.detail + r.sender_report for r in results.values())

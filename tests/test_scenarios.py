@@ -18,6 +18,7 @@ from harness.model import (
     PostfixSenderProfile,
     ReferenceSenderProfile,
     RelaySenderProfile,
+    RfcSenderProfile,
     SesSenderProfile,
     Suite,
     TlsMode,
@@ -32,6 +33,7 @@ from harness.scenarios import (
     resolve_suite_path,
     scenarios_root,
 )
+from harness.senders.exim_profile import EximSenderProfile
 from lab.spec import CertState, ReceiverSpec, TlsVersion
 
 SHIPPED_RECEIVERS = sorted(p.stem for p in (DEFAULT_ROOT / "receivers").glob("*.yaml"))
@@ -41,6 +43,8 @@ SENDER_MODELS: dict[str, type] = {
     "ses": SesSenderProfile,
     "postfix": PostfixSenderProfile,
     "relay": RelaySenderProfile,
+    "exim": EximSenderProfile,
+    "rfc": RfcSenderProfile,
 }
 
 BASE_SUITE = """\

@@ -28,7 +28,8 @@ from harness.classify import classify
 from harness.model import CredentialsEnv, Outcome, SesSenderProfile
 from harness.runner import build_message
 from harness.scenarios import DEFAULT_ROOT
-from harness.senders.base import ExternalSender, SendAction
+from harness.senders import DRIVERS
+from harness.senders.base import SendAction
 from harness.senders.ses import TOKEN_HEADER, SesSender, send_request
 from harness.ses_setup import ensure_configuration_set
 from lab.backends.base import BackendError
@@ -185,8 +186,8 @@ def test_driver_submits_raw_data_with_the_configuration_set(moto_ses: Any) -> No
     moto_ses.create_email_identity(EmailIdentity=ZONE)  # the lab zone, verified
     message = build_message("tls12", "ses-test", f"tls12.{ZONE}", ZONE)
     sender = SesSender(profile())
-    assert isinstance(sender, ExternalSender)
-    report = sender.send(message, None, Path("unused"))  # type: ignore[arg-type]
+    assert DRIVERS["ses"].watch_seconds(profile()) == profile().observe_timeout_seconds
+    report = sender.send(message)
     assert report.action is SendAction.SUBMITTED, report
     assert "configuration set tlslab-require" in report.reason
     (sent,) = ses_backends[DEFAULT_ACCOUNT_ID][REGION].sent_messages
@@ -213,7 +214,7 @@ def test_driver_sends_exactly_these_parameters() -> None:
     with Stubber(client) as stub, mock_aws():
         stub.add_response("send_email", {"MessageId": "0102-abc"}, expected)
         sender = SesSender(profile(), {"LAB_SES_KEY": KEY_ID, "LAB_SES_SECRET": SECRET}, client)
-        report = sender.send(message, None, Path("unused"))  # type: ignore[arg-type]
+        report = sender.send(message)
         stub.assert_no_pending_responses()
     assert report.action is SendAction.SUBMITTED
     assert "MessageId 0102-abc" in report.reason
@@ -223,7 +224,7 @@ def test_driver_sends_exactly_these_parameters() -> None:
 
 def test_an_api_rejection_is_refused(moto_ses: Any) -> None:
     message = build_message("tls12", "ses-test", f"tls12.{ZONE}", ZONE)  # From is not verified
-    report = SesSender(profile()).send(message, None, Path("unused"))  # type: ignore[arg-type]
+    report = SesSender(profile()).send(message)
     assert report.action is SendAction.REFUSED
     assert "MessageRejected" in report.reason
     seen = classify(report, [], False)
@@ -249,7 +250,7 @@ def test_api_errors_split_into_refusals_and_lab_faults_and_never_leak_secrets(
     message = build_message("tls12", "ses-test", f"tls12.{ZONE}", ZONE)
     with Stubber(client) as stub:
         stub.add_client_error("send_email", code, f"echoing {SECRET} and {KEY_ID}")
-        report = SesSender(profile(), env, client).send(message, None, Path("x"))  # type: ignore[arg-type]
+        report = SesSender(profile(), env, client).send(message)
     assert report.action is action
     assert code in report.reason
     assert SECRET not in report.reason

@@ -1,9 +1,10 @@
 """External tools the tests drive: skip naming what is missing, or fail when it is required.
 
 `LAB_REQUIRE_TOOLS=1` (set by `.ci/run`) turns every "tool missing" skip into a failure: the
-Docker engine, openssl, swaks and its TLS support, Postfix for the bench comparison, and any tool
-a later test drives. `LAB_REQUIRE_DOCKER=1` requires the Docker engine only. Every skip in the
-tests goes through `missing()` (tests/test_tools.py checks that), so no switch can be forgotten.
+Docker engine, openssl, swaks and its TLS support, Postfix for the bench comparison, the Debian
+packages the Exim image is built from, and any tool a later test drives. `LAB_REQUIRE_DOCKER=1`
+requires the Docker engine only. Every skip in the tests goes through `missing()`
+(tests/test_tools.py checks that), so no switch can be forgotten.
 """
 
 from __future__ import annotations
@@ -71,3 +72,20 @@ def require_swaks_tls() -> str:
             "swaks has no TLS support", "make system-deps, or apt-get install -y libnet-ssleay-perl"
         )
     return swaks
+
+
+def require_apt_packages(packages: tuple[str, ...], why: str) -> None:
+    """Call missing() unless the host's apt can download every package (its lists know them)."""
+    apt = require_tool("apt-cache", "apt")
+    try:
+        done = subprocess.run(
+            [apt, "show", "--no-all-versions", *packages],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=PROBE_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        missing("`apt-cache show` did not answer", "check the host's apt")
+    if done.returncode != 0:
+        missing(f"apt cannot download {why}", "make system-deps (it runs apt-get update)")

@@ -1,13 +1,11 @@
-"""What every sender driver takes (a test message, the running lab) and returns (a SendReport)."""
+"""What every sender driver takes (a test message) and returns (a SendReport), and its protocol."""
 
 from __future__ import annotations
 
 import dataclasses
 import enum
 from pathlib import Path
-from typing import Protocol, runtime_checkable
-
-from lab.backends.base import RunningLab
+from typing import Protocol
 
 
 class SendAction(enum.StrEnum):
@@ -46,22 +44,18 @@ class SendReport:
 
 
 class SenderDriver(Protocol):
-    """Sends one test message to the lab the way a particular sender would."""
+    """Sends one test message the way a particular sender would; made for one run, closed by it.
+
+    A driver is constructed with everything it needs (its profile, the running lab, the run's
+    outbox); `close()` releases what it holds on this machine once the run's lab has stopped.
+    """
 
     id: str
 
-    def send(self, message: TestMessage, lab: RunningLab, outbox: Path) -> SendReport:
-        """Send `message` to its recipient's MX in `lab`; fallback copies go under `outbox`."""
+    def send(self, message: TestMessage) -> SendReport:
+        """Send `message` to its recipient's MX in the lab; fallback copies go to the outbox."""
         ...
 
-
-@runtime_checkable
-class ExternalSender(Protocol):
-    """A sender the lab cannot look inside: after SUBMITTED it watches `observe_seconds` for it."""
-
-    id: str
-    observe_seconds: float
-
-    def send(self, message: TestMessage, lab: RunningLab, outbox: Path) -> SendReport:
-        """Hand `message` to the external service; return SUBMITTED, or why it was not accepted."""
+    def close(self) -> None:
+        """Release the driver's host resources (temporary folders); the lab removes containers."""
         ...

@@ -88,15 +88,23 @@ def client_context(profile: ReferenceSenderProfile, ca_cert: Path) -> ssl.SSLCon
 class ReferenceSender:
     """Delivers like an MTA: EHLO, STARTTLS per policy, and the policy's action when unmet."""
 
-    def __init__(self, profile: ReferenceSenderProfile) -> None:
-        """Drive the given policy profile."""
+    def __init__(
+        self, profile: ReferenceSenderProfile, lab: RunningLab | None = None, outbox: Path = Path()
+    ) -> None:
+        """Drive the given policy profile; `send` delivers to `lab`, fallback copies to `outbox`."""
         self.profile = profile
         self.id = profile.id
         self.helo = f"sender-{profile.id}.lab.test"
+        self.lab, self.outbox = lab, outbox
 
-    def send(self, message: TestMessage, lab: RunningLab, outbox: Path) -> SendReport:
+    def send(self, message: TestMessage) -> SendReport:
         """Deliver `message` to its recipient's MX in the lab, honouring the TLS policy."""
-        return self.deliver(message, lab, lab.pki.ca_cert_path, outbox)
+        if self.lab is None:
+            raise ValueError("this ReferenceSender has no lab; use deliver() with a router")
+        return self.deliver(message, self.lab, self.lab.pki.ca_cert_path, self.outbox)
+
+    def close(self) -> None:
+        """Nothing to release: every connection closes with its delivery."""
 
     def deliver(
         self, message: TestMessage, router: Router, ca_cert: Path, outbox: Path

@@ -26,9 +26,10 @@ from cryptography.x509.oid import NameOID
 
 from harness.model import RelaySecurity, RelaySenderProfile
 from harness.senders.base import SendAction, SendReport, TestMessage
-from harness.senders.postfix import CONTAINER_CA, CTL, POSTFIX_CAPS, POSTFIX_DIR, READY_SECONDS
+from harness.senders.mta import needs_docker
+from harness.senders.postfix import CTL, start_postfix
 from harness.senders.redaction import Redactor
-from lab.backends.base import BackendError, RunningLab, SenderHost
+from lab.backends.base import BackendError, Mount, RunningLab, SenderHost
 from lab.spec import LAB_ZONE
 
 SMTP_SECONDS = 30.0
@@ -151,11 +152,7 @@ class RelaySender:
 
     def _start_lab_relay(self, lab: RunningLab, outbox: Path) -> None:
         """Start the lab's Postfix as an authenticated submission relay; add the user."""
-        if lab.sender_host is None:
-            raise BackendError(
-                "the relay driver's lab_relay needs the docker backend",
-                "run with --backend docker / BACKEND=docker",
-            )
+        needs_docker(lab, "relay driver's lab_relay")
         if self.profile.security is RelaySecurity.NONE:
             raise BackendError(
                 f"sender profile '{self.id}': the lab relay requires TLS (security: none)",
@@ -167,35 +164,22 @@ class RelaySender:
         self._keys = tempfile.TemporaryDirectory(prefix="tlslab-relay-")
         cert, key = self_signed(self.server_name, Path(self._keys.name))
         self.ca_file = self.ca_file or str(cert)
-        self.host = lab.sender_host(
-            name,
-            target="postfix",
-            command=[f"{POSTFIX_DIR}/run.sh"],
-            user="0:0",
-            cap_add=POSTFIX_CAPS,
-            environment={
-                "HOME": "/root",
-                "TLSLAB_MYHOSTNAME": self.server_name,
-                "TLSLAB_SECURITY_LEVEL": self.profile.relay_security_level.value,
-                "TLSLAB_CAFILE": CONTAINER_CA,
-                "TLSLAB_RELAY": "yes",
-                "TLSLAB_RELAY_CERT": RELAY_CERT,
-                "TLSLAB_RELAY_KEY": RELAY_KEY,
-            },
-            volumes={
-                str(lab.pki.ca_cert_path.resolve()): {"bind": CONTAINER_CA, "mode": "ro"},
-                str(cert.resolve()): {"bind": RELAY_CERT, "mode": "ro"},
-                str(key.resolve()): {"bind": RELAY_KEY, "mode": "ro"},
-            },
-        )
+        settings = {
+            "TLSLAB_SECURITY_LEVEL": self.profile.relay_security_level.value,
+            "TLSLAB_RELAY": "yes",
+            "TLSLAB_RELAY_CERT": RELAY_CERT,
+            "TLSLAB_RELAY_KEY": RELAY_KEY,
+        }
+        mounts = (Mount(cert, RELAY_CERT), Mount(key, RELAY_KEY))
+        try:
+            relay = start_postfix(lab, name, settings, mounts, outbox / "relay" / self.id)
+        except BaseException:
+            self.close()  # the run never gets this driver, so it cannot close it
+            raise
+        self.host = relay.host
         self.address = self.host.address
         if self.port not in LAB_PORTS.values():
             self.port = LAB_PORTS[self.profile.security]
-        status, output = self.host.exec(
-            ["timeout", str(READY_SECONDS), CTL, "ready", str(READY_SECONDS)]
-        )
-        if status != 0:
-            raise BackendError(f"the lab relay {name} did not start: {output[-300:]}")
         if self._login:
             user, password = self._login
             env = {"TLSLAB_PASSWORD": password}
@@ -212,7 +196,7 @@ class RelaySender:
             return context
         return ssl.create_default_context(cafile=self.ca_file)
 
-    def send(self, message: TestMessage, lab: RunningLab, outbox: Path) -> SendReport:
+    def send(self, message: TestMessage) -> SendReport:
         """Submit the message and return what happened, every form of the password redacted."""
         return self._redact.report(self._submit(message))
 

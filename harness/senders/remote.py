@@ -16,8 +16,9 @@ from typing import Any
 
 from harness.model import ReferenceSenderProfile
 from harness.senders.base import SendAction, SendReport, TestMessage
+from harness.senders.mta import needs_docker
 from harness.senders.reference import ReferenceSender
-from lab.backends.base import RunningLab, SenderHost
+from lab.backends.base import Mount, RunningLab, SenderContainer, SenderHost
 
 CONTAINER_CERTS = Path("/certs")
 CONTAINER_OUTBOX = Path("/outbox")
@@ -77,17 +78,20 @@ class RemoteReferenceSender:
 
     def __init__(self, profile: ReferenceSenderProfile, lab: RunningLab, outbox: Path) -> None:
         """Start (once) the container the profile's deliveries come from."""
+        needs_docker(lab, "remote reference sender")
         assert lab.sender_host is not None
-        self.profile, self.id = profile, profile.id
-        self.host: SenderHost = lab.sender_host(
-            f"reference-{profile.id}",
-            volumes={
-                str(lab.pki.root.resolve()): {"bind": str(CONTAINER_CERTS), "mode": "ro"},
-                str(outbox.resolve()): {"bind": str(CONTAINER_OUTBOX), "mode": "rw"},
-            },
+        self.profile, self.id, self.outbox = profile, profile.id, outbox
+        mounts = (
+            Mount(lab.pki.root, str(CONTAINER_CERTS)),
+            Mount(outbox, str(CONTAINER_OUTBOX), writable=True),
         )
+        spec = SenderContainer(role=f"reference-{profile.id}", mounts=mounts)
+        self.host: SenderHost = lab.sender_host(spec)
 
-    def send(self, message: TestMessage, lab: RunningLab, outbox: Path) -> SendReport:
+    def close(self) -> None:
+        """Nothing to release here: the container goes with the lab."""
+
+    def send(self, message: TestMessage) -> SendReport:
         """Deliver from inside the lab network and return the container's SendReport."""
         job = {
             "profile": self.profile.model_dump(mode="json"),
@@ -102,7 +106,7 @@ class RemoteReferenceSender:
                 SendAction.FAILED, f"sender container failed ({status}): {output[-300:]}",
                 lab_fault=True,
             )  # fmt: skip
-        return report_from_json(lines[-1], outbox)
+        return report_from_json(lines[-1], self.outbox)
 
 
 def main() -> int:

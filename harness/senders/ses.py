@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from harness.model import CredentialsEnv, SesSenderProfile
 from harness.senders.base import SendAction, SendReport, TestMessage
 from harness.senders.redaction import Redactor, redact
-from lab.backends.base import BackendError, RunningLab
+from lab.backends.base import BackendError
 
 # API errors that mean SES itself declined the message (the sender refused it). Anything else
 # (unknown configuration set, bad credentials, throttling, no network) is the lab's problem.
@@ -124,9 +123,12 @@ class SesSender:
         self._redact = Redactor.of(self._secrets.values())
         self.client = client if client is not None else sesv2_client(profile.region, self._secrets)
 
-    def send(self, message: TestMessage, lab: RunningLab, outbox: Path) -> SendReport:
+    def send(self, message: TestMessage) -> SendReport:
         """Call SendEmail and return what happened, every credential form redacted."""
         return self._redact.report(self._submit(message))
+
+    def close(self) -> None:
+        """Nothing to release: the client holds no open connection between calls."""
 
     def _submit(self, message: TestMessage) -> SendReport:
         """Call SendEmail; accepted is `submitted`, an SES rejection `refused`, the rest a fault."""

@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
+from lab.dns_zones import LabDns
 from lab.pki import LabPki
 from lab.serve import ReceiverEndpoint
 from lab.spec import ReceiverSpec
@@ -22,6 +23,32 @@ class BackendError(Exception):
         self.hint = hint
 
 
+@dataclasses.dataclass(frozen=True)
+class Mount:
+    """A host file or folder a sender container sees at `target` (read-only unless `writable`)."""
+
+    source: Path
+    target: str
+    writable: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class SenderContainer:
+    """What a sender container runs: image target, command, privileges, environment, mounts.
+
+    By default it runs as the lab's unprivileged user with every capability dropped but
+    NET_BIND_SERVICE; `root` with `capabilities` is for real MTAs whose master starts as root.
+    """
+
+    role: str
+    target: str = "lab"
+    command: tuple[str, ...] = ("sleep", "infinity")
+    root: bool = False
+    capabilities: tuple[str, ...] = ("NET_BIND_SERVICE",)
+    environment: tuple[tuple[str, str], ...] = ()
+    mounts: tuple[Mount, ...] = ()
+
+
 class SenderHost(Protocol):
     """A machine inside the lab network where sender software runs (a container on Docker)."""
 
@@ -32,20 +59,25 @@ class SenderHost(Protocol):
         """Run a command there; return (exit status, combined output)."""
         ...
 
+    def logs(self, tail: int) -> str:
+        """Return the last `tail` lines the host's main process printed, on one line."""
+        ...
+
 
 @dataclasses.dataclass(frozen=True)
 class RunningLab:
     """Receivers that are up: endpoints, PKI, evidence folder, and where senders can run.
 
     `sender_host` is None when senders run on this machine (local backend); otherwise it starts
-    a sender host inside the lab network: `sender_host(role, target="lab", **options)`.
+    the sender host a SenderContainer describes inside the lab network.
     """
 
     backend: str
     endpoints: Mapping[str, ReceiverEndpoint]
     pki: LabPki
     evidence_root: Path
-    sender_host: Callable[..., SenderHost] | None = None
+    sender_host: Callable[[SenderContainer], SenderHost] | None = None
+    dns: LabDns | None = None  # the signed lab DNS, when a receiver has a DANE subzone
 
     def endpoint(self, receiver: str) -> ReceiverEndpoint:
         """Return one receiver's endpoint."""

@@ -15,8 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from lab.backends.base import BackendError, RunningLab, SenderHost
+from lab.backends.base import BackendError, RunningLab, SenderContainer, SenderHost
+from lab.backends.docker_dns import start_dns_and_resolver
 from lab.backends.docker_images import ensure_images
+from lab.backends.lab_dns import needs_dns
 from lab.pki import LabPki
 from lab.serve import MxEndpoint, ReceiverEndpoint, write_specs_file
 from lab.spec import LAB_ZONE, ReceiverSpec
@@ -72,8 +74,17 @@ class DockerBackend:
         try:
             self.say(f"starting {len(specs)} receivers and the lab DNS...")
             endpoints = lab.start_receivers(specs)
-            lab.start_dns(specs, endpoints)
-            yield RunningLab(self.name, endpoints, pki, evidence_root, sender_host=lab.sender_host)
+            signed = None
+            if needs_dns(specs):  # DANE receivers: the signed lab DNS and a validating resolver
+                signed, lab.dns_address = start_dns_and_resolver(
+                    lab._run, lambda c: _address(c, lab.network.name), images,
+                    specs, endpoints, pki, evidence_root,
+                )  # fmt: skip
+            else:
+                lab.start_dns(specs, endpoints)
+            yield RunningLab(
+                self.name, endpoints, pki, evidence_root, sender_host=lab.sender_host, dns=signed
+            )
         finally:
             lab.remove_all()
 
@@ -178,26 +189,32 @@ class _LabContainers:
         container = self._run("dns", self.images["lab"], command)
         self.dns_address = self._wait_ready(container, "dns")
 
-    def sender_host(self, role: str, target: str = "lab", **options: Any) -> SenderHost:
-        """Start a container where sender software runs, resolving through the lab DNS."""
-        image = self.images[target]
-        volumes = dict(options.pop("volumes", {}))
-        pki_root = str(self.pki.root.resolve())
-        if pki_root in volumes:  # senders see the same certificate copy the receivers read
-            volumes[str(self.certs_dir)] = volumes.pop(pki_root)
-        if os.getuid() == 0 and "user" not in options:
-            for host_path, mount in volumes.items():
-                if mount.get("mode") == "rw":
-                    _grant(Path(host_path), LAB_UID)
-        options["volumes"] = volumes
+    def sender_host(self, spec: SenderContainer) -> SenderHost:
+        """Start the container `spec` describes, resolving through the lab DNS."""
+        if spec.target not in self.images:
+            raise BackendError(
+                f"the {spec.target} image was not built, so {spec.role} cannot start",
+                "see the build message at the start of the run (lab/backends/docker_images.py)",
+            )
+        pki_root, volumes = self.pki.root.resolve(), {}
+        for mount in spec.mounts:
+            source = mount.source.resolve()
+            if source == pki_root:  # senders see the same certificate copy the receivers read
+                source = self.certs_dir
+            if mount.writable and os.getuid() == 0 and not spec.root:
+                _grant(source, LAB_UID)
+            volumes[str(source)] = {"bind": mount.target, "mode": "rw" if mount.writable else "ro"}
         container = self._run(
-            role,
-            image,
-            options.pop("command", ["sleep", "infinity"]),
+            spec.role,
+            self.images[spec.target],
+            list(spec.command),
             dns=[self.dns_address],
             dns_search=[],
-            hostname=f"{role}.sender.{LAB_ZONE}",
-            **options,
+            hostname=f"{spec.role}.sender.{LAB_ZONE}",
+            user="0:0" if spec.root else self.user,
+            cap_add=list(spec.capabilities),
+            environment={"HOME": "/root" if spec.root else "/tmp", **dict(spec.environment)},
+            volumes=volumes,
         )
         container.reload()
         return DockerSenderHost(container, _address(container, self.network.name))
@@ -240,6 +257,10 @@ class DockerSenderHost:
         """Run a command in the container; return (exit status, combined output)."""
         result = self.container.exec_run(argv, environment=env or {}, demux=False)
         return int(result.exit_code), (result.output or b"").decode("utf-8", "replace")
+
+    def logs(self, tail: int) -> str:
+        """Return the container's last `tail` log lines on one line."""
+        return _logs(self.container, tail)
 
 
 def _container_user() -> str:
@@ -312,10 +333,10 @@ def _wait_for_banner(address: str, container: Any) -> None:
     )
 
 
-def _logs(container: Any) -> str:
+def _logs(container: Any, tail: int = 8) -> str:
     """Return the container's last log lines on one line."""
     try:
-        text = container.logs(tail=8).decode("utf-8", "replace")
+        text = container.logs(tail=tail).decode("utf-8", "replace")
     except Exception as error:
         return f"(no logs: {error})"
     return " | ".join(text.strip().splitlines()) or "(empty log)"

@@ -17,11 +17,23 @@ DOCKER_DIR = Path(__file__).resolve().parents[1] / "docker"
 PROJECT_ROOT = DOCKER_DIR.parents[1]
 LOCAL_BASE = "sender-tls-lab/base:bookworm"
 STOCK_BASE = "python:3.12-slim"
-TARGETS = ("lab", "postfix")
+TARGETS = ("lab", "postfix", "exim", "resolver")
+OPTIONAL = ("exim",)  # a failed build of these leaves them out; only their senders then fail
 IMAGE_LABEL = "sender-tls-lab.image"
 # Cyrus SASL's PLAIN/LOGIN mechanisms and saslpasswd2 for the lab's authenticated relay, plus
 # what they need that the offline base lacks: downloaded on the (Debian 12) host like the wheels
 RELAY_DEBS = ("libsasl2-modules", "sasl2-bin", "db-util", "db5.3-util", "lsb-base", "libldap-2.5-0")
+# Debian 12's Exim 4.96 (GnuTLS) and what it needs that the offline base lacks (its DANE library,
+# unbound's, libidn12, and a cron for exim4-base), downloaded on the host the same way
+EXIM_DEBS = (
+    "exim4-daemon-light", "exim4-base", "exim4-config", "libgnutls-dane0", "libunbound8",
+    "libevent-2.1-7", "libidn12", "cron", "cron-daemon-common", "sensible-utils",
+)  # fmt: skip
+SCRIPT_DIRS = ("mta", "postfix", "exim")  # lab/docker/<dir>: the MTA containers' scripts
+# Debian's unbound (the lab's validating resolver) and its libraries the offline base lacks
+RESOLVER_DEBS = (
+    "unbound", "libevent-2.1-7", "libnghttp2-14", "libprotobuf-c1", "libpython3.11", "lsb-base",
+)  # fmt: skip
 
 
 def choose_base(client: Any) -> str:
@@ -54,7 +66,8 @@ def source_digest(base_id: str) -> str:
     """Return a short hash over the base image id and every file that goes into the images."""
     digest = hashlib.sha256(base_id.encode())
     files = [PROJECT_ROOT / "pyproject.toml", *sorted(DOCKER_DIR.glob("Dockerfile"))]
-    files += sorted((DOCKER_DIR / "postfix").rglob("*"))
+    for folder in SCRIPT_DIRS:
+        files += sorted((DOCKER_DIR / folder).rglob("*"))
     for package in ("lab", "harness"):
         files += sorted((PROJECT_ROOT / package).rglob("*.py"))
     for path in files:
@@ -79,18 +92,25 @@ def ensure_images(client: Any, say: Callable[[str], None] = print) -> dict[str, 
     with tempfile.TemporaryDirectory(prefix="tlslab-image-") as context:
         _prepare_context(client, base, Path(context))
         for target in missing:
-            _build(client, Path(context), base, target, tags[target])
+            try:
+                _build(client, Path(context), base, target, tags[target])
+            except BackendError as error:
+                if target not in OPTIONAL:
+                    raise
+                say(f"image target {target} not built (its senders cannot start): {error}")
+                del tags[target]
     # earlier builds whose tag moved on are dangling now; running containers keep theirs
     client.images.prune(filters={"dangling": True, "label": IMAGE_LABEL})
     return tags
 
 
 def _prepare_context(client: Any, base: str, context: Path) -> None:
-    """Fill a build context: Dockerfile, Postfix files and wheels for the base's Python."""
+    """Fill a build context: Dockerfile, the MTA containers' scripts, wheels and Debian packages."""
     shutil.copy(DOCKER_DIR / "Dockerfile", context / "Dockerfile")
-    (context / "postfix").mkdir()
-    if (DOCKER_DIR / "postfix").is_dir():
-        shutil.copytree(DOCKER_DIR / "postfix", context / "postfix", dirs_exist_ok=True)
+    for folder in SCRIPT_DIRS:
+        (context / folder).mkdir()
+        if (DOCKER_DIR / folder).is_dir():
+            shutil.copytree(DOCKER_DIR / folder, context / folder, dirs_exist_ok=True)
     version = client.containers.run(
         base,
         ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
@@ -109,18 +129,24 @@ def _prepare_context(client: Any, base: str, context: Path) -> None:
             f"could not collect wheels for Python {python}: {result.stderr.strip()[-400:]}",
             "check that PyPI is reachable from this machine",
         )
-    _download_debs(context / "debs")
+    _download_debs(context / "debs", RELAY_DEBS)
+    _download_debs(context / "resolver-debs", RESOLVER_DEBS)
+    if base == LOCAL_BASE:  # no package index inside: the exim target needs these or fails
+        _download_debs(context / "exim-debs", EXIM_DEBS)
+    else:
+        (context / "exim-debs").mkdir()
 
 
-def _download_debs(folder: Path) -> None:
-    """Download RELAY_DEBS with the host's apt (updating its lists once if needed), best effort.
+def _download_debs(folder: Path, packages: tuple[str, ...]) -> None:
+    """Download `packages` with the host's apt (updating its lists once if needed), best effort.
 
-    Without them the postfix image still builds; only the relay driver's lab relay cannot AUTH.
+    Without RELAY_DEBS the postfix image still builds; only the relay driver's lab relay cannot
+    AUTH. Without EXIM_DEBS an offline base cannot build the exim image (its build says so).
     """
     folder.mkdir()
     if shutil.which("apt-get") is None:
         return
-    command = ["apt-get", "download", *RELAY_DEBS]
+    command = ["apt-get", "download", *packages]
     for attempt in range(2):
         result = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=False)
         if result.returncode == 0:

@@ -11,13 +11,16 @@ import json
 import os
 import selectors
 import signal
+import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO, TypeVar
 
 from lab.backends.base import BackendError, RunningLab
+from lab.backends.lab_dns import local_dns, needs_dns
 from lab.forked import ForkedServe, fork_serve
 from lab.pki import LabPki
 from lab.serve import ReceiverEndpoint, write_specs_file
@@ -25,6 +28,7 @@ from lab.spec import ReceiverSpec
 
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
+Child = TypeVar("Child")
 _SPAWNERS: dict[int, ThreadPoolExecutor] = {}  # per process id: one long-lived spawner thread
 
 
@@ -54,30 +58,55 @@ class LocalBackend:
         log_path = evidence_root / "receivers.log"
         try:
             with log_path.open("ab") as log:
-                process = spawn(command, log.fileno())
+                process = fork_receivers(command, log.fileno())
                 try:
                     endpoints = _read_endpoints(process, log_path)
-                    yield RunningLab(self.name, endpoints, pki, evidence_root)
+                    with contextlib.ExitStack() as stack:
+                        dns = None
+                        if needs_dns(specs):  # DANE receivers: the signed lab DNS on loopback
+                            dns = stack.enter_context(
+                                local_dns(specs, endpoints, pki, evidence_root, self.host)
+                            )
+                        yield RunningLab(self.name, endpoints, pki, evidence_root, dns=dns)
                 finally:
                     _stop(process)
         finally:
             specs_file.unlink(missing_ok=True)
 
 
-def spawn(argv: list[str], log_fd: int) -> ForkedServe:
+def spawn(command: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Start a child (stdin and stdout piped) from a thread that lives as long as this process."""
+    return on_spawner(
+        lambda: subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=_child_env()
+        )
+    )
+
+
+def fork_receivers(argv: list[str], log_fd: int) -> ForkedServe:
     """Fork the receiver child (`lab.serve` argv) from a thread as long-lived as this process."""
+    return on_spawner(lambda: fork_serve(argv, log_fd))
+
+
+def on_spawner(launch: Callable[[], Child]) -> Child:
+    """Run `launch` (which starts a child) on the main thread or the long-lived spawner thread."""
     # Linux sends PR_SET_PDEATHSIG when the forking *thread* exits: a lab started from a worker
     # thread that ends must keep its receivers, so only the main or the spawner thread forks
-
-    def launch() -> ForkedServe:
-        return fork_serve(argv, log_fd)
-
     if threading.current_thread() is threading.main_thread():
         return launch()
     spawner = _SPAWNERS.get(os.getpid())  # an executor inherited through fork has no thread
     if spawner is None:
         spawner = _SPAWNERS[os.getpid()] = ThreadPoolExecutor(1, "lab-spawner")
     return spawner.submit(launch).result()
+
+
+def _child_env() -> dict[str, str]:
+    """Return the environment for a child interpreter, with this project importable."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 def _read_endpoints(process: ForkedServe, log_path: Path) -> dict[str, ReceiverEndpoint]:

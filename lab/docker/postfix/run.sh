@@ -7,6 +7,10 @@
 #   TLSLAB_PROTOCOLS            smtp_tls_protocols (empty: Postfix's default)
 #   TLSLAB_CAFILE               smtp_tls_CAfile: the lab CA, mounted read-only
 #   TLSLAB_MIN_BACKOFF          minimal_backoff_time (the retry schedule, compressed for the lab)
+#   TLSLAB_DNS_SUPPORT_LEVEL    smtp_dns_support_level (empty: Postfix's default)
+#   TLSLAB_RESOLVER             the lab's validating resolver: /etc/resolv.conf names it alone,
+#                               with `options trust-ad` (else glibc clears the AD bit), instead
+#                               of Docker's embedded DNS; the DNSSEC probe asks for ns:lab.test
 #   TLSLAB_RELAY                yes: also be an authenticated submission relay (the relay driver's
 #                               lab relay): 587 (STARTTLS) and 465 (implicit TLS), TLS and Cyrus
 #                               SASL (PLAIN, LOGIN, sasldb) required, relaying only when
@@ -51,6 +55,13 @@ if [ -n "${TLSLAB_MANDATORY_PROTOCOLS:-}" ]; then
 fi
 if [ -n "${TLSLAB_PROTOCOLS:-}" ]; then
   postconf -e "smtp_tls_protocols = $TLSLAB_PROTOCOLS"
+fi
+if [ -n "${TLSLAB_DNS_SUPPORT_LEVEL:-}" ]; then
+  postconf -e "smtp_dns_support_level = $TLSLAB_DNS_SUPPORT_LEVEL"
+fi
+if [ -n "${TLSLAB_RESOLVER:-}" ]; then
+  printf 'nameserver %s\noptions trust-ad\n' "$TLSLAB_RESOLVER" > /etc/resolv.conf
+  postconf -e "dnssec_probe = ns:lab.test"
 fi
 # no chroot (the smtp client must read the container's resolv.conf), no SMTP listener
 postconf -F '*/*/chroot = n'

@@ -1,0 +1,124 @@
+"""The one registry of sender drivers: the YAML `driver` -> profile model, factory, visibility.
+
+Adding a driver is one entry in DRIVERS: its profile model (validated from the sender YAML), the
+factory that opens it for one run, and whether the lab can look inside it (`watch` is None) or
+only watch the receivers and the bounce mailbox from outside for `watch(profile)` seconds after
+a submission. A run opens each driver once and closes it when the run ends (harness.runner).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, PlainValidator, field_validator
+from pydantic_core import PydanticCustomError
+
+from harness.model import (
+    PostfixSenderProfile,
+    ReferenceSenderProfile,
+    RelaySenderProfile,
+    RfcSenderProfile,
+    SenderProfileBase,
+    SesSenderProfile,
+)
+from harness.senders.base import SenderDriver
+from harness.senders.exim import EximSender
+from harness.senders.exim_profile import EximSenderProfile
+from harness.senders.postfix import PostfixSender
+from harness.senders.reference import ReferenceSender
+from harness.senders.relay import RelaySender
+from harness.senders.remote import RemoteReferenceSender
+from harness.senders.rfc import RfcSender
+from harness.senders.ses import SesSender
+from lab.backends.base import RunningLab
+
+P = TypeVar("P", bound=SenderProfileBase)
+
+
+@dataclasses.dataclass(frozen=True)
+class Driver(Generic[P]):
+    """One sender driver: its profile model, its factory, and how the lab observes it."""
+
+    profile: type[P]
+    open: Callable[[P, RunningLab, Path], SenderDriver]
+    watch: Callable[[P], float] | None = None  # None: the lab reads the sender's own account
+
+    def start(self, profile: SenderProfileBase, lab: RunningLab, outbox: Path) -> SenderDriver:
+        """Open this driver for `profile` (a profile of this driver's model) in `lab`."""
+        assert isinstance(profile, self.profile), (profile.driver, self.profile)
+        return self.open(profile, lab, outbox)
+
+    def watch_seconds(self, profile: SenderProfileBase) -> float | None:
+        """Return how long the lab watches from outside after a submission; None: it looks in."""
+        if self.watch is None:
+            return None
+        assert isinstance(profile, self.profile), (profile.driver, self.profile)
+        return self.watch(profile)
+
+
+def _reference(profile: ReferenceSenderProfile, lab: RunningLab, outbox: Path) -> SenderDriver:
+    """Return the reference sender: in-process locally, in a sender container otherwise."""
+    if lab.sender_host is not None:
+        return RemoteReferenceSender(profile, lab, outbox)
+    return ReferenceSender(profile, lab, outbox)
+
+
+def _observe_timeout(profile: RelaySenderProfile | SesSenderProfile) -> float:
+    """Return the profile's `observe_timeout_seconds`."""
+    return profile.observe_timeout_seconds
+
+
+DRIVERS: dict[str, Driver[Any]] = {
+    "reference": Driver(ReferenceSenderProfile, _reference),
+    "postfix": Driver(PostfixSenderProfile, PostfixSender),
+    "exim": Driver(EximSenderProfile, EximSender),
+    # external services: the lab cannot look inside, it watches the receivers and bounces
+    "ses": Driver(SesSenderProfile, lambda p, lab, outbox: SesSender(p), _observe_timeout),
+    "relay": Driver(RelaySenderProfile, RelaySender, _observe_timeout),
+    # the RFC 7672 oracle: validates DNSSEC itself against the lab DNS, on either backend
+    "rfc": Driver(RfcSenderProfile, RfcSender),
+}
+
+
+def driver_of(profile: SenderProfileBase) -> Driver[Any]:
+    """Return the registry entry of a profile's driver."""
+    return DRIVERS[profile.driver]
+
+
+def open_driver(profile: SenderProfileBase, lab: RunningLab, outbox: Path) -> SenderDriver:
+    """Open the profile's driver for one run in `lab` (the caller closes it)."""
+    return driver_of(profile).start(profile, lab, outbox)
+
+
+class _DriverField(BaseModel):
+    """The `driver` field alone, which selects the profile model from DRIVERS."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    driver: str = "reference"
+
+    @field_validator("driver")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        """Reject a driver DRIVERS does not have, listing every one it has."""
+        if value not in DRIVERS:
+            allowed = ", ".join(f"'{name}'" for name in DRIVERS)
+            raise PydanticCustomError(
+                "literal_error", "Input should be one of {allowed}", {"allowed": allowed}
+            )
+        return value
+
+
+def _profile_for_driver(data: Any) -> SenderProfileBase:
+    """Validate `data` as the profile model its `driver` names (errors keep YAML field names)."""
+    if isinstance(data, SenderProfileBase):
+        return data
+    model: type[SenderProfileBase] = DRIVERS[_DriverField.model_validate(data).driver].profile
+    return model.model_validate(data)
+
+
+SenderProfile = Annotated[SenderProfileBase, PlainValidator(_profile_for_driver)]
+"""A sender profile, its model chosen by `driver` (default `reference`) from DRIVERS."""
