@@ -8,12 +8,12 @@ import secrets
 import threading
 import time
 import traceback
-from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from email.utils import formatdate
 from pathlib import Path
 
-from harness import headline, provenance
+from harness import cell_pool, headline, provenance
 from harness.arrivals import find_arrivals
 from harness.attempts import session_trail
 from harness.classify import Classified, classify, judge
@@ -28,7 +28,6 @@ from harness.model import (
     ReceiverInfo,
     RunReport,
     SenderInfo,
-    SenderProfileBase,
     SessionSummary,
     Verdict,
     cell_id,
@@ -48,8 +47,6 @@ from lab.spec import ReceiverSpec, TlsVersion
 
 SESSION_WAIT = 5.0
 POLL_INTERVAL = 0.005
-Cell = Generator[None, None, CellResult]  # a cell's run; one pause before an external watch
-WATCHERS = 128  # most cells of external senders watched at once (each waits in its own thread)
 MAIL_FROM_DOMAIN = "sender.lab.test"
 
 
@@ -127,7 +124,7 @@ class LabRun:
         self.drivers: dict[str, SenderDriver] = {}
         self._drivers_lock = threading.Lock()
         self._sender_locks: dict[str, threading.Lock] = {}
-        self._stopping = threading.Event()  # set when run_cells is interrupted: watches end
+        self.stopping = threading.Event()  # set when run_cells is interrupted: watches end
 
     def close(self) -> None:
         """Close every driver this run opened (a relay's temporary key goes), each exactly once."""
@@ -170,9 +167,9 @@ class LabRun:
 
     def _run_cell(self, receiver: str, sender: str, began: float) -> CellResult:
         """Send one message through `sender` to `receiver`, then classify and judge it."""
-        return _drive(self._cell(receiver, sender, began))
+        return cell_pool.drive(self._cell(receiver, sender, began))
 
-    def _cell(self, receiver: str, sender: str, began: float) -> Cell:
+    def _cell(self, receiver: str, sender: str, began: float) -> cell_pool.Cell:
         """Run one cell, pausing (one yield) between an external sender's submission and its watch.
 
         The generator's return value (StopIteration.value) is the CellResult.
@@ -256,53 +253,10 @@ class LabRun:
         jobs: int = 1,
         on_result: Callable[[CellResult], None] = lambda result: None,
     ) -> None:
-        """Run cells, `jobs` at a time (cells are independent), reporting each as it finishes.
+        """Run cells, `jobs` at a time, reporting each as it finishes (harness.cell_pool)."""
+        cell_pool.run_cells(self, cells, jobs, on_result)
 
-        A cell of a sender watched from outside (relay, SES) is submitted like any cell, then
-        watched in a pool of its own, so every submitted cell is watched at the same time and
-        such a suite takes about its slowest watch, whatever `jobs` is.
-        """
-        watched = {c for c in cells if watched_from_outside(self.loaded.senders[c[1]])}
-        if jobs <= 1 and not watched:
-            for receiver, sender in cells:
-                on_result(self.run_cell(receiver, sender))
-            return
-        self._stopping.clear()
-        watchers = ThreadPoolExecutor(min(WATCHERS, max(1, len(watched))), "watch")
-        pool = ThreadPoolExecutor(jobs, "cell") if jobs > 1 else None
-        pending: set[Future[object]] = set()
-
-        def step(receiver: str, sender: str) -> CellResult | Future[CellResult]:
-            if (receiver, sender) in watched:
-                return self._submit_cell(receiver, sender, watchers)
-            return self.run_cell(receiver, sender)
-
-        def deliver(value: object) -> None:
-            if isinstance(value, Future):
-                pending.add(value)  # a submitted cell now being watched
-            else:
-                assert isinstance(value, CellResult)
-                on_result(value)
-
-        try:
-            for receiver, sender in cells:  # suite order; with jobs 1 in this very thread
-                if pool is None:
-                    deliver(step(receiver, sender))
-                else:
-                    pending.add(pool.submit(step, receiver, sender))
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    deliver(future.result())
-        except BaseException:
-            self._stopping.set()  # the watches end at their next poll; their cells are not run
-            raise
-        finally:
-            for executor in (pool, watchers):
-                if executor is not None:
-                    executor.shutdown(wait=True, cancel_futures=True)
-
-    def _submit_cell(
+    def submit_cell(
         self, receiver: str, sender: str, watchers: ThreadPoolExecutor
     ) -> CellResult | Future[CellResult]:
         """Run a cell up to its submission; return its result, or the future of its watch."""
@@ -319,19 +273,21 @@ class LabRun:
         self.results.append(result)
         return result
 
-    def _finish_watch(self, receiver: str, sender: str, began: float, steps: Cell) -> CellResult:
+    def _finish_watch(
+        self, receiver: str, sender: str, began: float, steps: cell_pool.Cell
+    ) -> CellResult:
         """Watch a submitted cell to its end (in a watcher thread); record its result."""
         try:
-            result = _drive(steps)
+            result = cell_pool.drive(steps)
         except Exception:
             result = self._crashed_cell(receiver, sender, began, traceback.format_exc())
         self.results.append(result)
         return result
 
     def _nap(self, seconds: float) -> None:
-        """Sleep between a watch's polls; raise _Stopped once run_cells was interrupted."""
-        if self._stopping.wait(seconds):
-            raise _Stopped
+        """Sleep between a watch's polls; raise Stopped once run_cells was interrupted."""
+        if self.stopping.wait(seconds):
+            raise cell_pool.Stopped
 
     def report(self, stopped_by: str = "") -> RunReport:
         """Return the RunReport of the cells run so far, in suite order, with those not run."""
@@ -366,25 +322,6 @@ class LabRun:
             provenance=provenance.collect(self.loaded.path, backend, self.started, finished),
         )
         return report.model_copy(update={"headline": headline.evaluate(suite.headline, report)})
-
-
-class _Stopped(BaseException):
-    """A watch ended because its run was interrupted (no cell result: the cell is not run)."""
-
-
-def _drive(steps: Cell) -> CellResult:
-    """Run a cell generator to its end; return its CellResult."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            result: CellResult = done.value
-            return result
-
-
-def watched_from_outside(profile: SenderProfileBase) -> bool:
-    """Return whether the profile's driver is a service the lab watches from outside."""
-    return driver_of(profile).watch_seconds(profile) is not None
 
 
 def receiver_info(spec: ReceiverSpec) -> ReceiverInfo:
