@@ -99,7 +99,9 @@ chown Debian-exim:adm "$LOG"
 daemon=$!
 tries=0
 until grep -q 'daemon started' "$LOG" 2>/dev/null; do
-  if ! kill -0 "$daemon" 2>/dev/null || [ "$tries" -ge 550 ]; then
+  # /proc, not kill -0: the daemon may already run as Debian-exim, which root without CAP_KILL
+  # cannot signal
+  if [ ! -d "/proc/$daemon" ] || [ "$tries" -ge 550 ]; then
     echo "exim did not start:" >&2
     cat "$LOG" /var/log/exim4/paniclog >&2 2>/dev/null || true
     exit 1
