@@ -29,15 +29,18 @@ FACTS = {
     v: TlsFacts(version=v, cipher="TLS_AES_256_GCM_SHA384" if v is TlsVersion.TLS13 else "X")
     for v in TlsVersion
 }
+# the strict policy reads TLS and PKIX facts only: DNSSEC and TLSA play no part in it
 SAFE = [
-    "greylist", "mx-fallback", "no-pfs", "sni-only", "starttls-injection", "tls12", "tls13",
-    "wildcard",
+    "dane-bogus", "dane-ee", "dane-expired-rrsig", "dane-insecure", "dane-mismatch", "dane-ta",
+    "dane-tlsa-servfail", "greylist", "mx-fallback", "no-pfs", "sni-only", "starttls-injection",
+    "tls12", "tls13", "wildcard",
 ]  # fmt: skip
 UNSAFE = [
     "tls10", "tls11", "no-starttls", "self-signed", "expired", "mismatched", "untrusted-ca",
     "not-yet-valid", "missing-intermediate", "weak-key", "sha1-signature", "wrong-eku",
     "no-shared-cipher", "strip-starttls", "starttls-454", "starttls-501", "starttls-broken",
-    "tls-intercept",
+    "tls-intercept", "dane-ee-expired", "dane-ee-name-mismatch", "dane-ta-name-mismatch",
+    "dane-no-starttls", "dane-strip", "dane-unusable",
 ]  # fmt: skip
 HELD = [Outcome.REFUSED, Outcome.DEFERRED, Outcome.FALLBACK]
 SUITE = DEFAULT_ROOT / "suites" / "strict-policy.yaml"

@@ -52,7 +52,7 @@ def test_every_receiver_state_and_every_real_sender_and_policy_model_is_on_the_b
     rows = {r.id for r in plan.receivers}
     assert rows == {p.stem for p in (DEFAULT_ROOT / "receivers").glob("*.yaml")}
     drivers = {s.id: s.driver for s in plan.senders}
-    assert set(drivers.values()) <= {"postfix", "exim", "reference"}
+    assert set(drivers.values()) <= {"postfix", "exim", "reference", "rfc"}
     assert {"postfix-may", "postfix-encrypt", "postfix-verify", "ses-default"} <= set(drivers)
     assert "relay-lab" not in drivers
     assert "ses-live-default" not in drivers
@@ -203,6 +203,12 @@ def test_score_names_downgrades_missed_safe_receivers_and_lab_errors() -> None:
         "delivered to 2 of 2 unsafe receivers; plaintext after a failed handshake at 1 receiver "
         "(a); did not deliver to 1 of 1 safe (ok); 1 lab error, not counted against the sender"
     )
+
+
+def test_a_refused_dane_receiver_is_not_a_missed_safe_one() -> None:
+    dane = BoardReceiver(id="dane-mismatch", family=Family.DANE, unsafe=None, info=info("d"))
+    cells = [bcell("dane-mismatch", Outcome.DEFERRED), bcell("ok", Outcome.DEFERRED)]
+    assert column_score("s", cells, [*ROWS, dane]).endswith("did not deliver to 1 of 1 safe (ok)")
 
 
 def test_score_without_unsafe_receivers() -> None:

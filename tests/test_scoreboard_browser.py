@@ -117,7 +117,7 @@ def test_columns_grouped_by_software_rows_by_family_with_scores(page: Any, board
 def test_versions_and_the_subset_are_in_the_header(page: Any) -> None:
     assert page.locator("#subset").inner_text().startswith("A subset of the board: --receivers")
     text = page.locator("#versions").inner_text()
-    assert re.search(r"OpenSSL \(Python ssl\)\s*\d+\.\d+\.\d+", text), text
+    assert re.search(r"OpenSSL \(harness process\)\s*\d+\.\d+\.\d+", text), text
 
 
 def test_a_cell_links_to_its_stored_message(page: Any, board_dir: Path) -> None:

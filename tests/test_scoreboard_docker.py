@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,31 @@ def test_nothing_is_left_running(engine: Any) -> None:
     names = [c.name for c in engine.containers.list(all=True, filters={"label": RUN_LABEL})]
     mine = [n for n in names if "postfix-unstated" in n]  # only this test has that sender
     assert mine == []
+
+
+def test_sigterm_writes_a_partial_board_and_leaves_the_link_alone(
+    engine: Any, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TLSLAB_")}
+    argv = [sys.executable, "-m", "harness.cli", "scoreboard", "--backend", "docker",
+            "--receivers", "tls13,tls12,tls11,tls10,expired,self-signed",
+            "--senders", "postfix-verify", "--reports", str(tmp_path / "r"),
+            "--certs", str(tmp_path / "c")]  # fmt: skip
+    with subprocess.Popen(
+        argv, cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as child:
+        assert child.stdout is not None
+        for line in child.stdout:  # blocks on the child's output: the first finished cell
+            if line.startswith("[1/6]"):
+                break
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=RUN_SECONDS)
+    assert child.returncode == 143, err
+    assert "partial board is in" in err
+    assert not (tmp_path / "r" / "scoreboard").exists()
+    (folder,) = (tmp_path / "r").glob("*-scoreboard-docker-*")
+    board = load_board(folder)
+    assert (board.complete, board.stopped_by) == (False, "SIGTERM")
+    assert 1 <= len(board.cells) < 6
+    assert len(board.cells) + len(board.not_run) == 6
+    assert "Incomplete scoreboard (interrupted by SIGTERM)" in (folder / "index.html").read_text()

@@ -282,3 +282,23 @@ def test_peer_ip(peer: str, ip: str | None) -> None:
 
 def test_rfc3339() -> None:
     assert rfc3339("2025-01-01T02:00:00+02:00") == "2025-01-01T00:00:00Z"
+
+
+def test_a_tlsa_policy_carries_the_tlsa_records_as_policy_string() -> None:
+    from harness.model import DaneEvidence
+    from harness.tlsrpt import cell_policy
+
+    evidence = DaneEvidence(
+        lookups=("_25._tcp.mx.dane-ee.lab.test TLSA: secure",),
+        tlsa=("3 1 1 " + "ab" * 32,),
+        tlsa_security="secure",
+    )
+    delivered = cell("dane-ee", "rfc-sender", Outcome.DELIVERED, TLS13, ok())
+    delivered = delivered.model_copy(update={"dane": evidence})
+    tlsa = info("dane-ee").model_copy(update={"policy": "tlsa"})
+    policy = cell_policy(delivered, tlsa)["policy"]
+    assert policy["policy-type"] == "tlsa"
+    assert policy["policy-string"] == ["3 1 1 " + "ab" * 32]
+    insecure = cell_policy(delivered, info("dane-ee"))["policy"]  # no DS: no DANE policy
+    assert insecure["policy-type"] == "no-policy-found"
+    assert "policy-string" not in insecure

@@ -15,7 +15,8 @@ from lab.spec import CertState, ReceiverSpec
 
 # drivers of real MTAs the lab runs in its own network, and the column group each is shown under
 REAL_SOFTWARE = {"postfix": "Postfix", "exim": "Exim"}
-POLICY_DRIVER, POLICY_GROUP = "reference", "policy models"
+# policy models: the reference driver's profiles, and the rfc driver (what the RFCs require)
+POLICY_DRIVERS, POLICY_GROUP = ("reference", "rfc"), "policy models"
 BOARD_ID = "scoreboard"
 # what the runner judges a cell without a stated expectation against; the scoreboard drops that
 # judgement (it shows such a cell observed only), so the placeholder never reaches a report
@@ -41,7 +42,7 @@ def family_of(spec: ReceiverSpec) -> Family:
 
 def software_of(profile: SenderProfileBase) -> str | None:
     """Return the column group of a profile (Postfix, Exim, policy models), None: not on it."""
-    if profile.driver == POLICY_DRIVER:
+    if profile.driver in POLICY_DRIVERS:
         return POLICY_GROUP
     return REAL_SOFTWARE.get(profile.driver)
 

@@ -47,9 +47,9 @@ def run_board(
         try:
             lanes.run(run, on_result)
         except KeyboardInterrupt as stop:
-            from harness.cli import Terminated  # the CLI imports this module: import at use
-
-            stopped = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
+            # harness.cli's Terminated, matched by name: under `python -m harness.cli` that
+            # class lives in __main__, and importing harness.cli here would make a second one
+            stopped = "SIGTERM" if type(stop).__name__ == "Terminated" else "SIGINT"
             raise
         except BaseException as error:
             stopped = f"a lab failure ({type(error).__name__})"

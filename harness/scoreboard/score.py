@@ -8,7 +8,7 @@ from harness.expectations import expectation_label, tls_text
 from harness.labels import risk_of, risk_words
 from harness.model import CellResult, Outcome, ReceiverInfo
 from harness.report_view import sessions_line
-from harness.scoreboard.model import BoardCell, BoardReceiver
+from harness.scoreboard.model import BoardCell, BoardReceiver, Family
 from harness.scoreboard.plan import Stated
 
 LISTED = 3  # receiver ids a score names before `and N more`
@@ -79,7 +79,9 @@ def column_score(sender: str, cells: Sequence[BoardCell], rows: Sequence[BoardRe
         )
     else:
         parts.append("never plaintext after a failed handshake")
-    safe = [c for c in judged if c.receiver not in unsafe]
+    # a DANE or MTA-STS receiver's own policy can make refusing it right: not counted as missed
+    own_policy = {r.id for r in rows if r.family in (Family.DANE, Family.MTA_STS)}
+    safe = [c for c in judged if c.receiver not in unsafe | own_policy]
     missed = [c.receiver for c in safe if c.outcome is not Outcome.DELIVERED]
     if missed:
         parts.append(f"did not deliver to {len(missed)} of {len(safe)} safe ({_receivers(missed)})")

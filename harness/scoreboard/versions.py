@@ -12,7 +12,7 @@ from harness.scoreboard.model import SoftwareVersion
 from lab.backends.base import SenderHost
 
 PROBE_SECONDS = 10
-IN_PROCESS = "reference"  # the driver that runs inside the harness when the backend is local
+IN_PROCESS = ("reference", "rfc")  # drivers that run inside the harness (rfc: always)
 UNKNOWN = "unknown"
 
 
@@ -33,8 +33,10 @@ PROBES: dict[str, tuple[Probe, ...]] = {
     ),
     "exim": (
         Probe("Exim", ("sh", "-c", "exim4 -bV || exim -bV"), r"Exim version (\S+)"),
-        Probe("GnuTLS", ("sh", "-c", "exim4 -bV || exim -bV"), r"GnuTLS:.*Runtime: (\S+)"),
+        # `exim -bV` names GnuTLS without a version: ask for the library package it loads
+        Probe("GnuTLS", ("dpkg-query", "-W", "-f", "${Version}", "libgnutls30"), r"^(\d\S*)"),
     ),
+    "rfc": (),  # runs in the harness process: in_process()
     "reference": (
         Probe(
             "OpenSSL (Python ssl)",
@@ -81,7 +83,7 @@ def read_versions(
         asked.add(kind)
         if isinstance(driver, HostedDriver):
             found += [probe(driver.host, item, sender) for item in PROBES[kind]]
-        elif kind == IN_PROCESS:  # the reference driver runs in this process (local backend)
+        elif kind in IN_PROCESS:  # the reference driver runs in this process (local backend)
             found.append(in_process(sender))
     return found
 
@@ -90,7 +92,7 @@ def in_process(sender: str) -> SoftwareVersion:
     """Return the OpenSSL version of this process's ssl module, which the reference driver uses."""
     found = re.search(r"OpenSSL (\S+)", ssl.OPENSSL_VERSION)
     return SoftwareVersion(
-        software="OpenSSL (Python ssl)",
+        software="OpenSSL (harness process)",
         version=found[1] if found else ssl.OPENSSL_VERSION,
         sender=sender,
         command="ssl.OPENSSL_VERSION in the harness process",
