@@ -28,7 +28,7 @@ def test_only_external_services_are_watched_from_outside() -> None:
     assert driver_of(ses).watch_seconds(ses) == 7.5
     assert driver_of(relay).watch_seconds(relay) == 3.0
     inside = [name for name, entry in DRIVERS.items() if entry.watch is None]
-    assert sorted(inside) == ["exim", "postfix", "reference", "rfc"]  # the lab reads their own account
+    assert sorted(inside) == ["exim", "postfix", "reference", "rfc"]  # the lab reads their account
     reference = ReferenceSenderProfile(id="p")
     assert driver_of(reference).watch_seconds(reference) is None
 
