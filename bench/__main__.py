@@ -17,7 +17,15 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench import docker_bench, scaling, scoreboard_bench, suite_bench, throughput
+from bench import (
+    docker_bench,
+    external_bench,
+    scale_bench,
+    scaling,
+    scoreboard_bench,
+    suite_bench,
+    throughput,
+)
 from bench.common import PROJECT_ROOT, Json, load_average, machine_info, say
 from bench.render import render
 
@@ -27,6 +35,8 @@ SECTIONS: dict[str, Callable[[Path, Path, bool], Json]] = {
     "throughput": throughput.run_section,
     "docker": docker_bench.run_section,
     "scoreboard": scoreboard_bench.run_section,
+    "external": external_bench.run_section,
+    "scale": scale_bench.run_section,
 }
 QUICK_SKIPS = {"docker": "skipped in --quick mode (run `python -m bench --sections docker`)"}
 QUICK_SKIPS["scoreboard"] = "skipped in --quick mode (run `python -m bench --sections scoreboard`)"

@@ -17,7 +17,7 @@ SEGMENTS = (
     ("argument parsing, backend lookup", "imported", "load_suite_start"),
     ("load suite YAML + validation", "load_suite_start", "load_suite_end"),
     ("certificate check", "certificates_start", "certificates_end"),
-    ("receivers start (spawn `python -m lab.serve` until ready)", "receivers_start_start",
+    ("receivers start (fork the `lab.serve` child until ready)", "receivers_start_start",
      "receivers_start_end"),
     ("cells", "cells_start", "cells_end"),
     ("report writing (4 files + latest link)", "report_start", "report_end"),

@@ -137,13 +137,14 @@ def tree_cpu(root: int) -> float:
 
 
 def find_child(marker: str) -> int | None:
-    """Return the id of this process's child whose command line contains `marker`."""
+    """Return the id of this process's child whose command line contains or name is `marker`."""
     for pid in child_pids(os.getpid()):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
             continue
-        if marker.encode() in cmdline:
+        if marker.encode() in cmdline or name == marker:
             return pid
     return None
 

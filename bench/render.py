@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import render_targets
 from bench.common import Json
 from bench.scoreboard_bench import render_section as scoreboard_section
 
@@ -72,12 +73,20 @@ def render(data: Json) -> str:
         "",
     ]
     sections = data["sections"]
+    lines += ["## Targets (ratios against references measured in the same run)", ""]
+    lines += render_targets.targets(sections)
     for title, key, renderer in (
         ("1. `tlslab run --suite ses-2025` on the local backend", "suite", _suite),
         ("2. Scaling: 9 receivers x N generated sender profiles", "scaling", _scaling),
         ("3. Receiver throughput: the lab's receiver and Postfix smtpd", "throughput", _throughput),
         ("4. Docker backend: cold and warm start of every receiver", "docker", _docker),
         ("5. The scoreboard: every receiver x every sender", "scoreboard", scoreboard_section),
+        (
+            "6. External senders: submitted, then watched together",
+            "external",
+            render_targets.external,
+        ),
+        ("7. Scale: up to 100 receivers x 100 sender profiles", "scale", render_targets.scale),
     ):
         lines += [f"## {title}", ""]
         section = sections.get(key, {"status": "skipped", "reason": "not selected"})
@@ -118,8 +127,8 @@ def _suite(s: Json) -> list[str]:
         "which stamps the wall clock at each phase boundary of the very same process, so the "
         "segments of one run add up to its wall time (glue: the gaps between stamps). They "
         f"alternate with the untraced runs above (median {_n(acc['whole_median'])} s). The "
-        f"receivers' start is mostly the child's own interpreter + imports "
-        f"(`python -c 'import lab.serve'` alone: {_ms(child)} ms).",
+        f"receivers' child is forked from the harness, which has imported its code already "
+        f"(a fresh `python -c 'import lab.serve'` would cost {_ms(child)} ms).",
         "",
     ]
     lines += _cells(s)
@@ -252,7 +261,8 @@ def _throughput(s: Json) -> list[str]:
     """Deliveries/s and CPU per delivery, ours against Postfix, with ratios."""
     cfg = s["settings"]
     source = s["smtp_source"]
-    lines = [
+    lines = render_targets.memory(s)
+    lines += [
         f"Load: {cfg['messages']} messages per measurement, {cfg['concurrency']} concurrent "
         f"clients, one SMTP session per message, at most {cfg['limit_s']} s, {cfg['repeats']} "
         f"repeats alternating the receivers, {cfg['warmup']} warm-up deliveries each.",

@@ -27,6 +27,8 @@ from lab.spec import CertState, ReceiverSpec, TlsVersion
 SUITE = "ses-2025"
 DEFAULT_JOBS = 4
 RUN_TIMEOUT = 120.0
+FLOOR_CODE = "import ssl, aiosmtpd.smtp"  # the reference process of the start-up target
+STARTUP_TARGET = 4.0  # the whole command at most 4x that process
 PHASES = (
     "load_suite",
     "certificates",
@@ -62,13 +64,15 @@ def run_section(work: Path, certs: Path, quick: bool) -> Json:
     say(f"suite: whole command x{runs}, alternating with traced runs (+1 warm-up)")
     if not quick:
         _whole(work, certs, "warm-up")
-    whole, traced = [], []
+    whole, traced, floor = [], [], []
     for index in range(runs):
         whole.append(_whole(work, certs, f"run{index}"))
+        floor.append(timed_run([sys.executable, "-c", FLOOR_CODE], 30)["seconds"])
         traced.append(traced_run(_run_args(work, certs, f"traced{index}"), work / f"m{index}.json"))
     result["whole_command"] = summary([w["seconds"] for w in whole]) | {
         "statuses": [w["status"] for w in whole]
     }
+    result["startup_target"] = startup_target(result["whole_command"], summary(floor))
     result["accounting"] = accounting(traced, result["whole_command"])
     say("suite: start-up costs (interpreter, imports)")
     result["startup"] = startup(runs, 0 if quick else 1)
@@ -80,6 +84,20 @@ def run_section(work: Path, certs: Path, quick: bool) -> Json:
     say(f"suite: TLS handshake microbenchmark, {count} per version")
     result["handshake"] = handshakes(work, certs, count)
     return result
+
+
+def startup_target(whole: Json, floor: Json) -> Json:
+    """Return the whole command against the interpreter + `import ssl, aiosmtpd.smtp` floor."""
+    ratio = (
+        round(whole["median"] / floor["median"], 2) if whole["median"] and floor["median"] else None
+    )
+    return {
+        "floor_code": FLOOR_CODE,
+        "floor_s": floor,
+        "ratio": ratio,
+        "target_ratio": STARTUP_TARGET,
+        "met": ratio is not None and ratio <= STARTUP_TARGET,
+    }
 
 
 def _run_args(work: Path, certs: Path, tag: str) -> list[str]:

@@ -31,6 +31,8 @@ from lab.pki import ensure_certs
 from lab.spec import ReceiverSpec
 
 PLAINTEXT = "plaintext"
+MEMORY_MARKS = (2_000, 20_000)  # messages in all when the receiver's peak RSS is read
+MEMORY_MARKS_QUICK = (20, 200)
 FULL = {"messages": 500, "concurrency": 10, "limit_s": 60, "repeats": 3, "warmup": 20,
         "handshakes": 200}  # fmt: skip
 QUICK = {"messages": 10, "concurrency": 2, "limit_s": 20, "repeats": 1, "warmup": 2,
@@ -99,9 +101,47 @@ def run_section(work: Path, certs: Path, quick: bool) -> Json:
         result["smtp_source_plaintext"] = _smtp_source(receivers, modes[PLAINTEXT], settings)
         say(f"throughput: handshake latency, {settings['handshakes']} per version")
         result["handshake"] = _handshakes(receivers, modes, settings["handshakes"])
+        result["memory"] = memory_growth(receivers[0], modes[PLAINTEXT], ours_pid, quick)
+    result["target"] = throughput_target(result)
     say("throughput: evidence durability (store_message, append_session)")
     result["evidence_store"] = evidence_cost(work / "evidence-cost", settings["handshakes"])
     return result
+
+
+def memory_growth(receiver: Receiver, spec: ReceiverSpec, pid: int | None, quick: bool) -> Json:
+    """Return the receiver's peak RSS (VmHWM) after 2,000 and after 20,000 plaintext messages."""
+    marks = MEMORY_MARKS_QUICK if quick else MEMORY_MARKS
+    if pid is None:
+        return {"status": "skipped", "reason": "the receiver process was not found"}
+    out: Json = {"status": "ok", "pid_start_rss_mib": _hwm_mib(pid), "after": {}}
+    sent = 0
+    for mark in marks:
+        say(f"throughput: memory, {mark} plaintext messages in all")
+        load = run_load(receiver.target(spec), mark - sent, 10, 600)
+        sent = mark
+        out["after"][str(mark)] = {"peak_rss_mib": _hwm_mib(pid), "failed": load.get("failed")}
+    return out
+
+
+def _hwm_mib(pid: int) -> float | None:
+    """Return a process's peak resident set size in MiB (VmHWM from /proc), or None."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def throughput_target(result: Json) -> Json:
+    """Return whether the lab's receiver reached 1.0x Postfix on every row, with the rows."""
+    rows = {mode: v.get("ratio_per_s") for mode, v in result.get("modes", {}).items()}
+    source = result.get("smtp_source_plaintext", {})
+    if source.get("status") == "ok":
+        rows["plaintext (smtp-source)"] = source.get("ratio_per_s")
+    met = bool(rows) and all(r is not None and r >= 1.0 for r in rows.values())
+    return {"ratio_target": 1.0, "ratios": rows, "met": met}
 
 
 def evidence_cost(root: Path, count: int) -> Json:

@@ -9,12 +9,12 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
-from harness import headline, provenance
+from harness import cell_pool, headline, provenance
 from harness.arrivals import find_arrivals
 from harness.attempts import session_trail
 from harness.classify import Classified, classify, judge
@@ -126,6 +126,7 @@ class LabRun:
         self.drivers: dict[str, SenderDriver] = {}
         self._drivers_lock = threading.Lock()
         self._sender_locks: dict[str, threading.Lock] = {}
+        self.stopping = threading.Event()  # set when run_cells is interrupted: watches end
 
     def close(self) -> None:
         """Close every driver this run opened (a relay's temporary key goes), each exactly once."""
@@ -168,6 +169,13 @@ class LabRun:
 
     def _run_cell(self, receiver: str, sender: str, began: float) -> CellResult:
         """Send one message through `sender` to `receiver`, then classify and judge it."""
+        return cell_pool.drive(self._cell(receiver, sender, began))
+
+    def _cell(self, receiver: str, sender: str, began: float) -> cell_pool.Cell:
+        """Run one cell, pausing (one yield) between an external sender's submission and its watch.
+
+        The generator's return value (StopIteration.value) is the CellResult.
+        """
         expected = self.loaded.expectation(receiver, sender)
         driver, endpoint = self._driver(sender), self.lab.endpoint(receiver)
         # a sender we cannot look inside bounces to the lab zone and is watched from outside
@@ -180,7 +188,9 @@ class LabRun:
         directory = endpoint.evidence_dir
         watched, note = None, ""
         if outside_for is not None and report.action is SendAction.SUBMITTED:
-            outside = watch(self.lab, receiver, message.message_id, outside_for, since)
+            yield  # submitted: the watch may go on in another thread, alongside other watches
+            message_id = message.message_id
+            outside = watch(self.lab, receiver, message_id, outside_for, since, sleep=self._nap)
             sessions, arrivals = outside.sessions, outside.arrivals
             watched, note = outside.watched, describe_attempts(sessions)
         else:
@@ -245,18 +255,41 @@ class LabRun:
         jobs: int = 1,
         on_result: Callable[[CellResult], None] = lambda result: None,
     ) -> None:
-        """Run cells, `jobs` at a time (cells are independent), reporting each as it finishes."""
-        if jobs <= 1:
-            for receiver, sender in cells:
-                on_result(self.run_cell(receiver, sender))
-            return
-        pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="cell")
+        """Run cells, `jobs` at a time, reporting each as it finishes (harness.cell_pool)."""
+        cell_pool.run_cells(self, cells, jobs, on_result)
+
+    def submit_cell(
+        self, receiver: str, sender: str, watchers: ThreadPoolExecutor
+    ) -> CellResult | Future[CellResult]:
+        """Run a cell up to its submission; return its result, or the future of its watch."""
+        began = time.perf_counter()
+        steps = self._cell(receiver, sender, began)
         try:
-            futures = [pool.submit(self.run_cell, receiver, sender) for receiver, sender in cells]
-            for future in as_completed(futures):
-                on_result(future.result())
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            next(steps)
+        except StopIteration as done:
+            result: CellResult = done.value  # not submitted: nothing to watch
+        except Exception:
+            result = self._crashed_cell(receiver, sender, began, traceback.format_exc())
+        else:
+            return watchers.submit(self._finish_watch, receiver, sender, began, steps)
+        self.results.append(result)
+        return result
+
+    def _finish_watch(
+        self, receiver: str, sender: str, began: float, steps: cell_pool.Cell
+    ) -> CellResult:
+        """Watch a submitted cell to its end (in a watcher thread); record its result."""
+        try:
+            result = cell_pool.drive(steps)
+        except Exception:
+            result = self._crashed_cell(receiver, sender, began, traceback.format_exc())
+        self.results.append(result)
+        return result
+
+    def _nap(self, seconds: float) -> None:
+        """Sleep between a watch's polls; raise Stopped once run_cells was interrupted."""
+        if self.stopping.wait(seconds):
+            raise cell_pool.Stopped
 
     def report(self, stopped_by: str = "") -> RunReport:
         """Return the RunReport of the cells run so far, in suite order, with those not run."""

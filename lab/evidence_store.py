@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,21 +75,69 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _fsync_dir(directory: Path) -> None:
-    """Flush a directory entry so a rename survives a crash."""
-    fd = os.open(directory, os.O_RDONLY)
+    """Flush a directory's entries so a rename survives a crash (concurrent callers share one)."""
+    with _DIR_SYNCS_LOCK:
+        syncer = _DIR_SYNCS.setdefault(str(directory), _GroupSync())
+    syncer.sync(lambda: _fsync_path(directory))
+
+
+def _fsync_path(path: Path) -> None:
+    """Open `path` read-only and fsync it."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
+class _GroupSync:
+    """Group commit of one flush: a caller returns after a flush that began after it asked."""
+
+    def __init__(self) -> None:
+        """Start with nothing asked and nothing flushed."""
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._asked = 0
+        self._done = 0
+
+    def sync(self, flush: Callable[[], None]) -> None:
+        """Flush, unless a flush that started after this call's request has already succeeded.
+
+        A failed flush raises for its caller; the others asking with it flush again themselves.
+        """
+        with self._lock:
+            self._asked += 1
+            mine = self._asked
+        with self._flush_lock:
+            if self._done >= mine:
+                return
+            with self._lock:
+                target = self._asked
+            flush()
+            self._done = target
+
+
+_DIR_SYNCS: dict[str, _GroupSync] = {}
+_DIR_SYNCS_LOCK = threading.Lock()
+
+
 class JsonLines:
-    """An append-only JSON-lines file; each append is one write, on disk when it returns."""
+    """An append-only JSON-lines file; each append is one write, on disk when it returns.
+
+    Group commit: appends from concurrent threads each write their line under one lock, then
+    share fsyncs; one fsync makes every line written before it durable, so N sessions storing
+    at once cost one disk flush, not N. No append returns before an fsync that covers its line.
+    """
 
     def __init__(self, path: Path) -> None:
         """Append to `path` (created on first append)."""
         self.path = path
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the file's writes and the bookkeeping below
+        self._sync_lock = threading.Lock()  # one fsync at a time
+        self._written = 0  # lines written so far (sequence numbers from 1)
+        self._synced = 0  # lines known durable
+        self._cut: dict[int, OSError] = {}  # lines a failed fsync cut away: their appends raise
+        self._unsynced: collections.deque[tuple[int, int]] = collections.deque()  # (seq, start)
 
     def append(self, record: dict[str, Any]) -> None:
         """Durably append `record` as one line, or raise and leave the file as it was before.
@@ -96,6 +145,30 @@ class JsonLines:
         A torn tail (a crash mid-write) is first ended with a newline, so a record is never
         glued to a fragment; appends from many threads never interleave.
         """
+        mine = self._write(record)
+        with self._sync_lock:
+            self._raise_if_cut(mine)
+            if self._synced >= mine:
+                return  # another append's fsync covered this line
+            with self._lock:
+                target = self._written
+            try:
+                fd = os.open(self.path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as error:
+                self._cut_unsynced(error)
+                self._raise_if_cut(mine)  # this append's own line is among those cut
+                raise
+            with self._lock:
+                self._synced = target
+                while self._unsynced and self._unsynced[0][0] <= target:
+                    self._unsynced.popleft()
+
+    def _write(self, record: dict[str, Any]) -> int:
+        """Write the record's line (not yet durable); return its sequence number."""
         line = (json.dumps(record, sort_keys=True) + "\n").encode()
         with self._lock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
@@ -105,12 +178,34 @@ class JsonLines:
                     line = b"\n" + line
                 try:
                     _write_all(fd, line)
-                    os.fsync(fd)
                 except BaseException:
                     _cut_back(fd, start)
                     raise
             finally:
                 os.close(fd)
+            self._written += 1
+            self._unsynced.append((self._written, start))
+            return self._written
+
+    def _raise_if_cut(self, mine: int) -> None:
+        """Raise the fsync error that cut this append's line away, if one did."""
+        with self._lock:
+            failure = self._cut.pop(mine, None)
+        if failure is not None:
+            raise OSError(failure.errno, failure.strerror, str(self.path))
+
+    def _cut_unsynced(self, error: OSError) -> None:
+        """After a failed fsync, cut every line not yet durable away; their appends raise."""
+        with self._lock:
+            if self._unsynced:
+                with contextlib.suppress(OSError):
+                    fd = os.open(self.path, os.O_RDWR)
+                    try:
+                        _cut_back(fd, self._unsynced[0][1])
+                    finally:
+                        os.close(fd)
+            self._cut.update((seq, error) for seq, _ in self._unsynced)
+            self._unsynced.clear()
 
 
 def _cut_back(fd: int, size: int) -> None:

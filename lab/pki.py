@@ -326,7 +326,11 @@ def _check_leaf(
 def _check_key(cert_path: Path, key_path: Path, cert: x509.Certificate, field: str) -> None:
     """Raise CertificateError unless key_path holds the private key of cert."""
     try:
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        # the lab wrote this key; the RSA self-consistency proof (50 ms a key) adds nothing to the
+        # pairing check below, and ssl's load_cert_chain checks key against certificate again
+        key = serialization.load_pem_private_key(
+            key_path.read_bytes(), password=None, unsafe_skip_rsa_key_validation=True
+        )
     except (OSError, ValueError, TypeError):
         raise CertificateError(key_path, field, "not a PEM private key") from None
     if key.public_key() != cert.public_key():

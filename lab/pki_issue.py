@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -22,7 +21,6 @@ NOT_YET_VALID_IN = timedelta(days=30)
 MISMATCHED_NAME = "wrong-host.invalid-name.lab.test"
 KEY_BITS = {CertState.WEAK_KEY: 1024}  # every other leaf: 2048
 _DAY = timedelta(days=1)
-_RSA = trustme.KeyType.RSA  # trustme's RSA keys are 2048-bit
 _SERVER_KEY_USAGE = x509.KeyUsage(
     digital_signature=True,
     content_commitment=False,
@@ -49,14 +47,20 @@ _CA_KEY_USAGE = x509.KeyUsage(
 
 def new_ca(field: str) -> tuple[bytes, bytes]:
     """Return (cert PEM, key PEM) of a fresh RSA CA for `lab-ca` or `untrusted-ca`."""
-    ca = trustme.CA(key_type=_RSA, organization_name=CA_ORGANIZATIONS[field])
+    import trustme  # only when issuing: most runs reuse their CAs and skip this import
+
+    ca = trustme.CA(key_type=trustme.KeyType.RSA, organization_name=CA_ORGANIZATIONS[field])
     return ca.cert_pem.bytes(), ca.private_key_pem.bytes()
 
 
 def issuer_from_pem(cert_pem: bytes, key_pem: bytes) -> Issuer:
     """Return a CA's certificate and RSA key; raise ValueError if unusable or mismatched."""
     cert = x509.load_pem_x509_certificate(cert_pem)
-    key = serialization.load_pem_private_key(key_pem, password=None)
+    # the lab made this key; skip OpenSSL's RSA self-consistency proof (50 ms a key): the check
+    # that matters, key against certificate, follows
+    key = serialization.load_pem_private_key(
+        key_pem, password=None, unsafe_skip_rsa_key_validation=True
+    )
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError(f"lab CAs use RSA keys, not {type(key).__name__}")
     if key.public_key() != cert.public_key():

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,13 @@ from pydantic import TypeAdapter, ValidationError
 from lab.evidence_store import EvidenceStore
 from lab.greylist import GreylistTracker
 from lab.limits import SessionRegistry
-from lab.mitm import MitmProxy
 from lab.parent_watch import exit_with_parent
 from lab.pki import CertificateError, LabPki, load_certs
 from lab.receiver import LabSMTP, build_tls_context
 from lab.spec import ReceiverSpec
 
 SPECS = TypeAdapter(list[ReceiverSpec])
+WRITER_THREADS = 32  # concurrent durable writes (each mostly waits for its fsync)
 STOP_GRACE = 3.0  # seconds open sessions get to close and records to be written on shutdown
 
 
@@ -161,6 +162,8 @@ async def start_receivers(
                 servers.append(server)
                 bound_port = server.sockets[0].getsockname()[1]
                 if behind:
+                    from lab.mitm import MitmProxy  # only a proxied receiver needs it
+
                     proxy = MitmProxy(spec, ("127.0.0.1", bound_port), store.directory, sessions)
                     server = await proxy.start(bind_host, bind_port)
                     servers.append(server)
@@ -230,6 +233,8 @@ async def serve_until_signalled(
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    # evidence writes block in threads; enough of them that concurrent sessions share fsyncs
+    loop.set_default_executor(ThreadPoolExecutor(WRITER_THREADS, "evidence"))
     sessions = SessionRegistry()
     servers, endpoints = await start_receivers(
         specs, pki, evidence_root, host, port, sessions, binds, on_session, only_mx

@@ -76,9 +76,12 @@ def test_quick_run_writes_json_and_markdown_of_the_documented_shape(tmp_path: Pa
     assert data["mode"] == "quick"
     assert {"cores", "cpu_model", "python", "openssl", "date"} <= set(data["machine"])
     sections = data["sections"]
-    assert set(sections) == {"suite", "scaling", "throughput", "docker", "scoreboard"}
+    assert set(sections) == {
+        "suite", "scaling", "throughput", "docker", "scoreboard", "external", "scale",
+    }  # fmt: skip
     assert sections["docker"]["status"] == "skipped"
     assert sections["scoreboard"]["status"] == "skipped"
+    assert "## Targets" in markdown
 
     suite = sections["suite"]
     assert suite["status"] == "ok"
@@ -89,6 +92,8 @@ def test_quick_run_writes_json_and_markdown_of_the_documented_shape(tmp_path: Pa
         assert breakdown["verdicts"] == {"pass": 27}
         assert breakdown["cells"]["probe_counts"]["run_cell"] == 27
     assert set(suite["handshake"]["versions"]) == {"TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3"}
+    assert suite["startup_target"]["floor_s"]["n"] == 1
+    assert isinstance(suite["startup_target"]["met"], bool)
     accounting = suite["accounting"]
     assert accounting["statuses"] == [0]
     assert accounting["rows"]["cells"]["n"] == 1
@@ -102,13 +107,32 @@ def test_quick_run_writes_json_and_markdown_of_the_documented_shape(tmp_path: Pa
         (9, 1), (9, 2), (18, 1), (18, 2),
     }  # fmt: skip
 
+    external = sections["external"]
+    assert external["status"] == "ok"
+    assert [row["jobs"] for row in external["table"]] == [1, 4]
+    for row in external["table"]:  # the relay accepted every message; none ever arrived
+        assert row["statuses"] == [0]
+        assert row["verdicts"] == [{"pass": 27}]
+    assert external["accepted_by_relay"] == 4 * 27
+
+    scale = sections["scale"]
+    assert scale["status"] == "ok"
+    assert [(row["cells"], row["verdicts"]) for row in scale["table"]] == [
+        (10, {"pass": 10}), (15, {"pass": 15}),
+    ]  # fmt: skip
+    assert all(row["peak_rss_mib"] > 0 for row in scale["table"])
+    assert scale["met"] is False  # quick mode never runs the 10,000 cells the target names
+
     throughput = sections["throughput"]
     assert throughput["status"] == "ok"
+    assert list(throughput["memory"]["after"]) == ["20", "200"]
+    assert all(v["failed"] == 0 for v in throughput["memory"]["after"].values())
+    assert set(throughput["target"]["ratios"]) >= {"plaintext", "TLSv1.3"}
     assert throughput["smtp_source"]["starttls"] is False
     assert set(throughput["modes"]) == {"plaintext", "TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3"}
     for mode in throughput["modes"].values():
         assert mode["ours"]["failed"] == 0
-    for heading in ("## 1.", "## 2.", "## 3.", "## 4."):
+    for heading in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## 7."):
         assert heading in markdown
     # the comparison with Postfix: asserted, or a visible skip (a failure under LAB_REQUIRE_TOOLS=1)
     if throughput["postfix"]["status"] != "ok":

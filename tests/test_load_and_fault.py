@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from receiver_procs import lab_serve_pids
 from waiting import eventually as wait_until
 
 from harness.model import Outcome, Verdict
@@ -224,16 +225,7 @@ def test_2000_starttls_messages_from_50_clients_are_each_stored_exactly_once(
 
 def receiver_pid(evidence_root: Path) -> int:
     """Return the pid of the `lab.serve` process writing to `evidence_root` (from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue  # exited meanwhile, or not ours to read
-        if b"lab.serve" in argv and str(evidence_root).encode() in argv:
-            found.append(int(entry.name))
+    found = lab_serve_pids(evidence_root)
     assert len(found) == 1, f"expected one receiver process for {evidence_root}, found {found}"
     return found[0]
 

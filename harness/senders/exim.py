@@ -24,7 +24,7 @@ from harness.senders.mta import (
     endpoint_for,
     ere,
 )
-from lab.backends.base import Mount, RunningLab, SenderContainer
+from lab.backends.base import BackendError, Mount, RunningLab, SenderContainer
 from lab.serve import ReceiverEndpoint
 from lab.spec import LAB_ZONE
 
@@ -35,6 +35,19 @@ CTL = f"{EXIM_DIR}/ctl.sh"
 # for `exim -M` (root chmods the Debian-exim-owned message log before it delivers)
 EXIM_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID")
 RETRY_SECONDS = 1  # the retry rule's interval (F,1d,1s): Exim's retry schedule, compressed
+
+
+def validating_resolver(profile: EximSenderProfile, lab: RunningLab) -> str:
+    """Return the lab's validating resolver for a DANE profile ("" otherwise); BackendError."""
+    if not profile.dane:
+        return ""
+    if lab.dns is None or lab.dns.resolver is None:
+        raise BackendError(
+            f"{profile.id} needs the lab's validating resolver, which runs only with DANE "
+            "receivers on the docker backend",
+            "add dane-* receivers to the suite and run with --backend docker",
+        )
+    return lab.dns.resolver
 
 
 def container(profile: EximSenderProfile, lab: RunningLab) -> SenderContainer:
@@ -52,6 +65,7 @@ def container(profile: EximSenderProfile, lab: RunningLab) -> SenderContainer:
             ("TLSLAB_REQUIRE_TLS", "yes" if profile.require_tls else ""),
             ("TLSLAB_VERIFY", "yes" if profile.verify else ""),
             ("TLSLAB_CIPHERS", profile.require_ciphers or ""),
+            ("TLSLAB_RESOLVER", validating_resolver(profile, lab)),
             ("TLSLAB_RETRY", f"{RETRY_SECONDS}s"),
         ),
         mounts=(Mount(lab.pki.ca_cert_path, CONTAINER_CA),),

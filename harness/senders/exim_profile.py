@@ -26,6 +26,10 @@ class EximSenderProfile(SenderProfileBase):
         default=False,
         description="tls_verify_certificates = the lab CA and tls_verify_hosts = *; false: unset",
     )
+    dane: StrictBool = Field(
+        default=False,
+        description="hosts_try_dane = * with DNSSEC through the lab's validating resolver",
+    )
     require_ciphers: GnutlsPriority | None = Field(
         default=None,
         description="tls_require_ciphers, a GnuTLS priority string; unset: GnuTLS' default",

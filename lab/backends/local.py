@@ -1,4 +1,8 @@
-"""The embedded default backend: all receivers in one local child process on loopback."""
+"""The embedded default backend: all receivers in one local child process on loopback.
+
+The child is forked from this process, which has already imported the receivers' code, so a run
+pays no second interpreter start-up; it is still a process of its own (lab.forked).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,18 @@ import contextlib
 import json
 import os
 import selectors
+import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from lab.backends.base import BackendError, RunningLab
 from lab.backends.lab_dns import endpoint_addresses, local_dns, needs_dns
+from lab.forked import ForkedServe, fork_serve
 from lab.pki import LabPki
 from lab.serve import ReceiverEndpoint, write_specs_file
 from lab.spec import ReceiverSpec
@@ -24,11 +29,12 @@ from lab.sts_local import local_policy_host
 
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
+Child = TypeVar("Child")
 _SPAWNERS: dict[int, ThreadPoolExecutor] = {}  # per process id: one long-lived spawner thread
 
 
 class LocalBackend:
-    """Starts receivers as a `python -m lab.serve` child process bound to 127.0.0.1."""
+    """Starts receivers as a forked `lab.serve` child process bound to 127.0.0.1."""
 
     name = "local"
 
@@ -44,7 +50,6 @@ class LocalBackend:
         evidence_root.mkdir(parents=True, exist_ok=True)
         specs_file = write_specs_file(specs, evidence_root)  # argv has a size limit; files don't
         command = [
-            sys.executable, "-m", "lab.serve",
             "--specs-file", str(specs_file),
             "--certs-dir", str(pki.root),
             "--evidence-dir", str(evidence_root),
@@ -54,7 +59,7 @@ class LocalBackend:
         log_path = evidence_root / "receivers.log"
         try:
             with log_path.open("ab") as log:
-                process = spawn(command, log)
+                process = fork_receivers(command, log.fileno())
                 try:
                     endpoints = _read_endpoints(process, log_path)
                     with contextlib.ExitStack() as stack:
@@ -79,14 +84,22 @@ class LocalBackend:
 
 def spawn(command: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
     """Start a child (stdin and stdout piped) from a thread that lives as long as this process."""
-    # Linux sends PR_SET_PDEATHSIG when the forking *thread* exits: a lab started from a worker
-    # thread that ends must keep its receivers, so only the main or the spawner thread forks
-
-    def launch() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
+    return on_spawner(
+        lambda: subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=_child_env()
         )
+    )
 
+
+def fork_receivers(argv: list[str], log_fd: int) -> ForkedServe:
+    """Fork the receiver child (`lab.serve` argv) from a thread as long-lived as this process."""
+    return on_spawner(lambda: fork_serve(argv, log_fd))
+
+
+def on_spawner(launch: Callable[[], Child]) -> Child:
+    """Run `launch` (which starts a child) on the main thread or the long-lived spawner thread."""
+    # Linux sends PR_SET_PDEATHSIG when the forking *thread* exits: a lab started from a worker
+    # thread that ends must keep its receivers, so only the main or the spawner thread forks
     if threading.current_thread() is threading.main_thread():
         return launch()
     spawner = _SPAWNERS.get(os.getpid())  # an executor inherited through fork has no thread
@@ -96,7 +109,7 @@ def spawn(command: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
 
 
 def _child_env() -> dict[str, str]:
-    """Return the environment for the receiver process, with this project importable."""
+    """Return the environment for a child interpreter, with this project importable."""
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -104,16 +117,13 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _read_endpoints(
-    process: subprocess.Popen[bytes], log_path: Path
-) -> dict[str, ReceiverEndpoint]:
+def _read_endpoints(process: ForkedServe, log_path: Path) -> dict[str, ReceiverEndpoint]:
     """Read endpoint lines until `{"ready": true}`, bounded by READY_TIMEOUT."""
-    assert process.stdout is not None
     endpoints: dict[str, ReceiverEndpoint] = {}
     deadline = time.monotonic() + READY_TIMEOUT
     buffer = b""
     with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
+        selector.register(process.stdout_fd, selectors.EVENT_READ)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -123,10 +133,11 @@ def _read_endpoints(
                 )
             if not selector.select(remaining):
                 continue
-            chunk = os.read(process.stdout.fileno(), 65536)
+            chunk = os.read(process.stdout_fd, 65536)
             if not chunk:
+                status = process.wait(STOP_TIMEOUT)
                 raise BackendError(
-                    f"receiver process exited with status {process.wait()}: {_tail(log_path)}",
+                    f"receiver process exited with status {status}: {_tail(log_path)}",
                     f"see {log_path}",
                 )
             buffer += chunk
@@ -139,18 +150,16 @@ def _read_endpoints(
                 endpoints[endpoint.receiver] = endpoint
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def _stop(process: ForkedServe) -> None:
     """Ask the receiver process to stop, and kill it if it does not within STOP_TIMEOUT."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    for pipe in (process.stdin, process.stdout):
-        if pipe is not None:
-            pipe.close()
+    process.signal(signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT)
+    except TimeoutError:
+        process.signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        process.close_pipes()
 
 
 def _tail(path: Path, lines: int = 5) -> str:

@@ -6,10 +6,14 @@
 #   TLSLAB_REQUIRE_TLS   yes: hosts_require_tls = * on the smtp transport
 #   TLSLAB_VERIFY        yes: tls_verify_certificates = the lab CA and tls_verify_hosts = *
 #   TLSLAB_CIPHERS       tls_require_ciphers (a GnuTLS priority string; empty: GnuTLS' default)
+#   TLSLAB_RESOLVER      the lab's validating resolver (DANE): /etc/resolv.conf names it alone with
+#                        `options trust-ad`; hosts_try_dane = *, DNSSEC requested for every domain
 #   TLSLAB_RETRY         the retry rule's interval (Exim's retry schedule, compressed for the lab)
 set -eu
 
 CONF=/etc/exim4/exim4.conf
+router_dnssec=""
+main_dnssec=""
 LOG=/var/log/exim4/mainlog
 READY=/run/tlslab-exim.ready
 : "${TLSLAB_MYHOSTNAME:?}" "${TLSLAB_CAFILE:?}"
@@ -32,6 +36,14 @@ if [ -n "${TLSLAB_CIPHERS:-}" ]; then
   transport_tls="$transport_tls
   tls_require_ciphers = $TLSLAB_CIPHERS"
 fi
+if [ -n "${TLSLAB_RESOLVER:-}" ]; then
+  printf 'nameserver %s\noptions trust-ad\n' "$TLSLAB_RESOLVER" > /etc/resolv.conf
+  main_dnssec="dns_dnssec_ok = 1"
+  router_dnssec="
+  dnssec_request_domains = *"
+  transport_tls="$transport_tls
+  hosts_try_dane = *"
+fi
 # Only the profile's TLS options differ from Debian's stock Exim 4.96: tls_require_ciphers
 # (GnuTLS' default priority), tls_try_verify_hosts (*), tls_verify_certificates (system) and
 # tls_tempfail_tryclear (true) stay at their defaults unless the profile sets one. The rest
@@ -46,6 +58,7 @@ local_interfaces = 127.0.0.1
 daemon_smtp_ports = 2525
 disable_ipv6 = true
 dns_ipv4_lookup = *
+$main_dnssec
 host_lookup =
 log_file_path = /var/log/exim4/%slog
 log_selector = +tls_peerdn +tls_sni +outgoing_port +deliver_time +smtp_protocol_error +millisec
@@ -64,7 +77,7 @@ lab_bounces:
 dnslookup:
   driver = dnslookup
   transport = remote_smtp
-  ignore_target_hosts = 0.0.0.0 : 127.0.0.0/8
+  ignore_target_hosts = 0.0.0.0 : 127.0.0.0/8$router_dnssec
   no_more
 
 begin transports
@@ -86,7 +99,9 @@ chown Debian-exim:adm "$LOG"
 daemon=$!
 tries=0
 until grep -q 'daemon started' "$LOG" 2>/dev/null; do
-  if ! kill -0 "$daemon" 2>/dev/null || [ "$tries" -ge 300 ]; then
+  # /proc, not kill -0: the daemon may already run as Debian-exim, which root without CAP_KILL
+  # cannot signal
+  if [ ! -d "/proc/$daemon" ] || [ "$tries" -ge 550 ]; then
     echo "exim did not start:" >&2
     cat "$LOG" /var/log/exim4/paniclog >&2 2>/dev/null || true
     exit 1
