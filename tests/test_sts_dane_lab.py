@@ -22,7 +22,7 @@ from lab.backends.local import LocalBackend
 from lab.pki import LabPki
 from lab.spec import ReceiverSpec, TlsVersion
 
-STATES = ["dane-mismatch-sts-enforce", "sts-enforce", "sts-fetch-404", "tls13"]
+STATES = ["dane-mismatch-sts-enforce", "greylist", "sts-enforce", "sts-fetch-404", "tls13"]
 RFC = RfcSenderProfile(id="rfc-sender", driver="rfc")
 
 
@@ -127,3 +127,22 @@ def test_mta_sts_enforce_refuses_tls_below_1_2(
         action, reason = send(lab, "sts-enforce", tmp_path)
     assert action is SendAction.DELIVERED, reason
     assert "over TLSv1.2" in reason
+
+
+def test_the_rfc_sender_retries_a_greylisted_message_and_delivers_on_the_retry(
+    mixed_lab: RunningLab, tmp_path: Path
+) -> None:
+    action, reason = send(mixed_lab, "greylist", tmp_path)
+    assert action is SendAction.DELIVERED, reason
+    assert "attempt 1: deferred" in reason, reason
+    assert "451" in reason.split("attempt 2", 1)[0], reason
+    assert "attempt 2: delivered: " in reason, reason
+    assert "over TLSv1.3" in reason.split("attempt 2", 1)[1], reason
+
+
+def test_negative_control_a_receiver_that_accepts_at_once_gets_no_retry(
+    mixed_lab: RunningLab, tmp_path: Path
+) -> None:
+    action, reason = send(mixed_lab, "tls13", tmp_path)
+    assert action is SendAction.DELIVERED, reason
+    assert "attempt" not in reason, reason

@@ -8,6 +8,7 @@ import socket
 import ssl
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -114,13 +115,7 @@ class ReferenceSender:
         A deferred message is retried RETRIES times, RETRY_DELAY seconds apart (a retry
         schedule compressed for the lab); the report then lists every attempt and its time.
         """
-        began = time.monotonic()
-        reports = [self._deliver_once(message, router, ca_cert, outbox)]
-        while reports[-1].action is SendAction.DEFERRED and len(reports) <= RETRIES:
-            time.sleep(RETRY_DELAY)  # the retry schedule itself, not a wait for a condition
-            retried = self._deliver_once(message, router, ca_cert, outbox)
-            reports.append(dataclasses.replace(retried, reason=retried.reason + _after(began)))
-        return _combined(reports)
+        return with_retries(lambda: self._deliver_once(message, router, ca_cert, outbox))
 
     def _deliver_once(
         self, message: TestMessage, router: Router, ca_cert: Path, outbox: Path
@@ -301,6 +296,17 @@ def _reply_of(
         code, raw = error.smtp_code, error.smtp_error
     text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
     return code, f"{code} {text}"
+
+
+def with_retries(attempt: Callable[[], SendReport]) -> SendReport:
+    """Run `attempt`, again RETRIES times RETRY_DELAY apart while it defers; report every try."""
+    began = time.monotonic()
+    reports = [attempt()]
+    while reports[-1].action is SendAction.DEFERRED and len(reports) <= RETRIES:
+        time.sleep(RETRY_DELAY)  # the retry schedule itself, not a wait for a condition
+        retried = attempt()
+        reports.append(dataclasses.replace(retried, reason=retried.reason + _after(began)))
+    return _combined(reports)
 
 
 def _after(began: float) -> str:

@@ -22,7 +22,7 @@ from harness.model import RfcSenderProfile
 from harness.senders.base import SendAction, SendReport, TestMessage
 from harness.senders.dane_match import Tlsa, authenticate, pkix_problem
 from harness.senders.dnssec_resolver import Lookup, Security, ValidatingResolver
-from harness.senders.reference import RoutedSMTP
+from harness.senders.reference import RoutedSMTP, with_retries
 from lab.backends.base import BackendError, RunningLab
 
 LEGACY_CIPHERS = "DEFAULT:@SECLEVEL=0"  # opportunistic TLS takes what the receiver offers
@@ -97,6 +97,10 @@ class RfcSender:
         """Nothing to release: every session and query is closed when it ends."""
 
     def send(self, message: TestMessage) -> SendReport:
+        """Deliver `message`; retry a deferral on the reference schedule (RFC 5321 4.5.4.1)."""
+        return with_retries(lambda: self._send_once(message))
+
+    def _send_once(self, message: TestMessage) -> SendReport:
         """Deliver `message` under RFC 7672; defer when no MX host may take it; never raises."""
         lab = self.lab
         domain = message.rcpt.rpartition("@")[2]
