@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from lab.backends.base import BackendError
+from lab.backends.base import BackendError, stop_child
 from lab.pki import LabPki
 from lab.spec import ReceiverSpec
 from lab.sts_sites import build_sites, sts_specs, write_sites_file
@@ -42,7 +42,7 @@ def local_policy_host(
         https = spawn([sys.executable, "-m", "lab.sts_host", "--sites-file", str(sites_file),
                        "--log", str(evidence_root / REQUEST_LOG), "--host", host, "--port", "0",
                        "--exit-with-parent"], log)  # fmt: skip
-        stack.callback(_stop, https)
+        stack.callback(stop_child, https, STOP_TIMEOUT)
         yield host, int(_read_ready(https, log_path)["policy_host_port"])
 
 
@@ -71,17 +71,3 @@ def _read_ready(process: subprocess.Popen[bytes], log_path: Path) -> dict[str, A
                 if data.get("ready") is True:
                     return found
                 found.update(data)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a service child (SIGTERM, then SIGKILL after STOP_TIMEOUT); close its pipes."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    for pipe in (process.stdin, process.stdout):
-        if pipe is not None:
-            pipe.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -115,3 +116,17 @@ class Backend(Protocol):
     ) -> AbstractContextManager[RunningLab]:
         """Start one receiver per spec and yield the running lab; stop everything on exit."""
         ...
+
+
+def stop_child(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Stop a lab service child (SIGTERM, then SIGKILL after `timeout` s); close its pipes."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for pipe in (process.stdin, process.stdout):
+        if pipe is not None:
+            pipe.close()

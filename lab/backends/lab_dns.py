@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from lab.backends.base import BackendError
+from lab.backends.base import BackendError, stop_child
 from lab.dns_zones import LabDns, ZoneSet, build_zones
 from lab.pki import LabPki
 from lab.serve import ReceiverEndpoint
@@ -81,7 +81,7 @@ def local_dns(
             port = _ready_port(process, log_path)
             yield LabDns(host, port, zones.trust_anchor, folder)
         finally:
-            _stop(process)
+            stop_child(process, STOP_TIMEOUT)
 
 
 def _ready_port(process: subprocess.Popen[bytes], log_path: Path) -> int:
@@ -109,17 +109,3 @@ def _ready_port(process: subprocess.Popen[bytes], log_path: Path) -> int:
             buffer += chunk
     ready = json.loads(buffer.split(b"\n", 1)[0])
     return int(ready["port"])
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the DNS child, killing it if it does not end within STOP_TIMEOUT."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    for pipe in (process.stdin, process.stdout):
-        if pipe is not None:
-            pipe.close()
