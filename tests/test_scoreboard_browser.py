@@ -6,6 +6,7 @@ model no suite states expectations for, so both judged and observed-only cells a
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -13,9 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pypdf
 import pytest
 from cli_helpers import tlslab
-from test_report_browser import DESKTOP, browser  # the same Chromium fixture
+from test_report_browser import DESKTOP, MOBILE, browser  # the same Chromium fixture
 
 from harness.html_report import RISK_COLOURS
 from harness.scenarios import DEFAULT_ROOT
@@ -134,3 +136,38 @@ def test_a_cell_links_to_its_stored_message(page: Any, board_dir: Path) -> None:
     refused.click()
     assert refused.locator("a", has_text="stored message").count() == 0  # nothing arrived
     assert refused.get_by_text("no message arrived").is_visible()
+
+
+def test_at_390_px_only_the_board_scrolls_sideways(
+    browser: Any, board_dir: Path, tmp_path: Path
+) -> None:
+    narrow = browser.new_page(viewport=MOBILE)
+    narrow.goto((board_dir / "index.html").as_uri())
+    narrow.screenshot(path=str(tmp_path / "scoreboard-390.png"), full_page=True)
+    sizes = narrow.evaluate(
+        """() => { const box = document.querySelector('.scroll');
+        return {page: document.documentElement.scrollWidth, view: window.innerWidth,
+          box: box.scrollWidth, boxView: box.clientWidth}; }"""
+    )
+    narrow.close()
+    assert sizes["page"] <= sizes["view"], f"the page scrolls sideways: {sizes}"
+    assert sizes["box"] > sizes["boxView"], f"the board is wider than the screen: {sizes}"
+
+
+def test_print_keeps_risk_colours_and_words(page: Any, tmp_path: Path) -> None:
+    page.emulate_media(media="print")
+    seen = page.evaluate(CELLS_JS)
+    for cell in seen:
+        assert cell["colour"] == rgb(RISK_COLOURS[cell["risk"]]), cell
+    adjust = page.evaluate(
+        "() => [...document.querySelectorAll('td[data-cell]')]"
+        ".map(td => getComputedStyle(td).printColorAdjust)"
+    )
+    assert set(adjust) == {"exact"}, "backgrounds are kept on paper"
+    pdf = page.pdf(path=str(tmp_path / "scoreboard.pdf"), format="A4", landscape=True)
+    text = " ".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(pdf)).pages)
+    flat = " ".join(text.split()).lower()
+    assert "observed only" in flat, flat[:400]
+    assert "as expected" in flat, flat[:400]
+    assert "differs from expectation" not in flat  # every stated cell held: none says it differs
+    page.emulate_media(media="screen")
