@@ -7,6 +7,7 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,8 +23,12 @@ _NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, err
 
 
 def write_durably(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file, fsync and rename, so readers never see half."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write `data` to `path` via a temporary file, fsync and rename, so readers never see half.
+
+    The temporary name is unique, so writers of one path (two MX containers of one receiver
+    sharing its evidence folder) never rename each other's file away.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
         _write_synced(tmp, data, os.O_TRUNC)
         os.replace(tmp, path)

@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import smtplib
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,6 +35,7 @@ from lab.evidence_store import (
     read_faults,
     read_messages,
     read_sessions,
+    write_durably,
 )
 from lab.pki import LabPki
 from lab.serve import ReceiverEndpoint
@@ -245,3 +247,26 @@ def test_every_acknowledged_message_survives_a_real_disk_full_and_free(
         assert {mid for mid, _, _ in replies[-3:]} <= set(acked), "stores again once freed"
         torn = [f for f in faults if f["file"].endswith(".jsonl")]
         assert torn, f"no record append hit the full disk: {faults}"
+
+
+def test_concurrent_writers_of_one_path_never_rename_each_others_file_away(tmp_path: Path) -> None:
+    target = tmp_path / "store-faults.bin"
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        for _ in range(40):
+            try:
+                write_durably(target, bytes([n]) * 4096)
+            except OSError as error:  # the old shared temporary name: FileNotFoundError
+                errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    data = target.read_bytes()
+    assert len(data) == 4096
+    assert len(set(data)) == 1, "one writer's whole content, never a mix"
+    assert not list(tmp_path.glob(".*.tmp"))
