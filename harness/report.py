@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import secrets
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +13,14 @@ from harness.evidence_links import link_evidence
 from harness.html_report import render_html
 from harness.labels import expected_label, outcome_label
 from harness.model import ID_MAX_LENGTH, ID_PATTERN, RunReport
+from harness.report_files import (
+    ReportError,
+    atomic_write,
+    closed_schema,
+    error_field,
+    point_symlink,
+    unwritable_as_report_error,
+)
 from harness.report_view import assess
 from harness.summary_md import render_summary
 from harness.tlsrpt import FOLDER as TLSRPT_FOLDER
@@ -29,15 +32,6 @@ RESULTS, SUMMARY, HTML, TLSRPT = "results.json", "summary.md", "report.html", "t
 LATEST = "latest"
 
 
-class ReportError(Exception):
-    """A results.json (or a reports folder) that cannot be used: names the path, field and fix."""
-
-    def __init__(self, path: Path, field: str, fix: str) -> None:
-        """Keep the path, the offending field and what would fix it."""
-        self.path, self.field, self.fix = path, field, " ".join(fix.split())
-        super().__init__(f"{path}: field `{field}`: {self.fix}")
-
-
 def results_document(report: RunReport) -> dict[str, Any]:
     """Return the results.json content: the schema id, then every field of the run report."""
     return {"schema": SCHEMA_ID, **report.model_dump(mode="json")}
@@ -45,21 +39,12 @@ def results_document(report: RunReport) -> dict[str, Any]:
 
 def results_schema() -> dict[str, Any]:
     """Return the JSON Schema of results.json, generated from RunReport (every key is emitted)."""
-    schema = RunReport.model_json_schema(mode="serialization")
-    for node in [schema, *schema.get("$defs", {}).values()]:
-        if "properties" in node:
-            node["required"] = list(node["properties"])
-    schema["properties"] = {
-        "schema": {"const": SCHEMA_ID, "type": "string"},
-        **schema["properties"],
-    }
-    schema["required"] = ["schema", *schema["required"]]
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}
+    return closed_schema(RunReport, SCHEMA_ID)
 
 
 def write_schema(path: Path = SCHEMA_PATH) -> Path:
     """Write the JSON Schema of results.json (default: harness/results.schema.json)."""
-    _atomic_write(path, json.dumps(results_schema(), indent=2) + "\n")
+    atomic_write(path, json.dumps(results_schema(), indent=2) + "\n")
     return path
 
 
@@ -91,31 +76,13 @@ def _validation_error(file: Path, exc: ValidationError) -> ReportError:
     """Turn the first pydantic error into a ReportError naming its field as `results[0].outcome`."""
     errors = exc.errors()
     first = errors[0]
-    field = ""
-    for part in first["loc"]:
-        field += f"[{part}]" if isinstance(part, int) else f".{part}" if field else str(part)
+    field = error_field(exc)
     if first["type"] == "missing":
         fix = f"add the required field `{field}`"
     else:
         fix = f"{first['msg']} (got {str(first.get('input'))[:60]!r})"
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return ReportError(file, field or "(top level)", fix + more)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write text to path through a temp file in the same folder and os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    return ReportError(file, field, fix + more)
 
 
 def _json(data: dict[str, Any]) -> str:
@@ -147,37 +114,8 @@ def render_all(report: RunReport, run_dir: Path) -> list[Path]:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / TLSRPT_FOLDER).mkdir(exist_ok=True)
         for name, text in files.items():
-            _atomic_write(run_dir / name, text)
+            atomic_write(run_dir / name, text)
     return [run_dir / name for name in files]
-
-
-@contextlib.contextmanager
-def unwritable_as_report_error(folder: Path) -> Iterator[None]:
-    """Turn an OSError while writing under `folder` into a one-line ReportError naming the path."""
-    try:
-        yield
-    except OSError as exc:
-        why = exc.strerror or str(exc)
-        raise ReportError(
-            folder,
-            "(folder)",
-            f"cannot write the report there ({why}); free space or pass a writable reports "
-            "folder (evidence recorded so far stays on disk)",
-        ) from None
-
-
-def _point_latest(reports_dir: Path, run_dir: Path) -> None:
-    """Point reports_dir/latest at run_dir with a relative symlink, swapped in atomically."""
-    latest = reports_dir / LATEST
-    tmp = reports_dir / f".{LATEST}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    os.symlink(os.path.relpath(run_dir, reports_dir), tmp)
-    try:
-        os.replace(tmp, latest)
-    except OSError as exc:
-        tmp.unlink()
-        raise ReportError(
-            latest, LATEST, f"cannot replace it ({exc}); remove it, it must be a symlink"
-        ) from None
 
 
 def write_report(report: RunReport, reports_dir: Path, *, move_latest: bool | None = None) -> Path:
@@ -193,8 +131,7 @@ def write_report(report: RunReport, reports_dir: Path, *, move_latest: bool | No
     run_dir = reports_dir / run_id
     render_all(report, run_dir)
     if move_latest or (move_latest is None and not report.stopped_by):
-        with unwritable_as_report_error(reports_dir):
-            _point_latest(reports_dir, run_dir)
+        point_symlink(reports_dir, LATEST, run_dir)
     return run_dir
 
 
@@ -206,5 +143,6 @@ __all__ = [
     "render_all",
     "render_html",
     "render_summary",
+    "unwritable_as_report_error",
     "write_report",
 ]

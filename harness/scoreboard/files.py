@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from harness.report import ReportError, unwritable_as_report_error
-from harness.report import _atomic_write as atomic_write
+from harness.report_files import (
+    ReportError,
+    atomic_write,
+    closed_schema,
+    error_field,
+    point_symlink,
+    unwritable_as_report_error,
+)
 from harness.scoreboard.model import SCHEMA_ID, Scoreboard
 from harness.scoreboard.page import render_page
 from harness.scoreboard.text import render_markdown
@@ -28,16 +32,7 @@ def board_document(board: Scoreboard) -> dict[str, Any]:
 
 def board_schema() -> dict[str, Any]:
     """Return the JSON Schema of scoreboard.json, generated from Scoreboard (every key emitted)."""
-    schema = Scoreboard.model_json_schema(mode="serialization")
-    for node in [schema, *schema.get("$defs", {}).values()]:
-        if "properties" in node:
-            node["required"] = list(node["properties"])
-    schema["properties"] = {
-        "schema": {"const": SCHEMA_ID, "type": "string"},
-        **schema["properties"],
-    }
-    schema["required"] = ["schema", *schema["required"]]
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}
+    return closed_schema(Scoreboard, SCHEMA_ID)
 
 
 def write_schema(path: Path = SCHEMA_PATH) -> Path:
@@ -62,14 +57,7 @@ def write_board(board: Scoreboard, run_dir: Path) -> list[Path]:
 
 def point_link(reports: Path, run_dir: Path) -> Path:
     """Point `reports/scoreboard` at the run folder (relative symlink, swapped atomically)."""
-    link = reports / LINK
-    if link.exists() and not link.is_symlink():
-        raise ReportError(link, LINK, "is not a symlink; move it away, the scoreboard replaces it")
-    tmp = reports / f".{LINK}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    with unwritable_as_report_error(reports):
-        os.symlink(os.path.relpath(run_dir, reports), tmp)
-        os.replace(tmp, link)
-    return link
+    return point_symlink(reports, LINK, run_dir)
 
 
 def is_board(path: Path) -> bool:
@@ -104,12 +92,8 @@ def load_board(path: Path) -> Scoreboard:
     try:
         return Scoreboard.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in first["loc"])
         raise ReportError(
-            file,
-            field.replace(".[", "[") or "(top level)",
-            f"{first['msg']}; re-run the scoreboard",
+            file, error_field(exc), f"{exc.errors()[0]['msg']}; re-run the scoreboard"
         ) from None
 
 
