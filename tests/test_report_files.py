@@ -13,7 +13,8 @@ from harness.report_files import ReportError, closed_schema, point_symlink
 def test_point_symlink_moves_the_link_to_the_newest_run(tmp_path: Path) -> None:
     """A second call repoints the relative link; nothing temporary is left in the folder."""
     first, second = tmp_path / "run-1", tmp_path / "run-2"
-    first.mkdir(), second.mkdir()
+    first.mkdir()
+    second.mkdir()
     point_symlink(tmp_path, "latest", first)
     link = point_symlink(tmp_path, "latest", second)
     assert link.is_symlink()
