@@ -13,7 +13,7 @@ import re
 import time
 from pathlib import Path
 
-from harness.senders.base import SendAction, SendReport, TestMessage
+from harness.senders.base import SendReport, TestMessage
 from harness.senders.exim_log import Attempt, Flag, attempts, cell_log, exim_id, to_report
 from harness.senders.exim_profile import EximSenderProfile
 from harness.senders.mta import (
@@ -21,9 +21,9 @@ from harness.senders.mta import (
     STATUS_SECONDS,
     MtaHost,
     MtaTrouble,
-    endpoint_for,
     ere,
 )
+from harness.senders.mta_sender import QueuedMtaSender
 from lab.backends.base import BackendError, Mount, RunningLab, SenderContainer
 from lab.serve import ReceiverEndpoint
 from lab.spec import LAB_ZONE
@@ -72,7 +72,7 @@ def container(profile: EximSenderProfile, lab: RunningLab) -> SenderContainer:
     )
 
 
-class EximSender:
+class EximSender(QueuedMtaSender):
     """Submits each test message to a real Exim and reports what Exim did with it."""
 
     def __init__(self, profile: EximSenderProfile, lab: RunningLab, outbox: Path) -> None:
@@ -85,26 +85,9 @@ class EximSender:
     def close(self) -> None:
         """Nothing to release here: the container goes with the lab."""
 
-    def send(self, message: TestMessage) -> SendReport:
-        """Submit `message` to Exim, observe its delivery, then remove it from the queue."""
-        endpoint = endpoint_for(self.lab, message.rcpt)
-        if endpoint is None:
-            return SendReport(
-                SendAction.FAILED, f"no lab receiver for {message.rcpt}", lab_fault=True
-            )
-        known = self.mta.session_keys(endpoint.evidence_dir)
-        mid = ""
-        try:
-            offset = self.mta.log_size()
-            self.mta.submit(message)
-            mid = self._exim_id(offset, message.message_id)
-            return self._observe(mid, offset, message, endpoint, known)
-        except MtaTrouble as trouble:
-            connections = self.mta.attempts(endpoint, known, None)
-            return SendReport(SendAction.FAILED, str(trouble), connections, lab_fault=True)
-        finally:
-            if mid:
-                self.mta.exec([CTL, "remove", mid])
+    def _remove_command(self, queue_id: str) -> list[str]:
+        """Return the command that deletes `queue_id` from the queue."""
+        return [CTL, "remove", queue_id]
 
     def _observe(
         self,
@@ -144,7 +127,7 @@ class EximSender:
             raise MtaTrouble(f"no delivery status for {mid} could be read in: {log[-300:]}")
         return found[-1]
 
-    def _exim_id(self, offset: int, message_id: str) -> str:
+    def _queue_id(self, offset: int, message_id: str) -> str:
         """Return the Exim id its arrival line (`<=`) logged for our Message-ID."""
         bare = ere(message_id.strip("<>"))
         pattern = rf" <= .* id={bare}( |$)"

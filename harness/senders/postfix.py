@@ -23,9 +23,9 @@ from harness.senders.mta import (
     CONTAINER_CA,
     MtaHost,
     MtaTrouble,
-    endpoint_for,
     ere,
 )
+from harness.senders.mta_sender import QueuedMtaSender
 from lab.backends.base import BackendError, Mount, RunningLab, SenderContainer
 from lab.serve import ReceiverEndpoint
 from lab.spec import LAB_ZONE, TlsVersion
@@ -174,7 +174,7 @@ def start_postfix(
     return MtaHost.start(lab, spec, CTL, "Postfix", log_dir)
 
 
-class PostfixSender:
+class PostfixSender(QueuedMtaSender):
     """Submits each test message to a real Postfix and reports what Postfix did with it."""
 
     def __init__(self, profile: PostfixSenderProfile, lab: RunningLab, outbox: Path) -> None:
@@ -205,26 +205,9 @@ class PostfixSender:
     def close(self) -> None:
         """Nothing to release here: the container goes with the lab."""
 
-    def send(self, message: TestMessage) -> SendReport:
-        """Submit `message` to Postfix, observe its delivery, then remove it from the queue."""
-        endpoint = endpoint_for(self.lab, message.rcpt)
-        if endpoint is None:
-            return SendReport(
-                SendAction.FAILED, f"no lab receiver for {message.rcpt}", lab_fault=True
-            )
-        known = self.mta.session_keys(endpoint.evidence_dir)
-        qid = ""
-        try:
-            offset = self.mta.log_size()
-            self.mta.submit(message)
-            qid = self._queue_id(offset, message.message_id)
-            return self._observe(qid, offset, message, endpoint, known)
-        except MtaTrouble as trouble:
-            attempts = self.mta.attempts(endpoint, known, None)
-            return SendReport(SendAction.FAILED, str(trouble), attempts, lab_fault=True)
-        finally:
-            if qid:
-                self.mta.exec(["postsuper", "-d", qid])
+    def _remove_command(self, queue_id: str) -> list[str]:
+        """Return the command that deletes `queue_id` from the queue."""
+        return ["postsuper", "-d", queue_id]
 
     def _observe(
         self,
