@@ -6,7 +6,7 @@ SUITE   ?= ses-2025
 BACKEND ?= local
 
 .DEFAULT_GOAL := help
-.PHONY: help venv certs run-lab test lint bench clean docker-engine base-image docker-ready system-deps down scoreboard
+.PHONY: help venv bytecode certs run-lab test lint bench clean docker-engine base-image docker-ready system-deps down scoreboard
 
 # BACKEND=docker needs an engine and a base image before the run
 RUN_DEPS := $(if $(filter docker,$(BACKEND)),docker-ready)
@@ -21,6 +21,10 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@
+	@$(MAKE) --no-print-directory bytecode
+
+bytecode: ## Byte-compile the lab's modules (an editable install leaves them to each run)
+	$(BIN)/python -m compileall -q harness lab bench
 
 certs: venv ## Generate (or reuse) the lab CA and every receiver's certificate under certs/
 	$(BIN)/tlslab certs
@@ -39,7 +43,7 @@ lint: venv ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: venv ## Benchmarks (a few minutes; BENCH_ARGS=--quick for a smoke run) into reports/bench/
+bench: venv bytecode ## Benchmarks (a few minutes; BENCH_ARGS=--quick for a smoke run) into reports/bench/
 	@test -x /usr/sbin/smtp-source || [ "$$(id -u)" != 0 ] || \
 	  { echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections && \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix; }

@@ -1,70 +1,114 @@
-"""The `tlslab` command: run a suite, keep receivers up, re-render reports, make certificates."""
+"""The `tlslab` command: run a suite, keep receivers up, re-render reports, make certificates.
+
+Only the chosen sub-command's modules are imported: its parser is built alone (every parser for
+`tlslab --help` or a command it does not know) and its handler is imported once parsed.
+"""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
+import gc
+import importlib
 import os
 import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from harness import console, ses_setup, up_public
-from harness.commands import EvidenceFileError, add_commands, report_drift
-from harness.listing import add_list_command
-from harness.paths import certs_dir, reports_dir
-from harness.provenance import package_version
-from harness.prune import add_prune_command
-from harness.report import ReportError, load_results, render_all, write_report
-from harness.runner import backend_named, open_run
-from harness.scenarios import (
-    LoadedSuite,
-    ScenarioError,
-    load_receiver,
-    load_suite,
-    scenarios_root,
+from harness.interrupts import Terminated, interrupt
+
+# the lab's bad-input errors, each where it is defined: (module, class)
+USAGE_ERRORS = (
+    ("harness.scenario_files", "ScenarioError"),
+    ("lab.cert_error", "CertificateError"),
+    ("harness.report", "ReportError"),
+    ("lab.backends.base", "BackendError"),
+    ("harness.commands", "EvidenceFileError"),
 )
-from harness.scoreboard.run import add_scoreboard_command
-from harness.up_lock import hold_evidence_dir
-from lab.backends import BACKENDS, BackendError
-from lab.backends.docker import docker_client, remove_run
-from lab.backends.lab_dns import local_dns, needs_dns
-from lab.pki import CertificateError, LabPki, ensure_certs
-from lab.serve import print_endpoints_json
-from lab.spec import ReceiverSpec
-from lab.sts_local import local_policy_host
-
-USAGE_ERRORS = (ScenarioError, CertificateError, ReportError, BackendError, EvidenceFileError)
 EXIT_USAGE = 2
-BACKEND_CHOICES = "{" + ",".join(sorted(BACKENDS)) + "}"
 BACKEND_HELP = "where receivers run (default: local)"
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + the signal number, as shells report it
+# sub-commands registered by other modules: command -> (module, function adding it)
+ADDED_COMMANDS = {
+    "diff": ("harness.commands", "add_commands"),
+    "evidence": ("harness.commands", "add_commands"),
+    "list": ("harness.listing", "add_list_command"),
+    "prune": ("harness.prune", "add_prune_command"),
+    "ses": ("harness.ses_setup", "register"),
+    "scoreboard": ("harness.scoreboard.run", "add_scoreboard_command"),
+}
+OWN_COMMANDS = ("run", "up", "report", "certs", "down")
+Handler = Callable[[argparse.Namespace], int]
 
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so every started resource is cleaned up."""
+__all__ = ["Terminated", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, run the sub-command, map known errors to exit status 2."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] = args.handler
-    signal.signal(signal.SIGTERM, _interrupt)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_command_of(arguments)).parse_args(arguments)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
-        return handler(args)
-    except USAGE_ERRORS as error:
-        print(f"tlslab: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return _handler(args.handler)(args)
     except KeyboardInterrupt as stop:
         print("tlslab: interrupted; evidence recorded so far stays on disk", file=sys.stderr)
         return EXIT_SIGTERM if isinstance(stop, Terminated) else EXIT_SIGINT
     except BrokenPipeError:  # e.g. `tlslab evidence x.eml | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except Exception as error:
+        if not _usage_error(error):
+            raise
+        print(f"tlslab: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def script() -> int:
+    """Run main() for the `tlslab` script, the collector never walking start-up's objects.
+
+    Imports allocate a few hundred thousand long-lived objects (classes, schemas, functions):
+    the cyclic collector is paused while they load, then they are frozen out of its generations,
+    so neither the run's collections nor the interpreter's final ones walk them again. Exit is
+    otherwise the normal one (threads joined, atexit handlers, files closed and flushed).
+    """
+    gc.disable()
+    try:
+        return main()
+    finally:
+        gc.freeze()  # the final collections at exit skip everything alive now
+
+
+def _command_of(arguments: Sequence[str]) -> str | None:
+    """Return the sub-command named on the command line, or None for none or an unknown one."""
+    for argument in arguments:
+        if not argument.startswith("-"):
+            known = argument in OWN_COMMANDS or argument in ADDED_COMMANDS
+            return argument if known else None
+        if argument == "--":
+            return None
+    return None
+
+
+def _handler(handler: Handler | str) -> Handler:
+    """Return a sub-command's handler, importing `module:function` ones; resume the collector."""
+    if isinstance(handler, str):
+        module, name = handler.split(":")
+        handler = getattr(importlib.import_module(module), name)
+        assert callable(handler), handler
+    if not gc.isenabled():  # script(): start-up's imports are done, freeze what they made
+        gc.freeze()
+        gc.enable()
+    return handler
+
+
+def _usage_error(error: Exception) -> bool:
+    """Return True for the lab's bad-input errors (a class can only be raised once loaded)."""
+    for module, name in USAGE_ERRORS:
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(error, getattr(loaded, name)):
+            return True
+    return False
 
 
 def _positive(text: str) -> int:
@@ -78,212 +122,94 @@ def _positive(text: str) -> int:
     return value
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    """Turn SIGTERM into Terminated (a KeyboardInterrupt) so every resource is cleaned up."""
-    raise Terminated
+class _Version(argparse.Action):
+    """`--version`: print the installed lab's version and exit (looked up only when asked)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        """Take no value, like argparse's own version action."""
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show program's version number and exit")  # fmt: skip
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        """Print `tlslab <version>` on standard output and exit 0."""
+        from harness.provenance import package_version
+
+        print(f"{parser.prog} {package_version('sender-tls-lab')}")
+        parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser with one sub-command per verb."""
-    parser = argparse.ArgumentParser(prog="tlslab", description=__doc__)
-    parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {package_version('sender-tls-lab')}"
-    )
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Return the argument parser with one sub-command per verb (just `only`, when given)."""
+    parser = argparse.ArgumentParser(prog="tlslab", description=(__doc__ or "").split("\n", 1)[0])
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--scenarios", type=Path, help="scenarios folder (default: the project's)")
     common.add_argument("--certs", type=Path, help="certificate folder (default: certs/)")
 
-    run = sub.add_parser("run", parents=[common], help="run a suite and write its report")
-    run.add_argument("--suite", default="ses-2025", help="suite id or path (default: ses-2025)")
-    run.add_argument("--backend", default="local", metavar=BACKEND_CHOICES, help=BACKEND_HELP)
-    run.add_argument("--reports", type=Path, help="reports folder (default: reports/)")
-    run.add_argument(
-        "--baseline", type=Path, help="a stored run (results.json or folder); exit 1 on any change"
-    )
-    run.add_argument(
-        "--receivers", help="comma-separated receiver ids: run only their rows (default: all)"
-    )
-    run.add_argument(
-        "--jobs", type=_positive, default=4, help="cells run at once (default: 4; 1 = in order)"
-    )
-    run.set_defaults(handler=cmd_run)
+    def wanted(name: str) -> bool:
+        return only is None or only == name
 
-    up = sub.add_parser("up", parents=[common], help="start receivers until Ctrl-C")
-    up.add_argument("--backend", default="local", metavar=BACKEND_CHOICES, help=BACKEND_HELP)
-    up.add_argument("--receivers", help="comma-separated receiver ids (default: all)")
-    up.add_argument("--evidence-dir", type=Path, default=Path("evidence"))
-    up.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    up.add_argument("--json", action="store_true", help="print endpoints as JSON lines")
-    up_public.add_options(up)
-    up.set_defaults(handler=cmd_up)
+    if wanted("run"):
+        run = sub.add_parser("run", parents=[common], help="run a suite and write its report")
+        run.add_argument("--suite", default="ses-2025", help="suite id or path (default: ses-2025)")
+        run.add_argument(
+            "--backend", default="local", metavar=_backend_choices(), help=BACKEND_HELP
+        )
+        run.add_argument("--reports", type=Path, help="reports folder (default: reports/)")
+        run.add_argument(
+            "--baseline",
+            type=Path,
+            help="a stored run (results.json or folder); exit 1 on any change",
+        )
+        run.add_argument(
+            "--receivers", help="comma-separated receiver ids: run only their rows (default: all)"
+        )
+        run.add_argument(
+            "--jobs", type=_positive, default=4, help="cells run at once (default: 4; 1 = in order)"
+        )
+        run.set_defaults(handler="harness.run_command:cmd_run")
 
-    report = sub.add_parser("report", help="re-render a results.json (file or run folder)")
-    report.add_argument("path", type=Path)
-    report.set_defaults(handler=cmd_report)
+    if wanted("up"):
+        from harness import up_public
 
-    certs = sub.add_parser("certs", parents=[common], help="generate the lab certificates")
-    certs.set_defaults(handler=cmd_certs)
+        up = sub.add_parser("up", parents=[common], help="start receivers until Ctrl-C")
+        up.add_argument("--backend", default="local", metavar=_backend_choices(), help=BACKEND_HELP)
+        up.add_argument("--receivers", help="comma-separated receiver ids (default: all)")
+        up.add_argument("--evidence-dir", type=Path, default=Path("evidence"))
+        up.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+        up.add_argument("--json", action="store_true", help="print endpoints as JSON lines")
+        up_public.add_options(up)
+        up.set_defaults(handler="harness.lab_commands:cmd_up")
 
-    down = sub.add_parser("down", help="remove Docker containers and networks a lab run left")
-    down.add_argument("--run", help="only this run id (default: every lab run)")
-    down.set_defaults(handler=cmd_down)
-    add_commands(sub)
-    add_list_command(sub)
-    add_prune_command(sub)
-    ses_setup.register(sub)
-    add_scoreboard_command(sub)
+    if wanted("report"):
+        report = sub.add_parser("report", help="re-render a results.json (file or run folder)")
+        report.add_argument("path", type=Path)
+        report.set_defaults(handler="harness.lab_commands:cmd_report")
+
+    if wanted("certs"):
+        certs = sub.add_parser("certs", parents=[common], help="generate the lab certificates")
+        certs.set_defaults(handler="harness.lab_commands:cmd_certs")
+
+    if wanted("down"):
+        down = sub.add_parser("down", help="remove Docker containers and networks a lab run left")
+        down.add_argument("--run", help="only this run id (default: every lab run)")
+        down.set_defaults(handler="harness.lab_commands:cmd_down")
+
+    added: set[tuple[str, str]] = set()
+    for command, where in ADDED_COMMANDS.items():
+        if wanted(command) and where not in added:
+            added.add(where)
+            getattr(importlib.import_module(where[0]), where[1])(sub)
     return parser
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Run every cell of a suite with progress, write the report; exit 1 on a non-pass or drift."""
-    loaded = load_suite(args.suite, args.scenarios)
-    baseline = load_results(args.baseline) if args.baseline else None  # before `latest` moves
-    backend = backend_named(args.backend)
-    reports = reports_dir(args.reports)
-    cells = _cells_of(loaded, args.receivers)
-    total = len(cells)
-    print(f"Suite {loaded.suite.id}: {total} cells on the {backend.name} backend")
-    with open_run(loaded, backend, certs_dir(args.certs), reports) as run:
-        done = iter(range(1, total + 1))
-        stopped = ""
-        try:
-            run.run_cells(
-                cells, args.jobs, lambda result: console.progress(next(done), total, result)
-            )
-        except KeyboardInterrupt as stop:
-            stopped = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
-            raise
-        except BaseException as error:
-            stopped = f"a lab failure ({type(error).__name__})"
-            raise
-        finally:
-            run_dir = write_report(run.report(stopped), reports)
-            if stopped:
-                latest = reports / "latest"
-                kept = "still points at the last complete run" if latest.exists() else "not made"
-                print(
-                    f"tlslab: run stopped by {stopped}; its partial report is in {run_dir}; "
-                    f"{latest} {kept}",
-                    file=sys.stderr,
-                )
-    report = run.report()
-    print()
-    print(console.matrix(report))
-    print(console.totals(report))
-    print(f"Report: {run_dir}")
-    drift = baseline is not None and report_drift(baseline, args.baseline, report)
-    return 0 if console.all_passed(report) and not drift else 1
+def _backend_choices() -> str:
+    """Return the backend names as argparse shows choices: `{attached,docker,local}`."""
+    from lab.backends import BACKENDS
 
+    return "{" + ",".join(sorted(BACKENDS)) + "}"
 
-def _cells_of(loaded: LoadedSuite, wanted: str | None) -> list[tuple[str, str]]:
-    """Return the suite's cells, or those of the comma-separated receivers asked for."""
-    if not wanted:
-        return loaded.suite.cell_ids
-    rows = [w.strip() for w in wanted.split(",") if w.strip()]
-    for row in rows:
-        if row not in loaded.suite.receivers:
-            raise ScenarioError(
-                loaded.path, "--receivers", f"'{row}' is not a receiver of this suite",
-                f"use some of {list(loaded.suite.receivers)}",
-            )  # fmt: skip
-    return [(r, s) for r, s in loaded.suite.cell_ids if r in rows]
-
-
-def cmd_up(args: argparse.Namespace) -> int:
-    """Start receivers on loopback and keep them running until SIGINT/SIGTERM."""
-    specs = _receiver_specs(scenarios_root(args.scenarios), args.receivers)
-    plan = up_public.plan_up(args, specs, certs_dir(args.certs))  # loopback unless --public
-    with hold_evidence_dir(args.evidence_dir):  # a second `up` on this folder stops here
-        return _serve_up(args, plan)
-
-
-def _serve_up(args: argparse.Namespace, plan: up_public.UpPlan) -> int:
-    """Make certificates, serve the planned receivers until a signal, then stop them."""
-    pki = plan.with_certs(ensure_certs(plan.specs, plan.certs))
-    on_ready = print_endpoints_json if args.json else console.print_endpoints
-    if args.backend != "local":
-        backend = backend_named(args.backend)
-        with backend.start(plan.specs, pki, args.evidence_dir) as lab:
-            on_ready(list(lab.endpoints.values()))
-            _wait_for_signal()
-        return 0
-    with _up_services(plan.specs, pki, args.evidence_dir, args.host):
-        plan.serve(pki, args.evidence_dir, args.host, on_ready, live_log=not args.json)
-    if not args.json:
-        print("receivers stopped")
-    return 0
-
-
-@contextlib.contextmanager
-def _up_services(
-    specs: Sequence[ReceiverSpec], pki: LabPki, evidence_dir: Path, host: str
-) -> Iterator[None]:
-    """Start the policy host and the signed lab DNS when a receiver needs them; say where."""
-    with contextlib.ExitStack() as stack:
-        policy = stack.enter_context(local_policy_host(specs, pki, evidence_dir, host))
-        if policy is not None:  # standard error: standard output keeps contract 4's lines
-            print(f"MTA-STS: policy host (every mta-sts.<domain>) at {policy[0]}:{policy[1]}",
-                  file=sys.stderr, flush=True)  # fmt: skip
-        if needs_dns(specs):  # every MX host listens on `host`
-            addresses = {route.host: host for spec in specs for route in spec.mx_routes}
-            dns = stack.enter_context(local_dns(
-                specs, addresses, pki, evidence_dir, host, policy[0] if policy else None
-            ))  # fmt: skip
-            print(f"lab DNS at {dns.host}:{dns.port} (zones and trust anchor in {dns.zones_dir})",
-                  file=sys.stderr, flush=True)  # fmt: skip
-        yield
-
-
-def _wait_for_signal() -> None:
-    """Block until SIGINT or SIGTERM arrives."""
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    stop.wait()
-
-
-def cmd_down(args: argparse.Namespace) -> int:
-    """Remove every container and network labelled as a lab run's."""
-    removed = remove_run(docker_client(), args.run)
-    print(f"removed {removed} lab containers and networks")
-    return 0
-
-
-def _receiver_specs(root: Path, wanted: str | None) -> list[ReceiverSpec]:
-    """Load all receivers, or the comma-separated ones asked for, naming unknown ids."""
-    folder = root / "receivers"
-    known = {p.stem: p for p in sorted(folder.glob("*.yaml"))}
-    ids = [w.strip() for w in wanted.split(",") if w.strip()] if wanted else list(known)
-    for item in ids:
-        if item not in known:
-            raise ScenarioError(
-                folder / f"{item}.yaml", "--receivers", f"unknown receiver '{item}'",
-                f"use some of {sorted(known)}",
-            )  # fmt: skip
-    return [load_receiver(known[item], root) for item in ids]
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    """Re-render summary.md, report.html and tlsrpt.json next to a results.json."""
-    report = load_results(args.path)
-    run_dir = args.path if args.path.is_dir() else args.path.parent
-    render_all(report, run_dir)
-    print(console.matrix(report))
-    print(f"Re-rendered {run_dir}")
-    return 0
-
-
-def cmd_certs(args: argparse.Namespace) -> int:
-    """Generate (or reuse) certificates for every receiver in the scenarios folder."""
-    specs = _receiver_specs(scenarios_root(args.scenarios), None)
-    pki = ensure_certs(specs, certs_dir(args.certs))
-    print(json.dumps({"certs": str(pki.root), "ca": str(pki.ca_cert_path)}))
-    return 0
-
-
-__all__ = ["main"]
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script())

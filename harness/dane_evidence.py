@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.query
-import dns.rcode
-
 from harness.model import DaneEvidence
-from harness.senders.dnssec_resolver import Security, ValidatingResolver
 from lab.backends.base import RunningLab
-from lab.dns_zones import SIGNED_PARENT
 from lab.serve import ReceiverEndpoint
 from lab.spec import ReceiverSpec
 
@@ -20,6 +12,8 @@ def dane_evidence(lab: RunningLab, endpoint: ReceiverEndpoint) -> DaneEvidence |
     """Return the validated MX/A/TLSA of a receiver's domain (and unbound's view on docker)."""
     if lab.dns is None:
         return None
+    from harness.senders.dnssec_resolver import Security, ValidatingResolver  # with the lab DNS
+
     validator = ValidatingResolver((lab.dns.host, lab.dns.port), lab.dns.trust_anchor)
     tlsa_name = f"_25._tcp.{endpoint.mx_host}"
     lookups = [
@@ -41,6 +35,12 @@ def dane_evidence(lab: RunningLab, endpoint: ReceiverEndpoint) -> DaneEvidence |
 
 def _resolver_view(address: str, name: str) -> str:
     """Return how the validating resolver answers the TLSA query: rcode, AD bit, records."""
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.query
+    import dns.rcode
+
     query = dns.message.make_query(name, "TLSA", want_dnssec=True)
     query.flags |= dns.flags.AD
     try:
@@ -54,4 +54,8 @@ def _resolver_view(address: str, name: str) -> str:
 
 def dane_published(spec: ReceiverSpec) -> bool:
     """Return True for a receiver whose TLSA is published in a zone with a DS (a DANE policy)."""
-    return spec.dane is not None and spec.dane.signing in SIGNED_PARENT
+    if spec.dane is None:
+        return False
+    from lab.dns_zones import SIGNED_PARENT  # dnspython: only for a receiver with DANE
+
+    return spec.dane.signing in SIGNED_PARENT

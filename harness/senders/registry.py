@@ -25,16 +25,10 @@ from harness.model import (
     SesSenderProfile,
 )
 from harness.senders.base import SenderDriver
-from harness.senders.exim import EximSender
 from harness.senders.exim_profile import EximSenderProfile
-from harness.senders.postfix import PostfixSender
-from harness.senders.reference import ReferenceSender
-from harness.senders.relay import RelaySender
-from harness.senders.remote import RemoteReferenceSender
-from harness.senders.rfc import RfcSender
-from harness.senders.ses import SesSender
-from harness.senders.sts_source import LabStsSource
 from lab.backends.base import RunningLab
+
+# each driver's module is imported when a run opens it: a run pays only for its own senders
 
 P = TypeVar("P", bound=SenderProfileBase)
 
@@ -63,14 +57,50 @@ class Driver(Generic[P]):
 def _reference(profile: ReferenceSenderProfile, lab: RunningLab, outbox: Path) -> SenderDriver:
     """Return the reference sender: in-process locally, in a sender container otherwise."""
     if lab.sender_host is not None:
+        from harness.senders.remote import RemoteReferenceSender
+
         return RemoteReferenceSender(profile, lab, outbox)
+    from harness.senders.reference import ReferenceSender
+
     return ReferenceSender(profile, lab, outbox)
+
+
+def _postfix(profile: PostfixSenderProfile, lab: RunningLab, outbox: Path) -> SenderDriver:
+    """Return Postfix in its sender container."""
+    from harness.senders.postfix import PostfixSender
+
+    return PostfixSender(profile, lab, outbox)
+
+
+def _exim(profile: EximSenderProfile, lab: RunningLab, outbox: Path) -> SenderDriver:
+    """Return Exim in its sender container."""
+    from harness.senders.exim import EximSender
+
+    return EximSender(profile, lab, outbox)
+
+
+def _ses(profile: SesSenderProfile, lab: RunningLab, outbox: Path) -> SenderDriver:
+    """Return the Amazon SES driver (it sends through the service, not from the lab)."""
+    from harness.senders.ses import SesSender
+
+    return SesSender(profile)
+
+
+def _relay(profile: RelaySenderProfile, lab: RunningLab, outbox: Path) -> SenderDriver:
+    """Return the driver that submits to an outside relay."""
+    from harness.senders.relay import RelaySender
+
+    return RelaySender(profile, lab, outbox)
 
 
 def _rfc(profile: RfcSenderProfile, lab: RunningLab, outbox: Path) -> SenderDriver:
     """Return the RFC oracle with MTA-STS from the lab's DNS and policy host wired into its seam."""
+    from harness.senders.rfc import RfcSender
+
     if lab.dns is None:
         return RfcSender(profile, lab, outbox)  # refuses it: BackendError, what the lab lacks
+    from harness.senders.sts_source import LabStsSource
+
     return RfcSender(profile, lab, outbox, LabStsSource.of_lab(lab))
 
 
@@ -81,11 +111,11 @@ def _observe_timeout(profile: RelaySenderProfile | SesSenderProfile) -> float:
 
 DRIVERS: dict[str, Driver[Any]] = {
     "reference": Driver(ReferenceSenderProfile, _reference),
-    "postfix": Driver(PostfixSenderProfile, PostfixSender),
-    "exim": Driver(EximSenderProfile, EximSender),
+    "postfix": Driver(PostfixSenderProfile, _postfix),
+    "exim": Driver(EximSenderProfile, _exim),
     # external services: the lab cannot look inside, it watches the receivers and bounces
-    "ses": Driver(SesSenderProfile, lambda p, lab, outbox: SesSender(p), _observe_timeout),
-    "relay": Driver(RelaySenderProfile, RelaySender, _observe_timeout),
+    "ses": Driver(SesSenderProfile, _ses, _observe_timeout),
+    "relay": Driver(RelaySenderProfile, _relay, _observe_timeout),
     # the RFC 7672 / RFC 8461 oracle: validates DNSSEC itself against the lab DNS, either backend
     "rfc": Driver(RfcSenderProfile, _rfc),
 }

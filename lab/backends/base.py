@@ -7,12 +7,14 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from lab.dns_zones import LabDns
 from lab.pki import LabPki
 from lab.serve import ReceiverEndpoint
 from lab.spec import ReceiverSpec
+
+if TYPE_CHECKING:  # the signed lab DNS (dnspython) is imported only by runs that serve it
+    from lab.dns_zones import LabDns
 
 
 class BackendError(Exception):

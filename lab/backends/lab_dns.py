@@ -14,12 +14,15 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab.backends.base import BackendError, stop_child
-from lab.dns_zones import LabDns, ZoneSet, build_zones
 from lab.pki import LabPki
 from lab.serve import ReceiverEndpoint
 from lab.spec import ReceiverSpec
+
+if TYPE_CHECKING:  # dnspython is imported only by runs that serve the lab DNS
+    from lab.dns_zones import LabDns, ZoneSet
 
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
@@ -44,6 +47,8 @@ def lab_zone_set(
     policy_address: str | None = None,
 ) -> ZoneSet:
     """Return the signed zones: MX hosts' A at `addresses`, policy hosts' at `policy_address`."""
+    from lab.dns_zones import build_zones
+
     leaves = {
         spec.id: pki.bundle(spec.id).cert_path.read_bytes()
         for spec in specs
@@ -66,6 +71,7 @@ def local_dns(
 ) -> Iterator[LabDns]:
     """Serve the run's signed zones from a `python -m lab.dns` child on `host`; always stop it."""
     from lab.backends.local import spawn  # the one spawner thread every lab child comes from
+    from lab.dns_zones import LabDns
 
     zones = lab_zone_set(specs, addresses, pki, host, policy_address)
     folder = evidence_root / ZONES_DIR
