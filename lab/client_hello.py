@@ -166,6 +166,7 @@ def _groups(hello: ClientHello) -> list[int]:
     return [g for g in ext.groups if not is_grease(g)]
 
 
+@functools.lru_cache(maxsize=512)
 def _group_name(code: int) -> str:
     """Return a group's IANA name (`x25519`) or its code in hex."""
     name = GroupName.toRepr(code)
@@ -208,8 +209,9 @@ def _resumption(hello: ClientHello, supported: list[int]) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
 def _cipher(code: int) -> OfferedCipher:
-    """Return a cipher suite with its IANA and OpenSSL names."""
+    """Return a cipher suite with its IANA and OpenSSL names (a frozen model, shared)."""
     iana = CipherSuite.ietfNames.get(code)
     return OfferedCipher(code=f"0x{code:04x}", iana=iana, openssl=_openssl_names().get(code))
 

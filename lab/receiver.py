@@ -8,7 +8,7 @@ import secrets
 import time
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
+from aiosmtpd.smtp import Envelope, Session, TLSSetupException
 
 from lab.evidence_store import EvidenceStore, error_name
 from lab.greylist import GREYLISTED, GreylistTracker
@@ -30,6 +30,7 @@ from lab.received_header import SERVER_SOFTWARE
 from lab.received_header import received_header as received_header  # also for old imports
 from lab.session_facts import EndedBy, Handshake
 from lab.session_record import SessionRecord, describe_tls_error
+from lab.smtp_setup import CachedSMTP
 from lab.spec import ReceiverSpec
 from lab.tls_context import build_tls_context as build_tls_context  # lab.serve's import
 from lab.tls_transport import LabSSLProtocol
@@ -128,7 +129,7 @@ class LabHandler:
         return "421 4.3.0 Lab receiver error: " + type(error).__name__
 
 
-class LabSMTP(SMTP):
+class LabSMTP(CachedSMTP):
     """aiosmtpd's SMTP with a session record, session caps, an error limit and 421 on timeouts."""
 
     def __init__(
@@ -259,14 +260,6 @@ class LabSMTP(SMTP):
             )  # after the 421 is sent
         return status
 
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        """Parse a MAIL/RCPT path; any parser failure means a malformed address (553)."""
-        try:
-            address: tuple[str | None, str | None] = super()._getaddr(arg)
-        except Exception:  # the email parser raises more than HeaderParseError on odd input
-            return None, None
-        return address
-
     def _line_waiting(self) -> bool:
         """Return True when a complete line the client sent waits to be read (not mid-STARTTLS)."""
         if self._tls_protocol is not None and self.record.handshake is Handshake.NONE:
@@ -321,7 +314,8 @@ class LabSMTP(SMTP):
         if self.transport is None or self.transport.is_closing():
             raise asyncio.CancelledError  # like connection_lost: buffered commands stay unserved
         text = status if isinstance(status, str) else status.decode("ascii", "replace")
-        text = "".join(c if " " <= c <= "~" else "?" for c in text)
+        if not (text.isascii() and text.isprintable()):  # printable ASCII is " " to "~"
+            text = "".join(c if " " <= c <= "~" else "?" for c in text)
         self.deadlines.activity()
         self.record.log("S", text)
         self.errors.reply(text)

@@ -48,8 +48,13 @@ def handshake_log(ssl_object: Any) -> HandshakeLog:
 
 
 def observe_handshakes(context: ssl.SSLContext) -> None:
-    """Make every SSL object of `context` log its handshake (see `handshake_log`)."""
-    context._msg_callback = _on_message  # type: ignore[attr-defined]
+    """Make every SSL object of `context` log its handshake (see `handshake_log`).
+
+    The callback is installed at the `_ssl` level: it takes OpenSSL's plain integers, without
+    the `ssl` module's wrapper turning each into an enum member (three per message) first.
+    """
+    raw = super(ssl.SSLContext, ssl.SSLContext)._msg_callback  # type: ignore[misc]
+    raw.__set__(context, _on_message)
 
 
 def _on_message(
@@ -61,6 +66,9 @@ def _on_message(
         _note(entry, direction, int(version), int(content_type), int(msg_type), data)
     except Exception as error:  # never into the handshake
         log.warning("handshake message not recorded: %r", error)
+
+
+_on_message.user_function = _on_message  # type: ignore[attr-defined]  # what ssl's getter reads
 
 
 def _note(
