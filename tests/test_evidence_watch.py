@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from tools import missing
 
 from lab import evidence_watch
+from lab.backends.base import BackendError
+from lab.backends.docker import RUN_LABEL
+from lab.backends.docker_images import choose_base
 from lab.evidence_watch import Changes, WakingEvent, wait_until
 
 LONG = 20.0  # a deadline far beyond what a woken wait takes, even on a loaded runner
@@ -175,3 +181,40 @@ def test_a_forked_child_does_not_keep_the_instance(tmp_path: Path) -> None:
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     os.fstat(fd)  # control: the parent's instance stays open
+
+
+# run in a container: write into one bind mount, then, later, into the watched one
+CONTAINER_WRITES = (
+    "sleep 0.5; echo x > /other/file; sleep 2.5; echo '{}' >> /evidence/sessions.jsonl"
+)
+
+
+@pytest.mark.integration
+def test_a_container_writing_into_a_bind_mount_wakes_the_host_watch(
+    tmp_path: Path, docker_engine: Any
+) -> None:
+    evidence, other = tmp_path / "evidence", tmp_path / "other"
+    evidence.mkdir()
+    other.mkdir()
+    try:
+        image = choose_base(docker_engine)
+    except BackendError as error:
+        missing(f"no base image: {error}", "make docker-ready", docker=True)
+    labels = {RUN_LABEL: f"evidence-watch-test-{secrets.token_hex(4)}"}
+    volumes = {str(evidence): {"bind": "/evidence"}, str(other): {"bind": "/other"}}
+    with Changes([evidence]) as changes:
+        container = docker_engine.containers.run(
+            image, ["sh", "-c", CONTAINER_WRITES], detach=True, labels=labels, volumes=volumes,
+            network_mode="none", user=f"{os.getuid()}:{os.getgid()}",
+        )  # fmt: skip
+        try:
+            began = time.monotonic()
+            woke = changes.wait(LONG * 3)  # the engine may take a while to start it when loaded
+            took = time.monotonic() - began
+            written = (evidence / "sessions.jsonl").exists()
+        finally:
+            container.remove(force=True)
+    assert woke, "the container's write never woke the watch"
+    assert took < LONG * 3, took
+    assert written, "woken before the write into the watched folder"
+    assert (other / "file").exists(), "the container did write into the other folder first"
