@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Generator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Protocol
@@ -10,6 +9,7 @@ from typing import Protocol
 from harness.model import CellResult, SenderProfileBase
 from harness.scenarios import LoadedSuite
 from harness.senders import driver_of
+from lab.evidence_watch import WakingEvent
 
 Cell = Generator[None, None, CellResult]  # a cell's run; one pause before an external watch
 WATCHERS = 128  # most cells of external senders watched at once (each waits in its own thread)
@@ -23,7 +23,7 @@ class CellRunner(Protocol):
     """What the pool needs of a run (harness.runner.LabRun)."""
 
     loaded: LoadedSuite
-    stopping: threading.Event
+    stopping: WakingEvent  # its set() also wakes the watches waiting on evidence
 
     def run_cell(self, receiver: str, sender: str) -> CellResult:
         """Run one cell to its end."""
@@ -97,7 +97,7 @@ def run_cells(
             for future in finished:
                 deliver(future.result())
     except BaseException:
-        run.stopping.set()  # the watches end at their next poll; their cells are not run
+        run.stopping.set()  # the watches end at once; their cells are not run
         raise
     finally:
         for executor in (pool, watchers):

@@ -6,23 +6,22 @@ import dataclasses
 import email
 import email.policy
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from email.message import EmailMessage
 from pathlib import Path
 
 from harness.arrivals import find_arrivals, is_bounce_mailbox
+from harness.cell_pool import Stopped
 from harness.classify import Arrival, Bounce, Watched
 from harness.dsn import DeliveryStatus, parse_dsn
 from harness.printable import printable
 from lab.backends.base import RunningLab
+from lab.evidence_watch import Changes, WakingEvent
 from lab.message_record import MessageRecord, read_message_records
 from lab.serve import ReceiverEndpoint
 from lab.session_facts import Handshake, SessionFacts, read_session_facts
 from lab.spec import BOUNCE_LOCAL_PART
 
-POLL_SECONDS = 0.05
-SLOW_POLL_SECONDS = 0.5  # after the first seconds: a real service takes its time
-FAST_POLL_FOR = 2.0
 SESSION_RECORD_WAIT = 5.0  # seconds a delivering session's record may take to be written
 # after a failed DSN, keep watching this long (within the window) for a copy that still arrives
 FAILED_DSN_GRACE_SECONDS = 5.0
@@ -122,55 +121,62 @@ def watch(
     message_id: str,
     seconds: float,
     since: float,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
+    stop: WakingEvent | None = None,
     grace: float = FAILED_DSN_GRACE_SECONDS,
 ) -> Observation:
-    """Poll (bounded by `seconds`) until the message arrives, or a failed DSN ends the watch.
+    """Watch (bounded by `seconds`) until the message arrives, or a failed DSN ends the watch.
 
     A failed DSN ends it only `grace` seconds later without a copy (a copy still wins); a delay
-    or success DSN ends nothing.
+    or success DSN ends nothing. The evidence is read again only when an evidence folder changes
+    (lab.evidence_watch); a set `stop` ends the watch at once with cell_pool.Stopped.
     """
     endpoint = lab.endpoint(receiver)
     zone = zone_of(endpoint)
     rcpt = f"{RECIPIENT_LOCAL_PART}@{endpoint.domain}"
-    start = clock()
+    folders = {e.evidence_dir for e in lab.endpoints.values()}  # bounces may come to any of them
+    start = time.monotonic()
     deadline = start + seconds
-    while True:
-        arrivals = find_arrivals(endpoint.evidence_dir, message_id, zone)
-        bounces = find_bounces(lab.endpoints, message_id, rcpt)
-        now = clock()
-        if any(b.refuses for b in bounces) and deadline > now + grace:
-            deadline = now + grace  # an arrival after a bounce still wins
-        elapsed = now - start
-        if arrivals or now >= deadline:
-            break
-        interval = POLL_SECONDS if elapsed < FAST_POLL_FOR else SLOW_POLL_SECONDS
-        sleep(min(interval, deadline - now))
+    with Changes(folders, stop) as changes:
+        while True:
+            _stop_if_set(stop)
+            arrivals = find_arrivals(endpoint.evidence_dir, message_id, zone)
+            bounces = find_bounces(lab.endpoints, message_id, rcpt)
+            now = time.monotonic()
+            if any(b.refuses for b in bounces) and deadline > now + grace:
+                deadline = now + grace  # an arrival after a bounce still wins
+            elapsed = now - start
+            if arrivals or now >= deadline:
+                break
+            changes.wait(deadline - now)
     watched = Watched(tuple(bounces), seconds, round(elapsed, 3))
-    sessions = _sessions_once_written(endpoint.evidence_dir, since, arrivals, clock, sleep)
+    sessions = _sessions_once_written(endpoint.evidence_dir, since, arrivals, stop)
     return Observation(arrivals, watched, sessions)
 
 
+def _stop_if_set(stop: WakingEvent | None) -> None:
+    """Raise cell_pool.Stopped once the run was interrupted."""
+    if stop is not None and stop.is_set():
+        raise Stopped
+
+
 def _sessions_once_written(
-    directory: Path,
-    since: float,
-    arrivals: list[Arrival],
-    clock: Callable[[], float],
-    sleep: Callable[[float], None],
+    directory: Path, since: float, arrivals: list[Arrival], stop: WakingEvent | None
 ) -> list[SessionFacts]:
     """Return the cell's sessions, waiting (bounded) for the records of sessions that delivered.
 
     A session's record is written when it ends, which may be just after its message was stored.
     """
     wanted = {copy.session_id for copy in arrivals if copy.session_id}
-    deadline = clock() + SESSION_RECORD_WAIT
-    while True:
-        sessions = cell_sessions(directory, since, arrivals)
-        written = {record.session_id for record in sessions}
-        if wanted <= written or clock() >= deadline:
-            return sessions
-        sleep(POLL_SECONDS)
+    deadline = time.monotonic() + SESSION_RECORD_WAIT
+    with Changes([directory], stop) as changes:
+        while True:
+            _stop_if_set(stop)
+            sessions = cell_sessions(directory, since, arrivals)
+            written = {record.session_id for record in sessions}
+            remaining = deadline - time.monotonic()
+            if wanted <= written or remaining <= 0:
+                return sessions
+            changes.wait(remaining)
 
 
 def describe_attempts(sessions: list[SessionFacts]) -> str:

@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from lab.evidence_watch import wait_until
 from lab.proxy_record import ProxyRecord, read_proxy_records
 from lab.session_facts import read_session_facts
 
 PROXY_WAIT = 5.0
-POLL_INTERVAL = 0.01
 Peer = tuple[str, int]
 
 
 def wait_for_proxy_records(directory: Path, peers: Iterable[Peer]) -> list[ProxyRecord]:
     """Return the proxy's records of the given sender connections, waiting (bounded) for all."""
     wanted = set(peers)
-    deadline = time.monotonic() + PROXY_WAIT
-    while True:
-        found = [r for r in read_proxy_records(directory) if r.peer in wanted]
-        if len({r.peer for r in found}) >= len(wanted) or time.monotonic() > deadline:
-            return found
-        time.sleep(POLL_INTERVAL)
+
+    def found() -> list[ProxyRecord]:
+        return [r for r in read_proxy_records(directory) if r.peer in wanted]
+
+    def complete(records: list[ProxyRecord]) -> bool:
+        return len({r.peer for r in records}) >= len(wanted)
+
+    return wait_until([directory], found, complete, PROXY_WAIT)
 
 
 def receiver_peers(records: Iterable[ProxyRecord]) -> set[Peer]:

@@ -41,6 +41,7 @@ from harness.senders import SenderDriver, SendReport, TestMessage, driver_of, op
 from harness.senders.base import SendAction
 from lab.backends import BACKENDS, Backend, BackendError, RunningLab
 from lab.evidence_store import read_faults
+from lab.evidence_watch import WakingEvent, wait_until
 from lab.pki import ensure_certs
 from lab.proxy_record import ProxyRecord
 from lab.session_facts import EndedBy, SessionFacts, read_session_facts
@@ -48,7 +49,6 @@ from lab.spec import ReceiverSpec, TlsVersion
 from lab.sts_spec import published_sts
 
 SESSION_WAIT = 5.0
-POLL_INTERVAL = 0.005
 MAIL_FROM_DOMAIN = "sender.lab.test"
 
 
@@ -81,13 +81,15 @@ def build_message(
 
 
 def wait_for_sessions(directory: Path, peers: set[tuple[str, int]]) -> list[SessionFacts]:
-    """Return the session records of the given peers, waiting (bounded) until all are written."""
-    deadline = time.monotonic() + SESSION_WAIT
-    while True:
-        found = [r for r in read_session_facts(directory) if (r.peer_ip, r.peer_port) in peers]
-        if len(found) >= len(peers) or time.monotonic() > deadline:
-            return found
-        time.sleep(POLL_INTERVAL)
+    """Return the session records of the given peers, waiting (bounded) until all are written.
+
+    The records are read again only when the evidence folder changes (lab.evidence_watch).
+    """
+
+    def found() -> list[SessionFacts]:
+        return [r for r in read_session_facts(directory) if (r.peer_ip, r.peer_port) in peers]
+
+    return wait_until([directory], found, lambda records: len(records) >= len(peers), SESSION_WAIT)
 
 
 def summarise(record: SessionFacts) -> SessionSummary:
@@ -126,7 +128,7 @@ class LabRun:
         self.drivers: dict[str, SenderDriver] = {}
         self._drivers_lock = threading.Lock()
         self._sender_locks: dict[str, threading.Lock] = {}
-        self.stopping = threading.Event()  # set when run_cells is interrupted: watches end
+        self.stopping = WakingEvent()  # set when run_cells is interrupted: watches end at once
 
     def close(self) -> None:
         """Close every driver this run opened (a relay's temporary key goes), each exactly once."""
@@ -190,7 +192,7 @@ class LabRun:
         if outside_for is not None and report.action is SendAction.SUBMITTED:
             yield  # submitted: the watch may go on in another thread, alongside other watches
             message_id = message.message_id
-            outside = watch(self.lab, receiver, message_id, outside_for, since, sleep=self._nap)
+            outside = watch(self.lab, receiver, message_id, outside_for, since, self.stopping)
             sessions, arrivals = outside.sessions, outside.arrivals
             watched, note = outside.watched, describe_attempts(sessions)
         else:
@@ -285,11 +287,6 @@ class LabRun:
             result = self._crashed_cell(receiver, sender, began, traceback.format_exc())
         self.results.append(result)
         return result
-
-    def _nap(self, seconds: float) -> None:
-        """Sleep between a watch's polls; raise Stopped once run_cells was interrupted."""
-        if self.stopping.wait(seconds):
-            raise cell_pool.Stopped
 
     def report(self, stopped_by: str = "") -> RunReport:
         """Return the RunReport of the cells run so far, in suite order, with those not run."""

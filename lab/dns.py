@@ -248,15 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _wait_for(path: Path, seconds: float) -> bool:
-    """Wait (bounded) until `path` exists; return whether it does."""
-    import time
+    """Wait (bounded) until `path` exists, woken when its folder changes; return whether it does."""
+    from lab.evidence_watch import wait_until
 
-    deadline = time.monotonic() + seconds
-    while not path.exists():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return wait_until([path.parent], path.exists, bool, seconds)
 
 
 def _serve_zone_set(folder: Path, host: str, port: int) -> int:

@@ -12,6 +12,7 @@ import ctypes
 import io
 import logging
 import os
+import select
 import signal
 import sys
 import time
@@ -43,11 +44,12 @@ class ForkedServe:
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the child to exit (TimeoutError after `timeout` seconds); return its status."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (status := self.poll()) is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"receiver child {self.pid} still running after {timeout} s")
-            time.sleep(0.005)
+        status = self.poll()
+        if status is None:
+            _until_exit(self.pid, timeout)
+            status = self.poll()
+        if status is None:
+            raise TimeoutError(f"receiver child {self.pid} still running after {timeout} s")
         return status
 
     def signal(self, signum: signal.Signals) -> None:
@@ -63,6 +65,25 @@ class ForkedServe:
                 os.close(fd)
         _PARENT_ENDS.discard(self.stdin_fd)
         self.stdin_fd = self.stdout_fd = -1
+
+
+def _until_exit(pid: int, timeout: float | None) -> None:
+    """Block until the child `pid` exits or `timeout` seconds pass (its pidfd: no polling)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # already gone (reaped by someone else): poll() says what is left to say
+    except OSError:  # no pidfd (Linux < 5.3): look on a short timer instead (not reaping)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            time.sleep(0.005)
+        return
+    try:
+        select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
 
 
 def fork_serve(argv: Sequence[str], log_fd: int) -> ForkedServe:

@@ -24,17 +24,25 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from harness.arrivals import find_arrivals, is_bounce_mailbox
+from harness.cell_pool import Stopped
 from harness.classify import Arrival, Bounce, Watched, classify, judge
 from harness.dsn import DsnAction
 from harness.labels import risk_of
 from harness.model import CellExpectation, CellResult, Outcome, Risk, TlsFacts, Verdict
-from harness.observe import FAILED_DSN_GRACE_SECONDS, describe_attempts, dsn_summary
+from harness.observe import (
+    FAILED_DSN_GRACE_SECONDS,
+    Observation,
+    describe_attempts,
+    dsn_summary,
+    watch,
+)
 from harness.runner import LabRun, open_run
 from harness.scenarios import DEFAULT_ROOT, load_suite
 from harness.senders.base import SendAction, SendReport, TestMessage
 from harness.tlsrpt import cell_policy
 from lab.backends.base import RunningLab
 from lab.backends.local import LocalBackend
+from lab.evidence_watch import WakingEvent
 from lab.session_facts import SessionFacts
 from lab.spec import TlsVersion
 
@@ -446,3 +454,29 @@ def test_a_bounce_that_is_no_valid_dsn_is_not_a_refusal(lab_run: LabRun) -> None
     assert result.verdict is Verdict.FAIL  # expected refused: nothing proves it
     assert "message that is no valid DSN" in result.detail
     assert "Subject: Undelivered Mail Returned to Sender" in result.detail
+
+
+@pytest.mark.integration
+def test_an_interrupted_run_ends_a_watch_at_once_not_at_its_window(lab_run: LabRun) -> None:
+    stop = WakingEvent()
+    ended: list[BaseException | Observation] = []
+
+    def watch_nothing(stop: WakingEvent, seconds: float) -> None:
+        try:
+            ended.append(
+                watch(lab_run.lab, "tls12", "<never@lab.test>", seconds, time.time(), stop)
+            )
+        except BaseException as error:
+            ended.append(error)
+
+    watcher = threading.Thread(target=watch_nothing, args=(stop, OBSERVE))
+    began = time.monotonic()
+    watcher.start()
+    threading.Timer(0.3, stop.set).start()
+    watcher.join(SLACK)
+    assert isinstance(ended[0], Stopped), ended
+    assert time.monotonic() - began < SLACK
+    # control: an unset stop lets the same watch run to its window
+    watch_nothing(WakingEvent(), 1.0)
+    assert isinstance(ended[1], Observation), ended
+    assert ended[1].watched.waited >= 1.0

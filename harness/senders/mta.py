@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import base64
 import re
-import time
 from pathlib import Path
 
 from harness.proxy_evidence import front_connections
 from harness.senders.base import TestMessage
 from lab.backends.base import BackendError, RunningLab, SenderContainer, SenderHost
 from lab.evidence_store import write_durably
+from lab.evidence_watch import wait_until
 from lab.serve import ReceiverEndpoint
 
 CONTAINER_CA = "/etc/tlslab/lab-ca.pem"
@@ -127,17 +127,16 @@ class MtaHost:
         """Return this cell's SMTP connections: the receiver's new sessions from this container."""
         for mx in receiver.mx:  # every MX host of the receiver (the MTA may have tried each)
             self.exec([self.ctl, "idle", str(IDLE_SECONDS), mx.host], None, IDLE_SECONDS + 5)
-        deadline = time.monotonic() + SESSION_SECONDS
-        while True:
-            connections = [
-                (peer, ids)
-                for peer, ids in front_connections(receiver.evidence_dir, self.host.address)
-                if peer not in known
-            ]
-            stored = set().union(*(ids for _, ids in connections))
-            if anchor is None or anchor in stored or time.monotonic() > deadline:
-                return tuple(peer for peer, _ in connections)
-            time.sleep(0.02)
+
+        def connections() -> list[tuple[tuple[str, int], set[str]]]:
+            found = front_connections(receiver.evidence_dir, self.host.address)
+            return [(peer, ids) for peer, ids in found if peer not in known]
+
+        def complete(found: list[tuple[tuple[str, int], set[str]]]) -> bool:
+            return anchor is None or anchor in set().union(*(ids for _, ids in found))
+
+        found = wait_until([receiver.evidence_dir], connections, complete, SESSION_SECONDS)
+        return tuple(peer for peer, _ in found)
 
     def keep_log(self, message: TestMessage, log: str) -> None:
         """Keep this cell's MTA log lines next to the report."""
