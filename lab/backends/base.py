@@ -52,6 +52,34 @@ class SenderContainer:
     mounts: tuple[Mount, ...] = ()
 
 
+class LineChannel(Protocol):
+    """A long-lived process in a sender host: lines to its stdin, lines from its stdout."""
+
+    def write_line(self, line: str) -> None:
+        """Send one line to the process; raise an exception when it cannot take it."""
+        ...
+
+    def read_line(self, seconds: float) -> str:
+        """Return the next line the process wrote; raise TimeoutError after `seconds`."""
+        ...
+
+    def ended(self) -> bool:
+        """Return whether the process is known to have ended (without waiting)."""
+        ...
+
+    def stderr_tail(self) -> str:
+        """Return the end of what the process wrote on standard error, on one line."""
+        ...
+
+    def close_input(self) -> None:
+        """Close the process's standard input: it reads EOF."""
+        ...
+
+    def close(self, seconds: float = 0.0) -> bool:
+        """Send EOF, wait up to `seconds` for the process to end, release; return if it ended."""
+        ...
+
+
 class SenderHost(Protocol):
     """A machine inside the lab network where sender software runs (a container on Docker)."""
 
@@ -64,6 +92,10 @@ class SenderHost(Protocol):
 
     def logs(self, tail: int) -> str:
         """Return the last `tail` lines the host's main process printed, on one line."""
+        ...
+
+    def open_channel(self, argv: list[str], env: dict[str, str] | None = None) -> LineChannel:
+        """Start a long-lived command there, attached to its standard input and output."""
         ...
 
 

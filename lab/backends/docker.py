@@ -15,7 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from lab.backends.base import BackendError, RunningLab, SenderContainer, SenderHost
+from lab.backends.base import (
+    BackendError,
+    LineChannel,
+    RunningLab,
+    SenderContainer,
+    SenderHost,
+)
+from lab.backends.docker_channel import DockerChannel
 from lab.backends.docker_dns import start_dns_and_resolver
 from lab.backends.docker_images import ensure_images
 from lab.backends.docker_sts import HTTPS_PORT, remove_temp_dirs, start_policy_host
@@ -266,6 +273,10 @@ class DockerSenderHost:
     def logs(self, tail: int) -> str:
         """Return the container's last `tail` log lines on one line."""
         return _logs(self.container, tail)
+
+    def open_channel(self, argv: list[str], env: dict[str, str] | None = None) -> LineChannel:
+        """Start `argv` in the container with `docker exec -i`; return its line channel."""
+        return DockerChannel(self.container, argv, env)
 
 
 def _container_user() -> str:
