@@ -1,0 +1,142 @@
+"""Long-lived sender workers in a real container: round trips, and every failure a lab failure."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from tools import missing
+
+from harness.senders.worker_pool import WorkerFailed, WorkerPool
+from lab.backends.base import BackendError
+from lab.backends.docker import RUN_LABEL, DockerSenderHost
+from lab.backends.docker_images import choose_base
+
+# a worker speaking the pool's protocol; a job's `do` picks how it behaves
+WORKER = r"""
+import json, os, sys, time
+for line in sys.stdin:
+    request = json.loads(line)
+    if "hello" in request:
+        print(json.dumps({"ready": True, "pid": os.getpid()}), flush=True)
+        continue
+    seq, do = request["seq"], request["job"]["do"]
+    if do == "crash":
+        os._exit(3)
+    if do == "hang":
+        time.sleep(600)
+    if do == "garble":
+        print("not json at all", flush=True)
+        continue
+    if do == "raise":
+        print(json.dumps({"seq": seq, "error": "ValueError: planted"}), flush=True)
+        continue
+    print(json.dumps({"seq": seq, "report": {"echo": request["job"]["value"],
+                                             "pid": os.getpid()}}), flush=True)
+"""
+
+
+@pytest.fixture
+def host(docker_engine: Any) -> Iterator[DockerSenderHost]:
+    """Return a sender host: a container of the lab's base image with no network."""
+    try:
+        image = choose_base(docker_engine)
+    except BackendError as error:
+        missing(f"no base image: {error}", "make docker-ready", docker=True)
+    labels = {RUN_LABEL: f"worker-pool-test-{secrets.token_hex(4)}"}
+    container = docker_engine.containers.run(
+        image, ["sleep", "300"], detach=True, labels=labels, network_mode="none",
+        user=f"{os.getuid()}:{os.getgid()}",
+    )  # fmt: skip
+    try:
+        yield DockerSenderHost(container, "")
+    finally:
+        container.remove(force=True)
+
+
+def pool_of(host: DockerSenderHost, job_seconds: float = 20.0) -> WorkerPool:
+    """Return a pool running the test worker in `host`."""
+    return WorkerPool(host, ["python3", "-c", WORKER], ready_seconds=30, job_seconds=job_seconds)
+
+
+def worker_count(host: DockerSenderHost) -> int:
+    """Return how many test workers run in the container now."""
+    _, out = host.exec(["sh", "-c", "ps -eo args 2>/dev/null | grep -c '^python3 -c' || true"])
+    return int(out.strip() or 0)
+
+
+@pytest.mark.integration
+def test_one_worker_answers_every_job_in_turn(host: DockerSenderHost) -> None:
+    """Sequential jobs reuse one worker process: same pid, one start, replies in order."""
+    pool = pool_of(host)
+    try:
+        replies = [pool.run({"do": "echo", "value": n}) for n in range(5)]
+    finally:
+        pool.close()
+    assert [r["echo"] for r in replies] == [0, 1, 2, 3, 4]
+    assert len({r["pid"] for r in replies}) == 1
+    assert pool.started == 1
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [
+        ("crash", "failed during the job"),
+        ("garble", "not JSON"),
+        ("raise", "raised in the worker"),
+    ],
+)
+def test_a_failing_job_is_a_lab_failure_and_the_next_job_gets_a_fresh_worker(
+    host: DockerSenderHost, fault: str, said: str
+) -> None:
+    """Crash, garbage or an exception: WorkerFailed for that job only; the next one succeeds."""
+    pool = pool_of(host)
+    try:
+        first = pool.run({"do": "echo", "value": "before"})
+        with pytest.raises(WorkerFailed, match=said):
+            pool.run({"do": fault})
+        after = pool.run({"do": "echo", "value": "after"})
+    finally:
+        pool.close()
+    assert after["echo"] == "after"
+    assert after["pid"] != first["pid"], "the failed worker was reused"
+    assert pool.started == 2  # control: the one before the fault served until it
+
+
+@pytest.mark.integration
+def test_a_hung_job_is_bounded_and_its_worker_killed(host: DockerSenderHost) -> None:
+    """A job past its bound fails at the bound; the hung worker does not outlive the pool."""
+    pool = pool_of(host, job_seconds=2.0)
+    try:
+        began = time.monotonic()
+        with pytest.raises(WorkerFailed, match="did not finish within 2 s"):
+            pool.run({"do": "hang"})
+        took = time.monotonic() - began
+        assert pool.run({"do": "echo", "value": 1})["echo"] == 1
+    finally:
+        pool.close()
+    assert 2.0 <= took < 30.0, took
+    deadline = time.monotonic() + 10
+    while worker_count(host) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert worker_count(host) == 0, "a worker is still running after the pool closed"
+
+
+@pytest.mark.integration
+def test_closing_the_pool_ends_its_idle_workers(host: DockerSenderHost) -> None:
+    """EOF on close ends the workers; control: while open, the worker is running."""
+    pool = pool_of(host)
+    pool.run({"do": "echo", "value": 1})
+    assert worker_count(host) == 1
+    pool.close()
+    deadline = time.monotonic() + 10
+    while worker_count(host) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert worker_count(host) == 0
+    with pytest.raises(WorkerFailed, match="closed"):
+        pool.run({"do": "echo", "value": 2})
