@@ -3,12 +3,30 @@
 # LOG, the MTA's log file, and READY, the marker its run.sh creates); every wait is bounded.
 #   ctl.sh ready SECONDS                 wait until run.sh has started the MTA
 #   ctl.sh size                          print the byte size of the MTA's log
-#   ctl.sh await SECONDS OFFSET N ERE    wait until N log lines after byte OFFSET match ERE, then
+#   ctl.sh await SECONDS OFFSET N ERE    block until N log lines after byte OFFSET match ERE, then
 #                                        print every line after OFFSET (exit 1 on timeout)
 #   ctl.sh idle SECONDS ADDRESS          wait until no SMTP connection to ADDRESS:25 is open
 
 deadline() { echo $(( $(date +%s%N) / 1000000 + $1 * 1000 )); }
 expired() { [ $(( $(date +%s%N) / 1000000 )) -ge "$1" ]; }
+
+# Block until N lines after byte OFFSET match ERE (tail -f follows the log through inotify, so
+# nothing wakes while the log is quiet; without inotify it re-reads every 50 ms), bounded by
+# SECONDS; then print every line after OFFSET. Returns 1 on timeout.
+await_lines() {
+  fifo=$(mktemp -u /tmp/tlslab-await.XXXXXX)
+  mkfifo -m 600 "$fifo"
+  tail -s 0.05 -c +"$(( $2 + 1 ))" -f "$LOG" > "$fifo" &
+  follower=$!
+  status=0
+  # counted into a variable, not to /dev/null: GNU grep takes output to /dev/null as -q
+  matched=$(timeout "$1" grep -m "$3" -cE -- "$4" < "$fifo") || status=1
+  kill "$follower" 2>/dev/null || true
+  wait "$follower" 2>/dev/null || true
+  rm -f "$fifo"
+  tail -c +"$(( $2 + 1 ))" "$LOG"
+  [ "$status" -eq 0 ] && [ "$matched" -ge "$3" ]
+}
 
 mta_common() {
   case "${1:-}" in
@@ -23,13 +41,7 @@ mta_common() {
       wc -c < "$LOG"
       ;;
     await)
-      until_ms=$(deadline "$2")
-      start=$(( $3 + 1 ))
-      while [ "$(tail -c +"$start" "$LOG" | grep -cE -- "$5" || true)" -lt "$4" ]; do
-        if expired "$until_ms"; then tail -c +"$start" "$LOG"; exit 1; fi
-        sleep 0.05
-      done
-      tail -c +"$start" "$LOG"
+      await_lines "$2" "$3" "$4" "$5"
       ;;
     idle)
       until_ms=$(deadline "$2")
