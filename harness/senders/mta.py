@@ -14,6 +14,7 @@ from pathlib import Path
 
 from harness.proxy_evidence import front_connections
 from harness.senders.base import TestMessage
+from harness.senders.worker_pool import WorkerFailed, WorkerPool
 from lab.backends.base import BackendError, RunningLab, SenderContainer, SenderHost
 from lab.evidence_store import write_durably
 from lab.evidence_watch import wait_until
@@ -26,6 +27,9 @@ IDLE_SECONDS = 5
 SESSION_SECONDS = 5.0
 EXEC_SECONDS = 15  # every other command run in the container (submit, queue commands)
 TIMED_OUT = 124  # the exit status of coreutils' timeout when it had to stop the command
+# one long-lived command server per concurrent lane (lab.command_server), not a docker exec each
+COMMAND_SERVER = ["python", "-m", "lab.command_server"]
+COMMAND_BOUND = READY_SECONDS + 30.0  # the longest command's own bound, plus its kill grace
 
 
 class MtaTrouble(Exception):
@@ -57,6 +61,7 @@ class MtaHost:
     def __init__(self, host: SenderHost, ctl: str, software: str, log_dir: Path) -> None:
         """Wrap a started container whose control script is `ctl`; keep cell logs in `log_dir`."""
         self.host, self.ctl, self.software, self.log_dir = host, ctl, software, log_dir
+        self.commands = WorkerPool(host, COMMAND_SERVER, job_seconds=COMMAND_BOUND)
 
     @classmethod
     def start(
@@ -84,13 +89,19 @@ class MtaHost:
     ) -> tuple[int, str]:
         """Run a command in the container, killed after `seconds`; engine errors are returned."""
         bounded = ["timeout", "-k", "2", f"{seconds:g}", *argv]
+        job = {"argv": bounded, "env": env or {}, "seconds": seconds + 5}
         try:
-            status, output = self.host.exec(bounded, env)
-        except Exception as error:  # the engine's errors (e.g. the container died)
-            return -1, f"{type(error).__name__}: {error}"
+            reply = self.commands.run(job)
+            status, output = int(reply["status"]), str(reply["output"])
+        except (WorkerFailed, KeyError, TypeError, ValueError) as error:
+            return -1, f"{type(error).__name__}: {error}"  # the engine's or the channel's fault
         if status == TIMED_OUT:
             output += f" (killed after {seconds:g} s: {' '.join(argv[:3])} ...)"
         return status, output
+
+    def close(self) -> None:
+        """End the container's command servers (the container itself goes with the lab)."""
+        self.commands.close()
 
     def log_size(self) -> int:
         """Return the MTA log's current size in bytes: where this cell's lines begin."""

@@ -203,7 +203,8 @@ class PostfixSender(QueuedMtaSender):
         self.host = self.mta.host
 
     def close(self) -> None:
-        """Nothing to release here: the container goes with the lab."""
+        """End the container's command servers; the container itself goes with the lab."""
+        self.mta.close()
 
     def _remove_command(self, queue_id: str) -> list[str]:
         """Return the command that deletes `queue_id` from the queue."""

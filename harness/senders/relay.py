@@ -176,6 +176,7 @@ class RelaySender:
         except BaseException:
             self.close()  # the run never gets this driver, so it cannot close it
             raise
+        relay.close()  # its command server answered `ready`; the relay needs no more of it
         self.host = relay.host
         self.address = self.host.address
         if self.port not in LAB_PORTS.values():
