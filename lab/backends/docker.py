@@ -25,6 +25,7 @@ from lab.backends.base import (
 from lab.backends.docker_channel import DockerChannel
 from lab.backends.docker_dns import start_dns_and_resolver
 from lab.backends.docker_images import ensure_images
+from lab.backends.docker_ready import await_ready_line, log_tail
 from lab.backends.docker_sts import HTTPS_PORT, remove_temp_dirs, start_policy_host
 from lab.backends.lab_dns import needs_dns
 from lab.pki import LabPki
@@ -36,6 +37,7 @@ BRIDGE_PREFIX = "tlslab"  # + an 8-character run id: a Linux interface name (at 
 LAB_UID = 10025  # the unprivileged user lab containers run as when the harness runs as root
 READY_TIMEOUT = 30.0
 ENGINE_CALLS = 4  # engine API calls made side by side when starting or removing containers
+READY_WAITS = 32  # receivers' ready waits side by side (each blocks on its container's output)
 SMTP_PORT = 25
 ENGINE_HINT = "start one with `make docker-engine`, or point DOCKER_HOST at a running engine"
 
@@ -81,16 +83,22 @@ class DockerBackend:
         lab = _LabContainers(client, run, images, pki, evidence_root)
         try:
             self.say(f"starting {len(specs)} receivers and the lab DNS...")
-            endpoints = lab.start_receivers(specs)
-            policy_address = start_policy_host(lab, specs, LAB_UID)  # its A is in the lab DNS
-            signed = None
-            if needs_dns(specs):  # DANE or MTA-STS: the signed lab DNS and a validating resolver
-                signed, lab.dns_address = start_dns_and_resolver(
-                    lab._run, lambda c: _address(c, lab.network.name), images,
-                    specs, endpoints, pki, evidence_root, policy_address,
-                )  # fmt: skip
-            else:
-                lab.start_dns(specs, endpoints)
+            endpoints, receivers = lab.start_receivers(specs)
+            # the receivers boot while the policy host and the DNS start: each wait blocks on
+            # its container's output, so the waits run side by side, one thread each
+            with ThreadPoolExecutor(max_workers=min(READY_WAITS, len(receivers) or 1)) as waits:
+                booted = [waits.submit(lab.await_receiver, c) for c in receivers]
+                policy_address = start_policy_host(lab, specs, LAB_UID)  # its A: the lab DNS
+                signed = None
+                if needs_dns(specs):  # DANE, MTA-STS: the signed lab DNS, a validating resolver
+                    signed, lab.dns_address = start_dns_and_resolver(
+                        lab._run, lambda c: _address(c, lab.network.name), images,
+                        specs, endpoints, pki, evidence_root, policy_address,
+                    )  # fmt: skip
+                else:
+                    lab.start_dns(specs, endpoints)
+                for receiver in booted:
+                    receiver.result()  # the first receiver that failed to start is the error
             yield RunningLab(
                 self.name, endpoints, pki, evidence_root, sender_host=lab.sender_host, dns=signed,
                 policy_host=(policy_address, HTTPS_PORT) if policy_address else None,
@@ -151,8 +159,14 @@ class _LabContainers:
         self.containers.append(container)
         return container
 
-    def start_receivers(self, specs: Sequence[ReceiverSpec]) -> dict[str, ReceiverEndpoint]:
-        """Start one receiver container per MX host of each spec; wait until each answers."""
+    def start_receivers(
+        self, specs: Sequence[ReceiverSpec]
+    ) -> tuple[dict[str, ReceiverEndpoint], list[Any]]:
+        """Start one receiver container per MX host of each spec; return endpoints and containers.
+
+        The endpoints are known once the containers exist; `await_receivers` waits until they
+        answer, so the DNS and the policy host can start while the receivers boot.
+        """
         hosts = [(spec, route.host) for spec in specs for route in spec.mx_routes]
 
         def start(job: tuple[ReceiverSpec, str]) -> Any:
@@ -165,7 +179,7 @@ class _LabContainers:
                 "--host", "0.0.0.0", "--port", str(SMTP_PORT), "--mx-host", mx_host,
             ]  # fmt: skip
             own = mx_host == spec.mx_host  # other MX hosts are named after their first label
-            return self._run(
+            container = self._run(
                 spec.id if own else f"{spec.id}-{mx_host.split('.', 1)[0]}",
                 self.images["lab"],
                 command,
@@ -175,20 +189,27 @@ class _LabContainers:
                     str(self.evidence_root.resolve()): {"bind": "/evidence", "mode": "rw"},
                 },
             )
+            container.reload()  # its address on the lab network
+            return container
 
         # the engine creates containers faster side by side; a failure still reaches remove_all
         with ThreadPoolExecutor(max_workers=ENGINE_CALLS) as pool:
             started = list(zip(hosts, pool.map(start, hosts), strict=True))
         listening: dict[str, list[MxEndpoint]] = {spec.id: [] for spec in specs}
         for (spec, mx_host), container in started:
-            address = self._wait_ready(container, mx_host)
-            _wait_for_banner(address, container)
+            address = _address(container, self.network.name)
             preference = next(r.preference for r in spec.mx_routes if r.host == mx_host)
             listening[spec.id].append(MxEndpoint(mx_host, preference, address, SMTP_PORT))
-        return {
+        endpoints = {
             spec.id: ReceiverEndpoint.of(spec, self.evidence_root / spec.id, listening[spec.id])
             for spec in specs
         }
+        return endpoints, [container for _, container in started]
+
+    def await_receiver(self, container: Any) -> None:
+        """Block (bounded) until the receiver printed its ready line and sends its banner."""
+        address = self._wait_ready(container, container.name)
+        _wait_for_banner(address, container)
 
     def start_dns(self, specs: Sequence[ReceiverSpec], ends: dict[str, ReceiverEndpoint]) -> None:
         """Start the lab DNS, authoritative for the zone: A and MX records for every MX host."""
@@ -231,21 +252,10 @@ class _LabContainers:
         return DockerSenderHost(container, _address(container, self.network.name))
 
     def _wait_ready(self, container: Any, what: str) -> str:
-        """Wait (bounded) for the container to print its ready line; return its lab address."""
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            container.reload()
-            if container.status == "exited":
-                raise BackendError(
-                    f"{what} container exited: {_logs(container)}", "see the log above"
-                )
-            if b'"ready": true' in container.logs(stdout=True, stderr=False):
-                return _address(container, self.network.name)
-            time.sleep(0.05)
-        raise BackendError(
-            f"{what} container not ready after {READY_TIMEOUT:.0f} s: {_logs(container)}",
-            "check the engine's load; the log tail is above",
-        )
+        """Block (bounded) until the container prints its ready line; return its lab address."""
+        await_ready_line(container, what, READY_TIMEOUT)
+        container.reload()  # its address on the lab network
+        return _address(container, self.network.name)
 
     def remove_all(self) -> None:
         """Remove every container and the network of this run, ignoring what is already gone."""
@@ -272,7 +282,7 @@ class DockerSenderHost:
 
     def logs(self, tail: int) -> str:
         """Return the container's last `tail` log lines on one line."""
-        return _logs(self.container, tail)
+        return log_tail(self.container, tail)
 
     def open_channel(self, argv: list[str], env: dict[str, str] | None = None) -> LineChannel:
         """Start `argv` in the container with `docker exec -i`; return its line channel."""
@@ -344,15 +354,6 @@ def _wait_for_banner(address: str, container: Any) -> None:
             last = error
         time.sleep(0.05)
     raise BackendError(
-        f"{container.name} at {address}:{SMTP_PORT} sent no banner ({last}): {_logs(container)}",
+        f"{container.name} at {address}:{SMTP_PORT} sent no banner ({last}): {log_tail(container)}",
         "the host must reach containers by address on the lab network",
     )
-
-
-def _logs(container: Any, tail: int = 8) -> str:
-    """Return the container's last log lines on one line."""
-    try:
-        text = container.logs(tail=tail).decode("utf-8", "replace")
-    except Exception as error:
-        return f"(no logs: {error})"
-    return " | ".join(text.strip().splitlines()) or "(empty log)"

@@ -14,6 +14,7 @@ import dns.query
 import dns.rcode
 
 from lab.backends.base import BackendError
+from lab.backends.docker_ready import log_tail
 from lab.backends.lab_dns import ZONES_DIR, endpoint_addresses, lab_zone_set
 from lab.dns_zones import LabDns, ZoneSet
 from lab.pki import LabPki
@@ -110,11 +111,11 @@ def _address_when_up(container: Any, address_of: Callable[[Any], str]) -> str:
     while time.monotonic() < deadline:
         container.reload()
         if container.status == "exited":
-            raise BackendError(f"{container.name} exited: {_logs(container)}", "see its log")
+            raise BackendError(f"{container.name} exited: {log_tail(container)}", "see its log")
         if container.status == "running":
             return address_of(container)
         time.sleep(0.05)
-    raise BackendError(f"{container.name} did not start: {_logs(container)}", "check the engine")
+    raise BackendError(f"{container.name} did not start: {log_tail(container)}", "check the engine")
 
 
 def _wait_answers(address: str, container: Any, *, validated: bool) -> None:
@@ -140,15 +141,6 @@ def _wait_answers(address: str, container: Any, *, validated: bool) -> None:
         time.sleep(0.1)
     raise BackendError(
         f"{container.name} at {address} does not answer SOA {LAB_ZONE}"
-        f"{' with AD' if validated else ''} ({last}): {_logs(container)}",
+        f"{' with AD' if validated else ''} ({last}): {log_tail(container)}",
         "see the container log; the lab DNS and unbound configuration are in the evidence folder",
     )
-
-
-def _logs(container: Any) -> str:
-    """Return the container's last log lines on one line."""
-    try:
-        text = container.logs(tail=8).decode("utf-8", "replace")
-    except Exception as error:
-        return f"(no logs: {error})"
-    return " | ".join(text.strip().splitlines()) or "(empty log)"
