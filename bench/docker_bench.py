@@ -13,6 +13,7 @@ from unittest import mock
 
 import lab.backends.docker as docker_backend
 from bench.common import Json, say, summary
+from bench.docker_suites import whole_runs
 from bench.instrument import Probes
 from bench.suite_bench import shipped_receivers
 from lab.backends import BackendError
@@ -70,6 +71,7 @@ def run_section(work: Path, certs: Path, quick: bool) -> Json:
     began = time.perf_counter()
     ensure_images(client, lambda line: None)
     result["ensure_images_warm_s"] = round(time.perf_counter() - began, 3)
+    result["whole_commands"] = whole_runs(work / "whole", certs, quick)
     say("docker: cold image build (no layer cache, private tags; shared images untouched)")
     result["cold_build"] = cold_build(client)
     build = result["cold_build"].get("total_s")

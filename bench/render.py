@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import render_targets
+from bench import docker_suites, render_targets
 from bench.common import Json
 from bench.scoreboard_bench import render_section as scoreboard_section
 
@@ -382,6 +382,8 @@ def _docker(s: Json) -> list[str]:
         lines += ["Warm start and stop, summed per step (median): " + "; ".join(parts) + ".", ""]
     if cold.get("error"):
         lines += [f"Cold build failed: `{cold['error']}`", ""]
+    if s.get("whole_commands"):
+        lines += docker_suites.render(s["whole_commands"])
     lines += [
         f"{s['receivers']} receivers plus the lab DNS container. The cold build uses private "
         "tags and no layer cache instead of deleting the shared `sender-tls-lab/*` images, which "

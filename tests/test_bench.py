@@ -140,3 +140,21 @@ def test_quick_run_writes_json_and_markdown_of_the_documented_shape(tmp_path: Pa
     for mode in throughput["modes"].values():
         assert mode["postfix"]["failed"] == 0
         assert "ratio_per_s" in mode
+
+
+def test_docker_whole_command_rows_are_judged_against_their_bounds() -> None:
+    """Row 2 of the targets: a median within its bound is met, one above it is not."""
+    from bench.render_targets import targets
+
+    def row(median: float, bound: float) -> dict[str, object]:
+        return {"bound_s": bound, "docker_s": {"median": median}, "met": median <= bound}
+
+    whole = {"suites": {"ses-2025": row(3.9, 4.0), "postfix": row(9.1, 8.5)}}
+    table = "\n".join(targets({"docker": {"whole_commands": whole}}))
+    assert (
+        "| 2. `tlslab run --suite ses-2025 --backend docker`, warm, whole command | 3.90 s" in table
+    )
+    ses, postfix = (line for line in table.splitlines() if line.startswith("| 2."))
+    assert ses.endswith("| met |")
+    assert postfix.endswith("| **NOT met** |")  # control: over its bound
+    assert "not measured" in "\n".join(targets({}))  # no docker section: not measured
