@@ -32,6 +32,8 @@ for line in sys.stdin:
     if do == "garble":
         print("not json at all", flush=True)
         continue
+    if do == "slow":
+        time.sleep(0.5)
     if do == "raise":
         print(json.dumps({"seq": seq, "error": "ValueError: planted"}), flush=True)
         continue
@@ -58,9 +60,12 @@ def host(docker_engine: Any) -> Iterator[DockerSenderHost]:
         container.remove(force=True)
 
 
-def pool_of(host: DockerSenderHost, job_seconds: float = 20.0) -> WorkerPool:
+def pool_of(
+    host: DockerSenderHost, job_seconds: float = 20.0, most: int | None = None
+) -> WorkerPool:
     """Return a pool running the test worker in `host`."""
-    return WorkerPool(host, ["python3", "-c", WORKER], ready_seconds=30, job_seconds=job_seconds)
+    argv = ["python3", "-c", WORKER]
+    return WorkerPool(host, argv, ready_seconds=30, job_seconds=job_seconds, most=most)
 
 
 def worker_count(host: DockerSenderHost) -> int:
@@ -140,3 +145,23 @@ def test_closing_the_pool_ends_its_idle_workers(host: DockerSenderHost) -> None:
     assert worker_count(host) == 0
     with pytest.raises(WorkerFailed, match="closed"):
         pool.run({"do": "echo", "value": 2})
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("most", "started"), [(1, {1}), (None, {4})])
+def test_a_capped_pool_queues_jobs_for_its_workers(
+    host: DockerSenderHost, most: int | None, started: set[int]
+) -> None:
+    """Four overlapping jobs: a pool capped at one worker runs them all on it, in turn; an
+    uncapped pool (the control) starts a worker per job."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = pool_of(host, most=most)
+    try:
+        with ThreadPoolExecutor(max_workers=4) as jobs:
+            replies = list(jobs.map(lambda n: pool.run({"do": "slow", "value": n}), range(4)))
+    finally:
+        pool.close()
+    assert sorted(r["echo"] for r in replies) == [0, 1, 2, 3]
+    assert {pool.started} == started
+    assert len({r["pid"] for r in replies}) == pool.started

@@ -96,6 +96,8 @@ def report_from_json(text: str, outbox: Path) -> SendReport:
 
 
 WORKER_ARGV = ["python", "-m", "harness.senders.remote", "--serve"]
+# each worker is an interpreter in the container: starting one costs far more than a cell
+WORKERS_PER_SENDER = 2
 
 
 class RemoteReferenceSender:
@@ -112,7 +114,7 @@ class RemoteReferenceSender:
         )
         spec = SenderContainer(role=f"reference-{profile.id}", mounts=mounts)
         self.host: SenderHost = lab.sender_host(spec)
-        self.workers = WorkerPool(self.host, WORKER_ARGV)
+        self.workers = WorkerPool(self.host, WORKER_ARGV, most=WORKERS_PER_SENDER)
 
     def close(self) -> None:
         """End the container's workers (EOF, then SIGKILL if one hangs); the lab removes it."""

@@ -91,13 +91,20 @@ class WorkerPool:
         argv: list[str],
         ready_seconds: float = READY_SECONDS,
         job_seconds: float = JOB_SECONDS,
+        most: int | None = None,
     ) -> None:
-        """Run jobs with `argv` (a worker speaking the protocol above) in `host`."""
+        """Run jobs with `argv` (a worker speaking the protocol above) in `host`.
+
+        `most` caps the live workers: a job that finds all of them busy waits for one to be
+        given back (or dropped) instead of starting another interpreter.
+        """
         self.host, self.argv = host, argv
         self.ready_seconds, self.job_seconds = ready_seconds, job_seconds
+        self.most = most
         self._idle: list[Worker] = []
         self._busy: set[Worker] = set()
-        self._lock = threading.Lock()
+        self._starting = 0  # workers being started, counted against `most`
+        self._lock = threading.Condition()
         self._seq = 0
         self._closed = False
         self.started = 0  # how many workers this pool started (restarts included)
@@ -117,6 +124,7 @@ class WorkerPool:
         """Stop every worker; a job still running gets EOF and its worker is killed."""
         with self._lock:
             self._closed = True
+            self._lock.notify_all()
             workers, self._idle = [*self._idle, *self._busy], []
             self._busy.clear()
         for worker in workers:
@@ -128,29 +136,45 @@ class WorkerPool:
         """Return a live idle worker (or a newly started one) and the next job number."""
         while True:
             with self._lock:
+                self._lock.wait_for(self._may_take)
                 if self._closed:
                     raise WorkerFailed("the sender's workers are closed (the run is ending)")
                 self._seq += 1
                 seq = self._seq
                 worker = self._idle.pop() if self._idle else None
-            if worker is None:
-                worker = Worker(self.host, self.argv, self.ready_seconds)
-                with self._lock:
-                    self.started += 1
-            elif worker.channel.ended():  # it died while idle: replace it, no job was lost
-                worker.stop()
+                if worker is None:
+                    self._starting += 1
+            if worker is not None and worker.channel.ended():
+                worker.stop()  # it died while idle: replace it, no job was lost
                 continue
-            with self._lock:
-                if self._closed:
-                    worker.stop()
-                    raise WorkerFailed("the sender's workers are closed (the run is ending)")
-                self._busy.add(worker)
+            if worker is None:
+                try:
+                    worker = Worker(self.host, self.argv, self.ready_seconds)
+                finally:
+                    with self._lock:
+                        self._starting -= 1
+                        self._lock.notify_all()
+                        if worker is not None:
+                            self.started += 1
+                            self._busy.add(worker)  # in the same step: the cap always holds
+            else:
+                with self._lock:
+                    self._busy.add(worker)
+            if self._closed:
+                self._drop(worker)
+                raise WorkerFailed("the sender's workers are closed (the run is ending)")
             return worker, seq
+
+    def _may_take(self) -> bool:
+        """Return whether a job may go on: closed, an idle worker, or room for one more."""
+        live = len(self._busy) + self._starting
+        return self._closed or bool(self._idle) or self.most is None or live < self.most
 
     def _give_back(self, worker: Worker) -> None:
         """Put a worker that answered back on the idle list."""
         with self._lock:
             self._busy.discard(worker)
+            self._lock.notify_all()
             if not self._closed:
                 self._idle.append(worker)
                 return
@@ -160,4 +184,5 @@ class WorkerPool:
         """Stop a worker whose job failed; the next job starts a fresh one."""
         with self._lock:
             self._busy.discard(worker)
+            self._lock.notify_all()
         worker.stop()
