@@ -5,7 +5,7 @@ from __future__ import annotations
 from harness.labels import TEXT_MARKS, expected_label, outcome_label
 from harness.model import CellResult, RunReport, Verdict
 from harness.report_view import incomplete_banner, study_line
-from lab.serve import ReceiverEndpoint
+from lab.endpoints import ReceiverEndpoint
 
 MARKS = TEXT_MARKS
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness.model import DaneEvidence
 from lab.backends.base import RunningLab
-from lab.serve import ReceiverEndpoint
+from lab.endpoints import ReceiverEndpoint
 from lab.spec import ReceiverSpec
 
 

@@ -16,9 +16,9 @@ from harness.classify import Arrival, Bounce, Watched
 from harness.dsn import DeliveryStatus, parse_dsn
 from harness.printable import printable
 from lab.backends.base import RunningLab
+from lab.endpoints import ReceiverEndpoint
 from lab.evidence_watch import Changes, WakingEvent
 from lab.message_record import MessageRecord, read_message_records
-from lab.serve import ReceiverEndpoint
 from lab.session_facts import Handshake, SessionFacts, read_session_facts
 from lab.spec import BOUNCE_LOCAL_PART
 

@@ -14,8 +14,6 @@ import hashlib
 import ssl
 import warnings
 
-from pydantic import BaseModel, ConfigDict
-
 with warnings.catch_warnings():  # tlslite's package imports asyncore (deprecated), unused here
     warnings.simplefilter("ignore", DeprecationWarning)
     from tlslite.constants import CipherSuite, ExtensionType, GroupName
@@ -30,6 +28,7 @@ with warnings.catch_warnings():  # tlslite's package imports asyncore (deprecate
     from tlslite.messages import ClientHello
     from tlslite.utils.codec import Parser
 
+from lab.client_offer import ClientOffer, OfferedCipher
 from lab.tls_names import SIGNATURE_SCHEMES
 
 __all__ = ["ClientOffer", "OfferedCipher", "parse_client_hello"]
@@ -38,33 +37,6 @@ VERSIONS = {0x0301: "TLSv1.0", 0x0302: "TLSv1.1", 0x0303: "TLSv1.2", 0x0304: "TL
 JA4_VERSIONS = {0x0300: "s3", 0x0301: "10", 0x0302: "11", 0x0303: "12", 0x0304: "13"}
 PRE_SHARED_KEY = 41
 HANDSHAKE_HEADER = 4
-
-
-class OfferedCipher(BaseModel):
-    """One cipher suite a client offered: its code point, IANA name and OpenSSL name."""
-
-    model_config = ConfigDict(frozen=True)
-
-    code: str  # `0x1301`
-    iana: str | None = None
-    openssl: str | None = None  # None when the local OpenSSL does not know the suite
-
-
-class ClientOffer(BaseModel):
-    """The offer of one ClientHello."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    legacy_version: str
-    supported_versions: tuple[str, ...] = ()
-    versions: tuple[str, ...]  # what the client offered (see the module docstring)
-    cipher_suites: tuple[OfferedCipher, ...] = ()
-    groups: tuple[str, ...] = ()
-    signature_algorithms: tuple[str, ...] = ()
-    sni: str | None = None
-    alpn: tuple[str, ...] = ()
-    resumption: str | None = None  # `psk`, `ticket` or `session-id` when it tried to resume
-    ja4: str
 
 
 def is_grease(value: int) -> bool:

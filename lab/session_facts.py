@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lab.client_hello import ClientOffer
+from lab.client_offer import ClientOffer
 from lab.evidence_store import read_sessions
 from lab.spec import TlsVersion
 

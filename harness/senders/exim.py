@@ -25,7 +25,7 @@ from harness.senders.mta import (
 )
 from harness.senders.mta_sender import QueuedMtaSender
 from lab.backends.base import BackendError, Mount, RunningLab, SenderContainer
-from lab.serve import ReceiverEndpoint
+from lab.endpoints import ReceiverEndpoint
 from lab.spec import LAB_ZONE
 
 EXIM_DIR = "/opt/tlslab-exim"

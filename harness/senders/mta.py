@@ -16,9 +16,9 @@ from harness.proxy_evidence import front_connections
 from harness.senders.base import TestMessage
 from harness.senders.worker_pool import WorkerFailed, WorkerPool
 from lab.backends.base import BackendError, RunningLab, SenderContainer, SenderHost
+from lab.endpoints import ReceiverEndpoint
 from lab.evidence_store import write_durably
 from lab.evidence_watch import wait_until
-from lab.serve import ReceiverEndpoint
 
 CONTAINER_CA = "/etc/tlslab/lab-ca.pem"
 READY_SECONDS = 60

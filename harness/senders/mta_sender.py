@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from harness.senders.base import SendAction, SendReport, TestMessage
 from harness.senders.mta import MtaHost, MtaTrouble, endpoint_for
 from lab.backends.base import RunningLab
-from lab.serve import ReceiverEndpoint
+from lab.endpoints import ReceiverEndpoint
 
 
 class QueuedMtaSender(ABC):

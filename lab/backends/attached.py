@@ -11,8 +11,8 @@ from types import MappingProxyType
 from typing import Any
 
 from lab.backends.base import BackendError, RunningLab
+from lab.endpoints import ReceiverEndpoint
 from lab.pki import LabPki
-from lab.serve import ReceiverEndpoint
 from lab.spec import ReceiverSpec
 
 LAB_FILE_ENV = "TLSLAB_LAB"

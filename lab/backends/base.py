@@ -9,8 +9,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from lab.endpoints import ReceiverEndpoint
 from lab.pki import LabPki
-from lab.serve import ReceiverEndpoint
 from lab.spec import ReceiverSpec
 
 if TYPE_CHECKING:  # the signed lab DNS (dnspython) is imported only by runs that serve it

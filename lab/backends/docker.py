@@ -28,8 +28,8 @@ from lab.backends.docker_images import ensure_images
 from lab.backends.docker_ready import await_ready_line, log_tail
 from lab.backends.docker_sts import HTTPS_PORT, remove_temp_dirs, start_policy_host
 from lab.backends.lab_dns import needs_dns
+from lab.endpoints import MxEndpoint, ReceiverEndpoint, write_specs_file
 from lab.pki import LabPki
-from lab.serve import MxEndpoint, ReceiverEndpoint, write_specs_file
 from lab.spec import LAB_ZONE, ReceiverSpec
 
 RUN_LABEL = "sender-tls-lab.run"

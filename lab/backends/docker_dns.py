@@ -17,8 +17,8 @@ from lab.backends.base import BackendError
 from lab.backends.docker_ready import log_tail
 from lab.backends.lab_dns import ZONES_DIR, endpoint_addresses, lab_zone_set
 from lab.dns_zones import LabDns, ZoneSet
+from lab.endpoints import ReceiverEndpoint
 from lab.pki import LabPki
-from lab.serve import ReceiverEndpoint
 from lab.spec import LAB_ZONE, ReceiverSpec
 
 DNS_PORT = 53

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab.backends.base import BackendError, stop_child
+from lab.endpoints import ReceiverEndpoint
 from lab.pki import LabPki
-from lab.serve import ReceiverEndpoint
 from lab.spec import ReceiverSpec
 
 if TYPE_CHECKING:  # dnspython is imported only by runs that serve the lab DNS

@@ -21,9 +21,9 @@ from typing import IO, TypeVar
 
 from lab.backends.base import BackendError, RunningLab
 from lab.backends.lab_dns import endpoint_addresses, local_dns, needs_dns
+from lab.endpoints import ReceiverEndpoint, write_specs_file
 from lab.forked import ForkedServe, fork_serve
 from lab.pki import LabPki
-from lab.serve import ReceiverEndpoint, write_specs_file
 from lab.spec import ReceiverSpec
 from lab.sts_local import local_policy_host
 
