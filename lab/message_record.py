@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lab.evidence_store import read_messages
+from lab.evidence_index import indexed_records
+from lab.evidence_store import MESSAGES_FILE
 from lab.spec import TlsVersion
 
 __all__ = ["MessageRecord", "read_message_records"]
@@ -42,9 +43,16 @@ class MessageRecord(BaseModel):
 
 
 def read_message_records(directory: Path) -> Iterator[MessageRecord]:
-    """Yield the valid per-message records of a receiver's evidence folder, in stored order."""
-    for raw in read_messages(directory):
-        try:
-            yield MessageRecord.model_validate(raw)
-        except ValidationError:
-            continue  # not a record this lab wrote (or a damaged one): never trusted as evidence
+    """Yield the valid per-message records of a receiver's evidence folder, in stored order.
+
+    Each line is parsed once per process (lab.evidence_index); later reads parse only appends.
+    """
+    return iter(indexed_records("message", directory / MESSAGES_FILE, _message_or_none))
+
+
+def _message_or_none(raw: dict[str, Any]) -> MessageRecord | None:
+    """Return one line's message record, or None when it is not a valid one."""
+    try:
+        return MessageRecord.model_validate(raw)
+    except ValidationError:
+        return None  # not a record this lab wrote (or a damaged one): never trusted as evidence

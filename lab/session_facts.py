@@ -11,7 +11,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lab.client_hello import ClientOffer
-from lab.evidence_store import read_sessions
+from lab.evidence_index import indexed_records
+from lab.evidence_store import SESSIONS_FILE
 from lab.spec import TlsVersion
 
 __all__ = [
@@ -116,12 +117,19 @@ class SessionFacts(BaseModel):
 
 
 def read_session_facts(directory: Path) -> Iterator[SessionFacts]:
-    """Yield the valid session records of a receiver's evidence folder, in stored order."""
-    for raw in read_sessions(directory):
-        try:
-            yield SessionFacts.model_validate(raw)
-        except ValidationError:
-            continue  # not a record this lab wrote (or a damaged one): never trusted as evidence
+    """Yield the valid session records of a receiver's evidence folder, in stored order.
+
+    Each line is parsed once per process (lab.evidence_index); later reads parse only appends.
+    """
+    return iter(indexed_records("session", directory / SESSIONS_FILE, _session_or_none))
+
+
+def _session_or_none(raw: dict[str, Any]) -> SessionFacts | None:
+    """Return one line's session record, or None when it is not a valid one."""
+    try:
+        return SessionFacts.model_validate(raw)
+    except ValidationError:
+        return None  # not a record this lab wrote (or a damaged one): never trusted as evidence
 
 
 def session_schema() -> dict[str, Any]:
