@@ -14,7 +14,7 @@ from pathlib import Path
 from harness.classify import Arrival
 from harness.evidence import UNKNOWN_CIPHER, received_headers
 from harness.model import TlsFacts
-from lab.message_record import MessageRecord, read_message_records
+from lab.message_record import MessageKey, MessageRecord, message_records_where
 from lab.spec import BOUNCE_LOCAL_PART
 
 __all__ = ["TOKEN_HEADER", "find_arrivals", "is_bounce_mailbox"]
@@ -98,12 +98,13 @@ def find_arrivals(directory: Path, message_id: str, zone: str) -> list[Arrival]:
     """Return every stored copy of a message, by Message-ID or the lab's token header.
 
     Copies addressed to the zone's bounce mailbox are bounces quoting the message, not copies.
+    messages.jsonl is read incrementally, and each `.eml`'s token header parsed once.
     """
-    arrivals = []
-    for record in read_message_records(directory):
-        if any(is_bounce_mailbox(rcpt, zone) for rcpt in record.rcpt_tos):
-            continue
-        if record.message_id != message_id and stored_token(directory / record.eml) != message_id:
-            continue
-        arrivals.append(arrival_of(record, _head(directory, record)))
-    return arrivals
+
+    def copy(key: MessageKey) -> bool:
+        if any(is_bounce_mailbox(rcpt, zone) for rcpt in key.rcpt_tos):
+            return False
+        return key.message_id == message_id or stored_token(directory / key.eml) == message_id
+
+    found = message_records_where(directory, copy)
+    return [arrival_of(record, _head(directory, record)) for record in found]

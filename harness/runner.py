@@ -44,7 +44,7 @@ from lab.evidence_store import read_faults
 from lab.evidence_watch import WakingEvent, wait_until
 from lab.pki import ensure_certs
 from lab.proxy_record import ProxyRecord
-from lab.session_facts import EndedBy, SessionFacts, read_session_facts
+from lab.session_facts import EndedBy, SessionFacts, session_facts_where
 from lab.spec import ReceiverSpec, TlsVersion
 from lab.sts_spec import published_sts
 
@@ -87,7 +87,7 @@ def wait_for_sessions(directory: Path, peers: set[tuple[str, int]]) -> list[Sess
     """
 
     def found() -> list[SessionFacts]:
-        return [r for r in read_session_facts(directory) if (r.peer_ip, r.peer_port) in peers]
+        return session_facts_where(directory, lambda key: (key.peer_ip, key.peer_port) in peers)
 
     return wait_until([directory], found, lambda records: len(records) >= len(peers), SESSION_WAIT)
 
