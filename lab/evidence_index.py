@@ -48,13 +48,20 @@ class LineIndex(Generic[K, T]):
 
     def keys(self) -> list[K]:
         """Return the key of every valid record of the file as it is now, in stored order."""
-        with self._lock, self._opened() as fd:
-            return [key for key, _, _ in self._caught_up(fd)]
+        with self._opened() as fd:
+            with self._lock:
+                entries = self._caught_up(fd)
+            return [key for key, _, _ in entries]
 
     def where(self, keep: Callable[[K], bool]) -> list[T]:
-        """Return the records whose key `keep` accepts, in stored order (parsed again now)."""
-        with self._lock, self._opened() as fd:
-            chosen = [entry for entry in self._caught_up(fd) if keep(entry[0])]
+        """Return the records whose key `keep` accepts, in stored order (parsed again now).
+
+        Only the catching up holds the index's lock; `keep` and the reads run outside it.
+        """
+        with self._opened() as fd:
+            with self._lock:
+                entries = self._caught_up(fd)  # a new list: appends after this do not touch it
+            chosen = [entry for entry in entries if keep(entry[0])]
             records = (self._record(_pread_all(fd, length, start)) for _, start, length in chosen)
             return [record for record in records if record is not None]
 
