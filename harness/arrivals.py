@@ -7,13 +7,14 @@ Received header is read only to check it is exactly the header the record says t
 
 from __future__ import annotations
 
+import os
 from email.parser import BytesHeaderParser
 from pathlib import Path
 
 from harness.classify import Arrival
 from harness.evidence import UNKNOWN_CIPHER, received_headers
 from harness.model import TlsFacts
-from lab.message_record import MessageRecord, read_message_records
+from lab.message_record import MessageKey, MessageRecord, message_records_where
 from lab.spec import BOUNCE_LOCAL_PART
 
 __all__ = ["TOKEN_HEADER", "find_arrivals", "is_bounce_mailbox"]
@@ -66,17 +67,44 @@ def _token(data: bytes | None) -> str | None:
     return str(value).strip() if value is not None else None
 
 
+def stored_token(path: Path) -> str | None:
+    """Return the token header of a stored `.eml` (None: none, or unreadable), parsed once.
+
+    Remembered by the file's identity, size and modification time: a changed file is read again.
+    """
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key in _TOKENS:
+        return _TOKENS[key]
+    try:
+        with path.open("rb") as stored:
+            token = _token(stored.read(HEAD_BYTES))
+    except OSError:
+        return None
+    if len(_TOKENS) >= MAX_TOKENS:
+        _TOKENS.clear()
+    _TOKENS[key] = token
+    return token
+
+
+_TOKENS: dict[tuple[str, int, int, int], str | None] = {}
+MAX_TOKENS = 65536  # remembered `.eml` tokens per process; all forgotten when full
+
+
 def find_arrivals(directory: Path, message_id: str, zone: str) -> list[Arrival]:
     """Return every stored copy of a message, by Message-ID or the lab's token header.
 
     Copies addressed to the zone's bounce mailbox are bounces quoting the message, not copies.
+    messages.jsonl is read incrementally, and each `.eml`'s token header parsed once.
     """
-    arrivals = []
-    for record in read_message_records(directory):
-        if any(is_bounce_mailbox(rcpt, zone) for rcpt in record.rcpt_tos):
-            continue
-        data = _head(directory, record)
-        if record.message_id != message_id and _token(data) != message_id:
-            continue
-        arrivals.append(arrival_of(record, data))
-    return arrivals
+
+    def copy(key: MessageKey) -> bool:
+        if any(is_bounce_mailbox(rcpt, zone) for rcpt in key.rcpt_tos):
+            return False
+        return key.message_id == message_id or stored_token(directory / key.eml) == message_id
+
+    found = message_records_where(directory, copy)
+    return [arrival_of(record, _head(directory, record)) for record in found]

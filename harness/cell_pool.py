@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Callable, Generator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Protocol
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol
 
+from harness.job_slots import JobSlots, holding
 from harness.model import CellResult, SenderProfileBase
 from harness.scenarios import LoadedSuite
 from harness.senders import driver_of
@@ -13,6 +15,7 @@ from lab.evidence_watch import WakingEvent
 
 Cell = Generator[None, None, CellResult]  # a cell's run; one pause before an external watch
 WATCHERS = 128  # most cells of external senders watched at once (each waits in its own thread)
+LENDERS = 64  # most cells in a modelled wait at once with their job slot lent to another cell
 
 
 class Stopped(BaseException):
@@ -62,7 +65,8 @@ def run_cells(
     A cell of a sender watched from outside (relay, SES) is submitted like any cell, then
     watched in a pool of its own, so every submitted cell is watched at the same time and such
     a suite takes about its slowest watch, whatever `jobs` is. With `jobs` 1 every cell starts
-    in this thread, in suite order, so a signal interrupts a hung submission as before.
+    in this thread, in suite order, so a signal interrupts a hung submission as before. With
+    more, a cell in a modelled wait (harness.job_slots) lends its slot to the next cell.
     """
     watched = {c for c in cells if watched_from_outside(run.loaded.senders[c[1]])}
     if jobs <= 1 and not watched:
@@ -71,17 +75,36 @@ def run_cells(
         return
     run.stopping.clear()
     watchers = ThreadPoolExecutor(min(WATCHERS, max(1, len(watched))), "watch")
-    pool = ThreadPoolExecutor(jobs, "cell") if jobs > 1 else None
-    pending: set[Future[object]] = set()
+    slots = JobSlots(jobs, LENDERS) if jobs > 1 else None
+    threads = min(len(cells), jobs + LENDERS)
+    pool = ThreadPoolExecutor(threads, "cell") if slots is not None else None
+    finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
+    outstanding = 0
+
+    def done(future: Future[Any]) -> None:
+        finished.put(future)
 
     def step(receiver: str, sender: str) -> CellResult | Future[CellResult]:
         if (receiver, sender) in watched:
             return run.submit_cell(receiver, sender, watchers)
         return run.run_cell(receiver, sender)
 
+    def in_slot(receiver: str, sender: str) -> CellResult | Future[CellResult]:
+        assert slots is not None
+        if not slots.take():
+            raise Stopped
+        holding(slots)
+        try:
+            return step(receiver, sender)
+        finally:
+            holding(None)
+            slots.give_back()
+
     def deliver(value: object) -> None:
+        nonlocal outstanding
         if isinstance(value, Future):
-            pending.add(value)  # a submitted cell now being watched
+            outstanding += 1  # a submitted cell now being watched
+            value.add_done_callback(done)
         else:
             assert isinstance(value, CellResult)
             on_result(value)
@@ -91,13 +114,16 @@ def run_cells(
             if pool is None:
                 deliver(step(receiver, sender))
             else:
-                pending.add(pool.submit(step, receiver, sender))
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                deliver(future.result())
+                outstanding += 1
+                pool.submit(in_slot, receiver, sender).add_done_callback(done)
+        while outstanding:
+            future = finished.get()  # in the order they finish
+            outstanding -= 1
+            deliver(future.result())
     except BaseException:
         run.stopping.set()  # the watches end at once; their cells are not run
+        if slots is not None:
+            slots.close()  # cells not yet started do not start
         raise
     finally:
         for executor in (pool, watchers):

@@ -22,15 +22,32 @@ def _plain_name(name: object) -> str | None:
     return name
 
 
-def cell_evidence(cell: CellResult, run_dir: Path) -> tuple[EvidenceLink, ...]:
-    """Return the message copies, session records and portal copy stored for one cell."""
+StoredNames = dict[str, list[str]]  # a folder's message ids -> their `.eml` names, in order
+
+
+def stored_names(folder: Path) -> StoredNames:
+    """Return the `.eml` names messages.jsonl gives each message id, in stored order."""
+    names: StoredNames = {}
+    for stored in read_messages(folder):
+        name, message_id = _plain_name(stored.get("eml")), stored.get("message_id")
+        if name and isinstance(message_id, str):
+            names.setdefault(message_id, []).append(name)
+    return names
+
+
+def cell_evidence(
+    cell: CellResult, run_dir: Path, names: StoredNames | None = None
+) -> tuple[EvidenceLink, ...]:
+    """Return the message copies, session records and portal copy stored for one cell.
+
+    `names` is stored_names() of the cell's receiver folder, when the caller already read it.
+    """
     if not cell.message_id or "/" in cell.receiver or "/" in cell.sender:
         return ()
     folder = run_dir / EVIDENCE / cell.receiver
     links = []
-    for stored in read_messages(folder):
-        name = _plain_name(stored.get("eml"))
-        if stored.get("message_id") == cell.message_id and name and (folder / name).is_file():
+    for name in (stored_names(folder) if names is None else names).get(cell.message_id, ()):
+        if (folder / name).is_file():
             links.append(EvidenceLink(kind="message", path=f"{EVIDENCE}/{cell.receiver}/{name}"))
     if cell.sessions and (folder / SESSIONS).is_file():
         links.append(EvidenceLink(kind="sessions", path=f"{EVIDENCE}/{cell.receiver}/{SESSIONS}"))
@@ -41,12 +58,24 @@ def cell_evidence(cell: CellResult, run_dir: Path) -> tuple[EvidenceLink, ...]:
 
 
 def link_evidence(report: RunReport, run_dir: Path) -> RunReport:
-    """Return the report with each cell's evidence found in run_dir (kept when none is found)."""
+    """Return the report with each cell's evidence found in run_dir (kept when none is found).
+
+    Each receiver's messages.jsonl is read once, not once per cell.
+    """
+    folders: dict[str, StoredNames] = {}
+
+    def evidence(cell: CellResult) -> tuple[EvidenceLink, ...]:
+        if not cell.message_id or "/" in cell.receiver:
+            return cell_evidence(cell, run_dir)  # nothing to read
+        if cell.receiver not in folders:
+            folders[cell.receiver] = stored_names(run_dir / EVIDENCE / cell.receiver)
+        return cell_evidence(cell, run_dir, folders[cell.receiver])
+
     cells = tuple(
-        c.model_copy(update={"evidence": found}) if (found := cell_evidence(c, run_dir)) else c
+        c.model_copy(update={"evidence": found}) if (found := evidence(c)) else c
         for c in report.results
     )
     return report.model_copy(update={"results": cells})
 
 
-__all__ = ["cell_evidence", "link_evidence", "portal_name"]
+__all__ = ["cell_evidence", "link_evidence", "portal_name", "stored_names"]

@@ -397,11 +397,8 @@ class RunReport(Frozen):
         return None
 
     def cell(self, receiver: str, sender: str) -> CellResult | None:
-        """Return the result of one cell, or None when it did not run."""
-        for result in self.results:
-            if result.receiver == receiver and result.sender == sender:
-                return result
-        return None
+        """Return the result of one cell (the first, if repeated), or None when it did not run."""
+        return _cells_by_id(self.results).get((receiver, sender))
 
     @property
     def study_reproduced(self) -> tuple[int, int]:
@@ -413,6 +410,23 @@ class RunReport(Frozen):
     def study_planned(self) -> int:
         """Return how many study cells the suite has: those run plus those not run."""
         return sum(r.study for r in self.results) + sum(c.study for c in self.not_run)
+
+
+_CELL_INDEXES: list[tuple[tuple[CellResult, ...], dict[tuple[str, str], CellResult]]] = []
+CELL_INDEXES = 4  # results tuples whose index is kept (each holds its tuple: ids stay unique)
+
+
+def _cells_by_id(results: tuple[CellResult, ...]) -> dict[tuple[str, str], CellResult]:
+    """Return the results by (receiver, sender), the first of repeats; built once per tuple."""
+    for indexed, index in list(_CELL_INDEXES):
+        if indexed is results:
+            return index
+    index = {}
+    for result in results:
+        index.setdefault((result.receiver, result.sender), result)
+    _CELL_INDEXES.insert(0, (results, index))
+    del _CELL_INDEXES[CELL_INDEXES:]
+    return index
 
 
 __all__ = [  # the report records are re-exported: `from harness.model import ReceiverInfo` works

@@ -18,8 +18,8 @@ from harness.printable import printable
 from lab.backends.base import RunningLab
 from lab.endpoints import ReceiverEndpoint
 from lab.evidence_watch import Changes, WakingEvent
-from lab.message_record import MessageRecord, read_message_records
-from lab.session_facts import Handshake, SessionFacts, read_session_facts
+from lab.message_record import MessageRecord, message_keys, message_records_where
+from lab.session_facts import Handshake, SessionFacts, session_facts_where
 from lab.spec import BOUNCE_LOCAL_PART
 
 SESSION_RECORD_WAIT = 5.0  # seconds a delivering session's record may take to be written
@@ -48,13 +48,16 @@ def bounce_address(cell: str, zone: str) -> str:
     return f"{BOUNCE_LOCAL_PART}+{cell}@{zone}"
 
 
-def _stored(directory: Path) -> Iterable[tuple[MessageRecord, bytes]]:
-    """Yield (the lab's record of a stored message, its raw .eml bytes) for every message.
+def _stored(directory: Path, zone: str) -> Iterable[tuple[MessageRecord, bytes]]:
+    """Yield (the lab's record of a stored message, its raw .eml bytes) for every bounce.
 
     Reads the per-message records made durable before 250, so a message counts while its
-    session is still open.
+    session is still open; only those with a recipient at the zone's bounce mailbox.
     """
-    for stored in read_message_records(directory):
+    bounces = message_records_where(
+        directory, lambda key: any(is_bounce_mailbox(r, zone) for r in key.rcpt_tos)
+    )
+    for stored in bounces:
         try:
             data = (directory / stored.eml).read_bytes()
         except OSError:
@@ -72,7 +75,7 @@ def find_bounces(
     bounces = []
     for endpoint in endpoints.values():
         zone = zone_of(endpoint)
-        for stored, data in _stored(endpoint.evidence_dir):
+        for stored, data in _stored(endpoint.evidence_dir, zone):
             rcpts = [r for r in stored.rcpt_tos if is_bounce_mailbox(r, zone)]
             if rcpts and message_id.encode() in data:
                 received = stored.received
@@ -106,13 +109,13 @@ def cell_sessions(directory: Path, since: float, arrivals: list[Arrival]) -> lis
     after `since`, the moment the message was handed to the sender: nothing can tie it closer.
     """
     ours = {copy.session_id for copy in arrivals}
-    others = {record.session_id for record in read_message_records(directory)} - ours
-    return [
-        record
-        for record in read_session_facts(directory)
-        if record.session_id in ours
-        or (record.session_id not in others and record.started >= since)
-    ]
+    others = {key.session_id for key in message_keys(directory)} - ours
+    return session_facts_where(
+        directory,
+        lambda key: (
+            key.session_id in ours or (key.session_id not in others and key.started >= since)
+        ),
+    )
 
 
 def watch(

@@ -12,24 +12,29 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any
 
 from harness import cell_pool, headline, provenance
 from harness.arrivals import find_arrivals
 from harness.attempts import session_trail
-from harness.classify import Classified, classify, judge
-from harness.dane_evidence import dane_evidence, dane_published
+from harness.cell_notes import (
+    blame_the_store,
+    certificate_rejection_note,
+    missing_proxy_note,
+    missing_sessions_note,
+    receiver_info,
+    summarise,
+    tls_expectation,
+)
+from harness.classify import classify, judge
+from harness.dane_evidence import dane_evidence
 from harness.downgrade import DOWNGRADE_NOTE, find_downgrade
 from harness.expectations import failure_note
 from harness.model import (
-    CellExpectation,
     CellRef,
     CellResult,
     Outcome,
-    ReceiverInfo,
     RunReport,
     SenderInfo,
-    SessionSummary,
     Verdict,
     cell_id,
 )
@@ -37,16 +42,24 @@ from harness.observe import bounce_address, describe_attempts, watch, zone_of
 from harness.proxy_evidence import describe_proxy, receiver_peers, wait_for_proxy_records
 from harness.report import unwritable_as_report_error
 from harness.scenarios import LoadedSuite
-from harness.senders import SenderDriver, SendReport, TestMessage, driver_of, open_driver
+from harness.senders import SenderDriver, TestMessage, driver_of, open_driver
 from harness.senders.base import SendAction
 from lab.backends import BACKENDS, Backend, BackendError, RunningLab
-from lab.evidence_store import read_faults
 from lab.evidence_watch import WakingEvent, wait_until
 from lab.pki import ensure_certs
-from lab.proxy_record import ProxyRecord
-from lab.session_facts import EndedBy, SessionFacts, read_session_facts
-from lab.spec import ReceiverSpec, TlsVersion
-from lab.sts_spec import published_sts
+from lab.session_facts import SessionFacts, session_facts_where
+
+__all__ = [  # the cell notes' helpers stay importable from here, where they used to live
+    "LabRun",
+    "backend_named",
+    "build_message",
+    "certificate_rejection_note",
+    "new_run_id",
+    "open_run",
+    "receiver_info",
+    "summarise",
+    "wait_for_sessions",
+]
 
 SESSION_WAIT = 5.0
 MAIL_FROM_DOMAIN = "sender.lab.test"
@@ -87,34 +100,9 @@ def wait_for_sessions(directory: Path, peers: set[tuple[str, int]]) -> list[Sess
     """
 
     def found() -> list[SessionFacts]:
-        return [r for r in read_session_facts(directory) if (r.peer_ip, r.peer_port) in peers]
+        return session_facts_where(directory, lambda key: (key.peer_ip, key.peer_port) in peers)
 
     return wait_until([directory], found, lambda records: len(records) >= len(peers), SESSION_WAIT)
-
-
-def summarise(record: SessionFacts) -> SessionSummary:
-    """Return the parts of a session record a report shows."""
-    return SessionSummary(
-        peer=record.peer,
-        starttls=record.starttls_asked,
-        handshake=record.handshake.value,
-        version=record.version.value if record.version else None,
-        cipher=record.cipher,
-        alert=record.tls_failure,
-        sni=record.sni,
-        message_ids=tuple(m.message_id or "" for m in record.messages),
-        ended_by=record.ended_by.value,
-        group=record.group,
-        signature_scheme=record.signature_scheme,
-        resumed=record.resumed,
-        alert_sent=record.alert_sent,
-        offered_versions=record.offered.versions if record.offered else (),
-        offered_ciphers=tuple(c.iana or c.code for c in record.offered.cipher_suites)
-        if record.offered
-        else (),
-        ja4=record.offered.ja4 if record.offered else None,
-        session_id=record.session_id,
-    )
 
 
 class LabRun:
@@ -161,7 +149,7 @@ class LabRun:
             sender=sender,
             outcome=Outcome.ERROR,
             expected=expected.outcome,
-            expected_tls=_tls_expectation(expected),
+            expected_tls=tls_expectation(expected),
             verdict=Verdict.ERROR,
             detail=f"lab failure: the harness crashed in this cell:\n{trace.rstrip()}",
             study=expected.study,
@@ -200,16 +188,16 @@ class LabRun:
             if self.loaded.receivers[receiver].proxy is not None:
                 crossed = wait_for_proxy_records(directory, peers)  # the sender met the proxy
                 peers, proxy_note = receiver_peers(crossed), describe_proxy(crossed)
-                proxy_note += _missing_proxy_note(report, crossed)
+                proxy_note += missing_proxy_note(report, crossed)
             sessions = wait_for_sessions(directory, peers)
             arrivals = find_arrivals(directory, message.message_id, zone_of(endpoint))
-            note = _missing_sessions_note(len(peers), sessions) + proxy_note
+            note = missing_sessions_note(len(peers), sessions) + proxy_note
             note += session_trail(sessions, len(endpoint.mx))
         portal = report.portal_path is not None and report.portal_path.exists()
         seen = classify(report, arrivals, portal, watched)
         if not arrivals:
             complete = watched is None and len(sessions) >= len(report.attempts)
-            seen = _blame_the_store(seen, directory, sessions, None if complete else since)
+            seen = blame_the_store(seen, directory, sessions, None if complete else since)
         verdict = judge(expected, seen.outcome, seen.tls)
         downgrade = (
             find_downgrade(sessions, arrivals) if seen.outcome is Outcome.DELIVERED else None
@@ -222,7 +210,7 @@ class LabRun:
             sender=sender,
             outcome=seen.outcome,
             expected=expected.outcome,
-            expected_tls=_tls_expectation(expected),
+            expected_tls=tls_expectation(expected),
             verdict=verdict,
             tls=seen.tls,
             received=seen.received,
@@ -321,83 +309,6 @@ class LabRun:
             provenance=provenance.collect(self.loaded.path, backend, self.started, finished),
         )
         return report.model_copy(update={"headline": headline.evaluate(suite.headline, report)})
-
-
-def receiver_info(spec: ReceiverSpec) -> ReceiverInfo:
-    """Return the facts a report shows about a receiver: certificate, TLS range, STARTTLS."""
-    return ReceiverInfo(
-        id=spec.id,
-        description=spec.description,
-        certificate=spec.certificate,
-        tls_min=spec.tls_min,
-        tls_max=spec.tls_max,
-        starttls=spec.starttls,
-        domain=spec.domain,
-        proxy=spec.proxy.vector.value if spec.proxy is not None else None,
-        **_published_policy(spec),
-    )
-
-
-def _published_policy(spec: ReceiverSpec) -> dict[str, Any]:
-    """Return a receiver's policy fields: its MTA-STS, but `tlsa` first (RFC 8461 section 2)."""
-    fields = {"policy": "no-policy-found", **published_sts(spec)}
-    return {**fields, "policy": "tlsa"} if dane_published(spec) else fields
-
-
-def _tls_expectation(expected: CellExpectation) -> str | None:
-    """Return the TLS part of an expectation as text: a version, `plaintext`, `any` or None."""
-    tls = expected.tls
-    return tls.value if isinstance(tls, TlsVersion) else tls
-
-
-def certificate_rejection_note(outcome: Outcome, sessions: list[SessionFacts]) -> str:
-    """Return a note when nothing was delivered and every session hung up right after TLS."""
-    after_tls = [s.ended_by is EndedBy.CLOSED_AFTER_HANDSHAKE for s in sessions]
-    if outcome is Outcome.DELIVERED or not after_tls or not all(after_tls):
-        return ""
-    return "; the sender rejected the certificate after the handshake"
-
-
-def _blame_the_store(
-    seen: Classified, directory: Path, sessions: list[SessionFacts], since: float | None
-) -> Classified:
-    """Return a lab `error` when the receiver's evidence store failed this cell.
-
-    Decided from the lab's own records only, never the sender's text: a session record naming
-    the store failure; or, when the cell's sessions are not all recorded (`since` is then the
-    cell's start), a fault in the store's ledger since then (written in place: a full disk
-    cannot stop it).
-    """
-    if seen.outcome is Outcome.ERROR:
-        return seen  # already the lab's, with its own reason
-    failures = [r.store_error for r in sessions if r.store_error]
-    if since is not None:
-        failures += [
-            f"{f.get('file')}: {f.get('error')}"
-            for f in read_faults(directory)
-            if isinstance(f.get("at"), int | float) and f["at"] >= since
-        ]
-    if not failures:
-        return seen
-    return Classified(
-        Outcome.ERROR,
-        None,
-        f"lab failure: the receiver's evidence store failed ({failures[0]}); sender: {seen.detail}",
-    )
-
-
-def _missing_sessions_note(opened: int, sessions: list[SessionFacts]) -> str:
-    """Return a note when the receiver recorded fewer sessions than were opened to it."""
-    if len(sessions) < opened:
-        return f"; receiver recorded {len(sessions)} of {opened} sessions"
-    return ""
-
-
-def _missing_proxy_note(report: SendReport, records: list[ProxyRecord]) -> str:
-    """Return a note when the proxy recorded fewer connections than the sender opened."""
-    if len(records) < len(report.attempts):
-        return f"; proxy recorded {len(records)} of {len(report.attempts)} connections"
-    return ""
 
 
 def backend_named(name: str) -> Backend:

@@ -344,6 +344,11 @@ def _read_json_lines(path: Path) -> Iterator[dict[str, Any]]:
         data = path.read_bytes()
     except FileNotFoundError:
         return
+    yield from parse_json_lines(data)
+
+
+def parse_json_lines(data: bytes) -> Iterator[dict[str, Any]]:
+    """Yield the JSON object of each line of `data` that holds one whole (others are skipped)."""
     for line in data.split(b"\n"):
         record = _parse_line(line) if line.strip() else None
         if record is not None:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lab.client_offer import ClientOffer
-from lab.evidence_store import read_sessions
+from lab.evidence_index import index_of
+from lab.evidence_store import SESSIONS_FILE, read_sessions
 from lab.spec import TlsVersion
 
 __all__ = [
@@ -19,8 +20,10 @@ __all__ = [
     "EndedBy",
     "Handshake",
     "SessionFacts",
+    "SessionKey",
     "StoredMessage",
     "read_session_facts",
+    "session_facts_where",
     "session_schema",
 ]
 
@@ -122,6 +125,38 @@ def read_session_facts(directory: Path) -> Iterator[SessionFacts]:
             yield SessionFacts.model_validate(raw)
         except ValidationError:
             continue  # not a record this lab wrote (or a damaged one): never trusted as evidence
+
+
+class SessionKey(NamedTuple):
+    """What a session record is picked by without reading it whole: its peer, id and start."""
+
+    peer_ip: str
+    peer_port: int
+    session_id: str
+    started: float
+
+
+def session_facts_where(directory: Path, keep: Callable[[SessionKey], bool]) -> list[SessionFacts]:
+    """Return the valid session records whose key `keep` accepts, as read_session_facts would.
+
+    The folder's sessions.jsonl is read incrementally (lab.evidence_index): each line is
+    validated once per process, and only the records picked are parsed again.
+    """
+    path = directory / SESSIONS_FILE
+    return index_of("session", path, _session_or_none, _session_key).where(keep)
+
+
+def _session_or_none(raw: dict[str, Any]) -> SessionFacts | None:
+    """Return one line's session record, or None when it is not a valid one."""
+    try:
+        return SessionFacts.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+def _session_key(record: SessionFacts) -> SessionKey:
+    """Return the key a session record is picked by."""
+    return SessionKey(record.peer_ip, record.peer_port, record.session_id, record.started)
 
 
 def session_schema() -> dict[str, Any]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from harness.cell_notes import receiver_info
 from harness.expectations import unsafe_reason
 from harness.model import CellExpectation, Outcome, SenderProfileBase, Suite
-from harness.runner import receiver_info
 from harness.scenario_files import ScenarioError
 from harness.scenarios import LoadedSuite, load_receiver, load_sender, load_suite
 from harness.scoreboard.model import BoardReceiver, BoardSender, Family

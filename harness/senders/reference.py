@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import smtplib
 import socket
 import ssl
+import threading
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from harness.job_slots import modelled_wait
 from harness.model import PolicyAction, ReferenceSenderProfile, TlsMode
 from harness.senders.base import SendAction, SendReport, TestMessage
 from lab.backends.base import RunningLab
@@ -71,7 +74,38 @@ class RoutedSMTP(smtplib.SMTP):
 
 
 def client_context(profile: ReferenceSenderProfile, ca_cert: Path) -> ssl.SSLContext:
-    """Return the client TLS context for a profile: version floor, and verification or not."""
+    """Return the client TLS context for a profile: version floor, and verification or not.
+
+    Made once per (version floor, verification, CA file as it is now) and then shared: a
+    context only configures the connections made with it, which never resume a session.
+    """
+    ca_state: tuple[int, int, int] | None = None
+    if profile.verify:
+        try:
+            stat = os.stat(ca_cert)
+            ca_state = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            return _new_client_context(profile, ca_cert)  # raises as it always did
+    key = (profile.min_version, profile.verify, str(ca_cert), ca_state)
+    with _CONTEXTS_LOCK:
+        context = _CONTEXTS.get(key)
+    if context is None:
+        context = _new_client_context(profile, ca_cert)
+        with _CONTEXTS_LOCK:
+            context = _CONTEXTS.setdefault(key, context)
+            while len(_CONTEXTS) > MAX_CONTEXTS:
+                del _CONTEXTS[next(iter(_CONTEXTS))]
+    return context
+
+
+ContextKey = tuple[TlsVersion, bool, str, tuple[int, int, int] | None]
+_CONTEXTS: dict[ContextKey, ssl.SSLContext] = {}
+_CONTEXTS_LOCK = threading.Lock()
+MAX_CONTEXTS = 64  # client contexts kept per process, oldest dropped first
+
+
+def _new_client_context(profile: ReferenceSenderProfile, ca_cert: Path) -> ssl.SSLContext:
+    """Make the client TLS context of a profile (client_context's work, without its cache)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -303,7 +337,7 @@ def with_retries(attempt: Callable[[], SendReport]) -> SendReport:
     began = time.monotonic()
     reports = [attempt()]
     while reports[-1].action is SendAction.DEFERRED and len(reports) <= RETRIES:
-        time.sleep(RETRY_DELAY)  # the retry schedule itself, not a wait for a condition
+        modelled_wait(RETRY_DELAY)  # the retry schedule itself: its job slot runs another cell
         retried = attempt()
         reports.append(dataclasses.replace(retried, reason=retried.reason + _after(began)))
     return _combined(reports)
