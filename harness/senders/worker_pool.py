@@ -144,8 +144,10 @@ class WorkerPool:
                 worker = self._idle.pop() if self._idle else None
                 if worker is None:
                     self._starting += 1
+                else:
+                    self._busy.add(worker)  # in the same step: the cap always holds
             if worker is not None and worker.channel.ended():
-                worker.stop()  # it died while idle: replace it, no job was lost
+                self._drop(worker)  # it died while idle: replace it, no job was lost
                 continue
             if worker is None:
                 try:
@@ -157,9 +159,6 @@ class WorkerPool:
                         if worker is not None:
                             self.started += 1
                             self._busy.add(worker)  # in the same step: the cap always holds
-            else:
-                with self._lock:
-                    self._busy.add(worker)
             if self._closed:
                 self._drop(worker)
                 raise WorkerFailed("the sender's workers are closed (the run is ending)")
