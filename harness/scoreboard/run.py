@@ -21,6 +21,7 @@ from harness.scoreboard.plan import BOARD_ID, POLICY_GROUP, BoardPlan, build_pla
 from harness.scoreboard.versions import read_versions
 from lab.backends import BACKENDS, Backend, BackendError
 
+NEIGHBOUR_LIMIT = Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
 SubParsers = argparse._SubParsersAction  # argparse has no public name for it
 
 
@@ -108,6 +109,8 @@ def cmd_scoreboard(args: argparse.Namespace) -> int:
             f"the real senders {real} run only on the docker backend",
             "use --backend docker, or --senders with policy models only",
         )
+    if backend.name == "docker":
+        check_neighbour_room(plan)
     reports = reports_dir(args.reports)
     total = len(plan.cells)
     print(
@@ -130,6 +133,33 @@ def cmd_scoreboard(args: argparse.Namespace) -> int:
         print(f"{cell.id}: {cell.verdict.value if cell.verdict else ''}: expected {cell.expected}"
               f" ({cell.expected_from}); {cell.detail}", file=sys.stderr)  # fmt: skip
     return 1 if bad or not board.complete else 0
+
+
+def neighbour_entries(plan: BoardPlan) -> int:
+    """Return the ARP entries a board may hold (its senders towards every container, twice)."""
+    receivers = plan.loaded.receivers.values()
+    containers = sum(len(spec.mx_routes) for spec in receivers) + len(plan.senders) + 4
+    return 2 * containers * (len(plan.senders) + 4)
+
+
+def check_neighbour_room(plan: BoardPlan, limit_file: Path = NEIGHBOUR_LIMIT) -> None:
+    """Raise BackendError when the kernel's neighbour table cannot hold the board's entries.
+
+    The table is shared by every network namespace; once full, a new entry fails and a sender's
+    connect says "No route to host", which the board would read as the sender's failure.
+    """
+    try:
+        limit = int(limit_file.read_text().strip())
+    except (OSError, ValueError):
+        return  # not Linux, or not readable: nothing to judge
+    needed = neighbour_entries(plan)
+    if limit < needed:
+        raise BackendError(
+            f"the kernel's neighbour table holds {limit} entries ({limit_file}); this board's "
+            f"containers may need {needed}, and a full table fails connections as a sender's",
+            f"as root: sysctl -w net.ipv4.neigh.default.gc_thresh3={max(needed, 16384)} "
+            "(make docker-engine does it), or run a subset (--receivers/--senders)",
+        )
 
 
 def _progress(index: int, total: int, result: CellResult, plan: BoardPlan) -> None:

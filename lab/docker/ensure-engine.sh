@@ -46,8 +46,25 @@ isolate_host() {
     say "host firewall: new connections from lab bridges (tlslab+) to the host are dropped"
 }
 
+# Room in the kernel's neighbour (ARP) table: it is shared by every network namespace, and a
+# whole scoreboard (14 sender containers talking to 60-odd receivers, plus the last run's entries
+# not yet collected) overflows the default 1024; a new entry then fails and a sender's connect
+# says "No route to host", which would read as the sender's failure. Needs root; said, never fatal.
+neighbour_room() {
+    local now
+    now=$(cat /proc/sys/net/ipv4/neigh/default/gc_thresh3 2>/dev/null || echo 0)
+    [ "$now" -ge 16384 ] && return 0
+    if [ "$(id -u)" != 0 ] || ! sysctl -q -w net.ipv4.neigh.default.gc_thresh1=4096 \
+        net.ipv4.neigh.default.gc_thresh2=8192 net.ipv4.neigh.default.gc_thresh3=16384; then
+        say "WARNING: neighbour table limit is $now (gc_thresh3); a whole scoreboard needs 16384 (as root: sysctl -w net.ipv4.neigh.default.gc_thresh3=16384)"
+        return 0
+    fi
+    say "neighbour table: gc_thresh3 $now -> 16384 (room for the scoreboard's containers)"
+}
+
 if docker info >/dev/null 2>&1; then
     isolate_host
+    neighbour_room
     say "docker engine already answers ($(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?')); nothing to do"
     exit 0
 fi
@@ -172,6 +189,7 @@ if [ $rc != 0 ]; then
 fi
 ms=$(( ($(date +%s%N) - start) / 1000000 ))
 isolate_host
+neighbour_room
 
 drv=$(docker info --format '{{.Driver}}' 2>/dev/null || echo '?')
 ver=$(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?')
