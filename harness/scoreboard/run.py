@@ -142,12 +142,13 @@ def neighbour_entries(plan: BoardPlan) -> int:
     return 2 * containers * (len(plan.senders) + 4)
 
 
-def check_neighbour_room(plan: BoardPlan, limit_file: Path = NEIGHBOUR_LIMIT) -> None:
+def check_neighbour_room(plan: BoardPlan, limit_file: Path | None = None) -> None:
     """Raise BackendError when the kernel's neighbour table cannot hold the board's entries.
 
     The table is shared by every network namespace; once full, a new entry fails and a sender's
     connect says "No route to host", which the board would read as the sender's failure.
     """
+    limit_file = limit_file or NEIGHBOUR_LIMIT
     try:
         limit = int(limit_file.read_text().strip())
     except (OSError, ValueError):
