@@ -39,6 +39,8 @@ ADDED_COMMANDS = {
     "scoreboard": ("harness.scoreboard.run", "add_scoreboard_command"),
 }
 OWN_COMMANDS = ("run", "up", "report", "certs", "down")
+# the handlers of local-backend commands that start receivers at once
+PRESTARTED = ("harness.run_command:cmd_run", "harness.lab_commands:cmd_up")
 BACKEND_NAMES = ("attached", "docker", "local")  # lab.backends.BACKENDS (not imported to parse)
 Handler = Callable[[argparse.Namespace], int]
 
@@ -49,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, run the sub-command, map known errors to exit status 2."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(_command_of(arguments)).parse_args(arguments)
+    prestarted = _prestart_receivers(args)
     signal.signal(signal.SIGTERM, interrupt)
     try:
         return _handler(args.handler)(args)
@@ -63,6 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"tlslab: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        if prestarted:
+            from lab.prestart import discard
+
+            discard()  # a receiver child the command did not take (bad input, an early stop)
 
 
 def script() -> int:
@@ -89,6 +97,15 @@ def _command_of(arguments: Sequence[str]) -> str | None:
         if argument == "--":
             return None
     return None
+
+
+def _prestart_receivers(args: argparse.Namespace) -> bool:
+    """Fork the local receiver child now for `run`/`up`, to import its code beside the harness."""
+    if args.handler not in PRESTARTED or getattr(args, "backend", None) != "local":
+        return False
+    from lab.prestart import prestart
+
+    return prestart() is not None
 
 
 def _handler(handler: Handler | str) -> Handler:

@@ -1,7 +1,8 @@
 """The embedded default backend: all receivers in one local child process on loopback.
 
-The child is forked from this process, which has already imported the receivers' code, so a run
-pays no second interpreter start-up; it is still a process of its own (lab.forked).
+The child is the one `tlslab run`/`up` forked at start-up (lab.prestart: it imported the
+receivers' code while this process imported the harness), or is forked now from this process; a
+run pays no second interpreter start-up, and the child is still a process of its own (lab.forked).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from lab.backends.lab_dns import endpoint_addresses, local_dns, needs_dns
 from lab.endpoints import ReceiverEndpoint, write_specs_file
 from lab.forked import ForkedServe, fork_serve
 from lab.pki import LabPki
+from lab.prestart import take
 from lab.spec import ReceiverSpec
 from lab.sts_local import local_policy_host
 
@@ -92,8 +94,8 @@ def spawn(command: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
 
 
 def fork_receivers(argv: list[str], log_fd: int) -> ForkedServe:
-    """Fork the receiver child (`lab.serve` argv) from a thread as long-lived as this process."""
-    return on_spawner(lambda: fork_serve(argv, log_fd))
+    """Start the receiver child (`lab.serve` argv): the prestarted one, or fork one now."""
+    return on_spawner(lambda: take(argv, log_fd) or fork_serve(argv, log_fd))
 
 
 def on_spawner(launch: Callable[[], Child]) -> Child:
