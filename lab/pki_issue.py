@@ -9,16 +9,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from lab.pki_layout import (  # noqa: F401  (re-exported: the names issuing uses)
+    CA_ORGANIZATIONS,
+    INTERMEDIATE,
+    MISMATCHED_NAME,
+    NOT_YET_VALID_IN,
+    VALID_FOR,
+)
 from lab.pki_sha1 import issue_sha1
 from lab.spec import CertState
 
 Issuer = tuple[x509.Certificate, rsa.RSAPrivateKey]
 
-CA_ORGANIZATIONS = {"lab-ca": "Sender TLS Lab", "untrusted-ca": "Untrusted (no sender)"}
-INTERMEDIATE = "lab-intermediate"  # issued by lab-ca; signs the missing-intermediate leaf
-VALID_FOR = timedelta(days=825)
-NOT_YET_VALID_IN = timedelta(days=30)
-MISMATCHED_NAME = "wrong-host.invalid-name.lab.test"
 KEY_BITS = {CertState.WEAK_KEY: 1024}  # every other leaf: 2048
 _DAY = timedelta(days=1)
 _SERVER_KEY_USAGE = x509.KeyUsage(

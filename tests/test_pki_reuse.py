@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import hashes
 from pki_helpers import ALL, LEAVES, SPECS, bundle_for, cert, fingerprints, leaf
 
 import lab.pki
+import lab.pki_check
 from lab.pki import CertificateError, ensure_certs, load_certs
 from lab.pki_sha1 import verify_sha1_issued_by
 from lab.spec import CertState
@@ -32,10 +33,13 @@ def test_second_call_reuses_without_generating(
 ) -> None:
     first = ensure_certs(SPECS, tmp_path)
     manifest = (tmp_path / "manifest.json").read_bytes()
+    monkeypatch.setattr(lab.pki, "write_atomic", no_generation)  # the manifest stays as it is
     for name in ("new_ca", "issue_leaf", "write_atomic"):
-        monkeypatch.setattr(lab.pki, name, no_generation)
-    second = ensure_certs(SPECS, tmp_path)
+        monkeypatch.setattr(lab.pki_check, name, no_generation)
+    second = ensure_certs(SPECS, tmp_path)  # answered by the recorded pass
     assert second == first
+    (tmp_path / ".checked.json").unlink()
+    assert ensure_certs(SPECS, tmp_path) == first  # the full check reuses every file too
     assert fingerprints(second) == fingerprints(first)
     assert load_certs(SPECS, tmp_path) == first
     assert (tmp_path / "manifest.json").read_bytes() == manifest
@@ -111,7 +115,7 @@ def test_an_expiring_ca_is_replaced_with_every_leaf_other_runs_included(
     ensure_certs(SPECS[2:], tmp_path, now=late)  # the second run alone renews the CAs ...
     with monkeypatch.context() as patched:
         for name in ("new_ca", "issue_leaf"):
-            patched.setattr(lab.pki, name, no_generation)
+            patched.setattr(lab.pki_check, name, no_generation)
         pki = ensure_certs(SPECS, tmp_path, now=late)  # ... and the first run's leaves with them
     assert renewed(before, fingerprints(pki)) == ALL
     assert cert(pki.ca_cert_path).not_valid_after_utc > late + timedelta(days=2)

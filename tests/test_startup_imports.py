@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness import cli
 from lab.backends import BACKENDS
 
@@ -49,3 +51,36 @@ def test_the_probe_sees_them_when_something_imports_them() -> None:
 
 def test_the_parser_names_every_backend() -> None:
     assert tuple(sorted(BACKENDS)) == cli.BACKEND_NAMES
+
+
+WHOLE_RUN = """
+import contextlib, io, json, sys
+{before}
+from harness.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    status = main(["run", "--suite", "ses-2025", "--reports", sys.argv[1], "--certs", sys.argv[2]])
+names = ("cryptography", "tlslite", "aiosmtpd", "lab.serve", "lab.receiver")
+print(json.dumps([status, sorted(m for m in names if m in sys.modules)]))
+"""
+
+
+def whole_run(tmp_path: Path, before: str = "") -> tuple[int, list[str]]:
+    """Run `tlslab run` in a fresh process; return its status and which of the names it loaded."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TLSLAB_")}
+    done = subprocess.run(
+        [sys.executable, "-c", WHOLE_RUN.format(before=before), str(tmp_path / "reports"),
+         str(tmp_path / "certs")],
+        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    status, names = json.loads(done.stdout.splitlines()[-1])
+    return int(status), list(names)
+
+
+@pytest.mark.integration
+def test_a_whole_local_run_with_checked_certs_loads_no_receiver_or_certificate_code(
+    tmp_path: Path,
+) -> None:
+    assert whole_run(tmp_path) == (0, ["cryptography"])  # the first run issues the certificates
+    assert whole_run(tmp_path) == (0, [])  # the child imports the receivers; the pass is recorded
+    control = whole_run(tmp_path, "import lab.pki_check, lab.serve")
+    assert control == (0, ["aiosmtpd", "cryptography", "lab.receiver", "lab.serve", "tlslite"])
