@@ -78,7 +78,7 @@ class PolicyAction(enum.StrEnum):
 class Frozen(BaseModel):
     """Base for every model read from YAML: immutable, unknown fields rejected."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
 
 class TlsFacts(Frozen):

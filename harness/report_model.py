@@ -20,7 +20,7 @@ QueryOutcome = Literal[
 class Frozen(BaseModel):
     """Base for every record here: immutable, unknown fields rejected."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
 
 class Risk(enum.StrEnum):

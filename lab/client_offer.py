@@ -13,7 +13,7 @@ __all__ = ["ClientOffer", "OfferedCipher"]
 class OfferedCipher(BaseModel):
     """One cipher suite a client offered: its code point, IANA name and OpenSSL name."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     code: str  # `0x1301`
     iana: str | None = None
@@ -23,7 +23,7 @@ class OfferedCipher(BaseModel):
 class ClientOffer(BaseModel):
     """The offer of one ClientHello."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="ignore")
 
     legacy_version: str
     supported_versions: tuple[str, ...] = ()

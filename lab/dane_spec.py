@@ -33,7 +33,7 @@ class TlsaSubject(enum.StrEnum):
 class TlsaRecord(BaseModel):
     """One TLSA record `usage selector matching` whose data is computed from `of`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     usage: Annotated[StrictInt, within(0, 3)]
     selector: Annotated[StrictInt, within(0, 1)]
@@ -44,7 +44,7 @@ class TlsaRecord(BaseModel):
 class DaneSpec(BaseModel):
     """The DNS side of a DANE receiver: its signed (or not) subzone, TLSA records, lookup faults."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     signing: ZoneSigning = ZoneSigning.SIGNED
     tlsa: tuple[TlsaRecord, ...] = Field(default=(), max_length=TLSA_LIMIT)

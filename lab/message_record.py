@@ -24,7 +24,7 @@ __all__ = [
 class MessageRecord(BaseModel):
     """The lab's own account of one message it answered 250 to, and of the session it came in."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="ignore")
 
     kind: Literal["message"] = "message"
     receiver: str

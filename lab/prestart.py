@@ -84,6 +84,8 @@ def _child(child_end: socket.socket, stdout_fd: int) -> int:
     failure = ""
     try:
         from lab import serve
+
+        _build_deferred_models()
     except BaseException:
         failure = traceback.format_exc()
     if not gc.isenabled():  # forked during the parent's start-up, its collector paused
@@ -114,3 +116,15 @@ def _child(child_end: socket.socket, stdout_fd: int) -> int:
             sys.stdout.flush()
             sys.stderr.flush()
     return status
+
+
+def _build_deferred_models() -> None:
+    """Build the lab's models that wait for their first use (defer_build) now, not in a session."""
+    from pydantic import BaseModel
+
+    classes = list(BaseModel.__subclasses__())
+    while classes:
+        model = classes.pop()
+        classes.extend(model.__subclasses__())
+        if model.__module__.startswith(("lab.", "harness.")) and not model.__pydantic_complete__:
+            model.model_rebuild()

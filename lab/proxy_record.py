@@ -16,7 +16,7 @@ PROXY_FILE = "proxy.jsonl"
 class ProxyRecord(BaseModel):
     """One sender connection through the proxy: the vector, what crossed it, and how."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     receiver: str
     vector: ProxyVector

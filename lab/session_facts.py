@@ -59,7 +59,7 @@ class EndedBy(StrEnum):
 class StoredMessage(BaseModel):
     """One message of the session that the receiver stored and answered 250."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="ignore")
 
     queue_id: str
     message_id: str | None = None
@@ -74,7 +74,7 @@ class StoredMessage(BaseModel):
 class SessionFacts(BaseModel):
     """The lab's own account of one session; TLS facts come from OpenSSL, never from the client."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="ignore")
 
     receiver: str
     session_id: str

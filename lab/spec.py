@@ -97,7 +97,7 @@ OWN_MX = "mx"  # the label of the receiver's own MX host, the one its certificat
 class MxHost(BaseModel):
     """One MX record of a receiver's domain: host `<name>.<domain>`, its preference, STARTTLS."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # a DNS label
     preference: Annotated[StrictInt, within(0, 65_535)] = 10
@@ -107,7 +107,7 @@ class MxHost(BaseModel):
 class Greylist(BaseModel):
     """Greylisting: answer 451 4.7.1 to the first `first_attempts` attempts of each message."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     first_attempts: Annotated[StrictInt, within(0, 10)] = 1
 
@@ -136,7 +136,7 @@ class ProxyVector(enum.StrEnum):
 class ProxySpec(BaseModel):
     """A man in the middle the MX host name resolves to, relaying to the receiver behind it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     vector: ProxyVector
 
@@ -144,7 +144,7 @@ class ProxySpec(BaseModel):
 class ReceiverSpec(BaseModel):
     """One receiving MTA pinned to one TLS state; `id` is the YAML file's stem."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=63)  # a DNS label
     description: str = Field(default="", max_length=TEXT_MAX_LENGTH)

@@ -32,7 +32,7 @@ READ_TIMEOUT = 10.0
 class PolicySite(BaseModel):
     """One policy host: its name, certificate, defect and policy body."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     host: str
     cert_path: Path

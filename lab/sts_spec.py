@@ -40,7 +40,7 @@ class PolicyHostDefect(enum.StrEnum):
 class StsSpec(BaseModel):
     """The MTA-STS records and policy a receiver's domain publishes."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     mode: StsMode
     mx: tuple[MxPattern, ...] = Field(

@@ -134,7 +134,7 @@ def open_driver(profile: SenderProfileBase, lab: RunningLab, outbox: Path) -> Se
 class _DriverField(BaseModel):
     """The `driver` field alone, which selects the profile model from DRIVERS."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
     driver: str = "reference"
 
