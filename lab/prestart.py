@@ -1,17 +1,20 @@
 """A receiver child forked before the parent's own imports, importing the receivers' code meanwhile.
 
 `tlslab run` and `tlslab up` on the local backend call `prestart()` as soon as their command line
-is parsed: the child imports `lab.serve` on the second core while the parent imports the harness,
-then waits for its argv and its log descriptor (one message on a Unix socket). `take()` hands them
-over when the lab starts; from then on the child is exactly the `lab.forked` child (the socket is
-its standard input: EOF = parent gone, as with the pipe). A child never handed over ends at EOF,
-and `discard()` (or the parent's exit) ends it; it never ran a receiver, so nothing is lost.
+is parsed. It imports the modules both sides need (SHARED: the models, the evidence store, the
+PKI), then forks: the child imports the rest of `lab.serve` on the second core while the parent
+imports the harness, then waits for its argv and its log descriptor (one message on a Unix
+socket). `take()` hands them over when the lab starts; from then on the child is exactly the
+`lab.forked` child (the socket is its standard input: EOF = parent gone, as with the pipe). A
+child never handed over ends at EOF, and `discard()` (or the parent's exit) ends it; it never ran
+a receiver, so nothing is lost.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import json
 import os
 import signal
@@ -23,6 +26,12 @@ from collections.abc import Sequence
 
 from lab.forked import _PARENT_ENDS, CRASH_STATUS, ForkedServe, _become_child
 
+# imported before the fork, once for both processes: what the harness and the receivers share
+SHARED = (
+    "concurrent.futures", "email.parser", "subprocess", "lab.client_offer", "lab.endpoints",
+    "lab.evidence_index", "lab.evidence_store", "lab.message_record", "lab.pki",
+    "lab.session_facts",
+)  # fmt: skip
 HANDOFF_BYTES = 1 << 20  # the argv message's bound (the receivers' specs travel in a file)
 _WAITING: dict[int, tuple[int, socket.socket, int]] = {}  # parent pid -> (child, socket, stdout)
 
@@ -31,6 +40,8 @@ def prestart() -> int | None:
     """Fork a child that imports `lab.serve` and waits for `take()`; return its pid, or None."""
     if threading.current_thread() is not threading.main_thread() or os.getpid() in _WAITING:
         return None  # PR_SET_PDEATHSIG follows the forking thread: only the main thread forks
+    for name in SHARED:
+        importlib.import_module(name)
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     stdout_read, stdout_write = os.pipe()
     pid = os.fork()

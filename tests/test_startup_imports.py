@@ -12,6 +12,7 @@ import pytest
 
 from harness import cli
 from lab.backends import BACKENDS
+from lab.prestart import SHARED
 
 PROJECT = Path(__file__).resolve().parents[1]
 NOT_AT_START = (
@@ -84,3 +85,21 @@ def test_a_whole_local_run_with_checked_certs_loads_no_receiver_or_certificate_c
     assert whole_run(tmp_path) == (0, [])  # the child imports the receivers; the pass is recorded
     control = whole_run(tmp_path, "import lab.pki_check, lab.serve")
     assert control == (0, ["aiosmtpd", "cryptography", "lab.receiver", "lab.serve", "tlslite"])
+
+
+def test_what_both_processes_import_before_the_fork_holds_no_receiver_only_code() -> None:
+    found = loaded_at_start(f"import importlib; [importlib.import_module(m) for m in {SHARED!r}]")
+    assert found == []
+    assert set(SHARED) <= set(json.loads(imported_by("import lab.serve")))  # the child's too
+    assert set(SHARED) <= set(json.loads(imported_by("import harness.run_command")))  # control
+
+
+def imported_by(code: str) -> str:
+    """Return, as JSON, the modules a fresh interpreter has loaded after running `code`."""
+    probe = f"import json, sys; {code}; print(json.dumps(sorted(sys.modules)))"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TLSLAB_")}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=PROJECT, env=env, capture_output=True, text=True,
+        timeout=60, check=True,
+    )  # fmt: skip
+    return done.stdout
