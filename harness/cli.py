@@ -7,14 +7,17 @@ Only the chosen sub-command's modules are imported: its parser is built alone (e
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import gc
 import importlib
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from harness.interrupts import Terminated, interrupt
 
@@ -77,15 +80,27 @@ def script() -> int:
     """Run main() for the `tlslab` script, the collector never walking start-up's objects.
 
     Imports allocate a few hundred thousand long-lived objects (classes, schemas, functions):
-    the cyclic collector is paused while they load, then they are frozen out of its generations,
-    so neither the run's collections nor the interpreter's final ones walk them again. Exit is
-    otherwise the normal one (threads joined, atexit handlers, files closed and flushed).
+    the cyclic collector is paused while they load, then they are frozen out of its generations.
+    When main() returns, the exit does what the interpreter's would that anyone can observe
+    (non-daemon threads joined, atexit handlers run, standard streams flushed) and then ends the
+    process without freeing those objects one by one. An exception leaves the normal way.
     """
     gc.disable()
     try:
-        return main()
+        status = main()
     finally:
-        gc.freeze()  # the final collections at exit skip everything alive now
+        gc.freeze()
+    _exit_without_teardown(status)
+
+
+def _exit_without_teardown(status: int) -> NoReturn:
+    """Join threads, run atexit handlers, flush the standard streams, then `os._exit(status)`."""
+    threading._shutdown()  # type: ignore[attr-defined]  # what Py_FinalizeEx calls first
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 def _command_of(arguments: Sequence[str]) -> str | None:
