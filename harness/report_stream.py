@@ -1,0 +1,63 @@
+"""results.json as a stream of pieces: the same bytes as one `json.dumps`, one cell at a time."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import pydantic_core
+
+from harness.model import CellResult, RunReport
+
+SCHEMA_ID = "sender-tls-lab/results/v1"
+_RESULTS_MARK = '\n  "results": []'  # top-level keys alone sit at two spaces: the mark is unique
+_CELL_INDENT = "\n    "  # a results[] item's lines, as json.dumps(indent=2) nests them
+
+
+def pretty_json(data: Any) -> str:
+    """Return data as json.dumps(indent=2, ensure_ascii=False) writes it (no final newline)."""
+    return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def _float_text_agrees(value: float) -> bool:
+    """Return whether pydantic's JSON writes this float exactly as Python's json does."""
+    if not math.isfinite(value):
+        return False
+    return pydantic_core.to_json(value).decode() == json.dumps(value)
+
+
+def cell_json(cell: CellResult) -> str:
+    """Return one cell as `pretty_json(cell.model_dump(mode="json"))` writes it.
+
+    pydantic writes it (in Rust, several times faster than the json module with an indent) when
+    its only float, `seconds`, is written the same way by both; otherwise the json module does.
+    """
+    if _float_text_agrees(cell.seconds):
+        return cell.model_dump_json(indent=2)
+    return pretty_json(cell.model_dump(mode="json"))
+
+
+def results_chunks(report: RunReport) -> Iterator[str]:
+    """Yield the text of results.json in pieces, byte-for-byte the whole document's dump.
+
+    Only one cell is turned into JSON at a time: a 10,000-cell run never holds its whole
+    document (about 34 MB of text, more as dicts) in memory.
+    """
+    rest = report.model_dump(mode="json", exclude={"results"})
+    document: dict[str, Any] = {"schema": SCHEMA_ID}
+    for name in RunReport.model_fields:
+        document[name] = [] if name == "results" else rest[name]
+    text = pretty_json(document) + "\n"
+    if not report.results:
+        yield text
+        return
+    before, after = text.split(_RESULTS_MARK, 1)
+    yield before + '\n  "results": ['
+    for index, cell in enumerate(report.results):
+        yield ("," if index else "") + _CELL_INDENT + cell_json(cell).replace("\n", _CELL_INDENT)
+    yield "\n  ]" + after
+
+
+__all__ = ["SCHEMA_ID", "cell_json", "pretty_json", "results_chunks"]
