@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import quote
 
 from harness.labels import (
@@ -238,8 +238,13 @@ def _provenance(report: RunReport) -> str:
     return f'<section id="provenance"><h2>Provenance</h2><dl class="prov">{items}</dl></section>'
 
 
-def html_chunks(report: RunReport) -> Iterator[str]:
-    """Yield report.html in pieces, one matrix row at a time (render_html joins them)."""
+def html_chunks(
+    report: RunReport, finish: Callable[[CellResult], CellResult] | None = None
+) -> Iterator[str]:
+    """Yield report.html in pieces, one matrix row at a time (render_html joins them).
+
+    `finish` (report_view.CellFinish) completes each cell just before it is shown.
+    """
     rows, cols = axes(report)
     info = {s.id: s for s in report.senders}
     head = "".join(
@@ -280,7 +285,10 @@ def html_chunks(report: RunReport) -> Iterator[str]:
     )
     for r in rows:
         cells = "".join(
-            html_cell(report, c) if (c := report.cell(r, s)) else _not_run(f"{r}-{s}") for s in cols
+            html_cell(report, finish(c) if finish else c)
+            if (c := report.cell(r, s))
+            else _not_run(f"{r}-{s}")
+            for s in cols
         )
         yield f"<tr><th>{_e(r)}</th>{cells}</tr>"
     yield (

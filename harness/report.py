@@ -24,7 +24,7 @@ from harness.report_files import (
     unwritable_as_report_error,
 )
 from harness.report_stream import SCHEMA_ID, pretty_json, results_chunks
-from harness.report_view import assess
+from harness.report_view import CellFinish
 from harness.summary_md import render_summary, summary_lines
 from harness.tlsrpt import FOLDER as TLSRPT_FOLDER
 from harness.tlsrpt import build_tlsrpt, tlsrpt_index
@@ -99,7 +99,7 @@ def render_all(report: RunReport, run_dir: Path) -> list[Path]:
     whole in memory. Raise ReportError naming the folder when it cannot be written (full,
     read-only, a file).
     """
-    report = assess(report, EvidenceFinder(run_dir))
+    finish = CellFinish(report, EvidenceFinder(run_dir))  # per cell: no copy of the whole run
     tlsrpt = build_tlsrpt(report)
     for sender in tlsrpt:
         if not re.fullmatch(ID_PATTERN, sender) or len(sender) > ID_MAX_LENGTH:
@@ -108,9 +108,9 @@ def render_all(report: RunReport, run_dir: Path) -> list[Path]:
                 "restore the file from the run that wrote it",
             )  # fmt: skip
     files: dict[str, Iterable[str]] = {  # generators: each file's text is made as it is written
-        RESULTS: results_chunks(report),
-        SUMMARY: _lines(summary_lines(report)),
-        HTML: html_chunks(report),
+        RESULTS: results_chunks(report, finish),
+        SUMMARY: _lines(summary_lines(report, finish)),
+        HTML: html_chunks(report, finish),
         TLSRPT: _once(tlsrpt_index(tlsrpt, report.complete)),
     }
     files |= {f"{TLSRPT_FOLDER}/{sender}.json": _once(doc) for sender, doc in tlsrpt.items()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pydantic_core
@@ -39,11 +39,18 @@ def cell_json(cell: CellResult) -> str:
     return pretty_json(cell.model_dump(mode="json"))
 
 
-def results_chunks(report: RunReport) -> Iterator[str]:
+def _same(cell: CellResult) -> CellResult:
+    """Return the cell as it is."""
+    return cell
+
+
+def results_chunks(
+    report: RunReport, finish: Callable[[CellResult], CellResult] = _same
+) -> Iterator[str]:
     """Yield the text of results.json in pieces, byte-for-byte the whole document's dump.
 
-    Only one cell is turned into JSON at a time: a 10,000-cell run never holds its whole
-    document (about 34 MB of text, more as dicts) in memory.
+    Only one cell is turned into JSON at a time (after `finish`, e.g. report_view.CellFinish):
+    a 10,000-cell run never holds its whole document (about 34 MB of text) in memory.
     """
     rest = report.model_dump(mode="json", exclude={"results"})
     document: dict[str, Any] = {"schema": SCHEMA_ID}
@@ -56,7 +63,8 @@ def results_chunks(report: RunReport) -> Iterator[str]:
     before, after = text.split(_RESULTS_MARK, 1)
     yield before + '\n  "results": ['
     for index, cell in enumerate(report.results):
-        yield ("," if index else "") + _CELL_INDENT + cell_json(cell).replace("\n", _CELL_INDENT)
+        text = cell_json(finish(cell)).replace("\n", _CELL_INDENT)
+        yield ("," if index else "") + _CELL_INDENT + text
     yield "\n  ]" + after
 
 

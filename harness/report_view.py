@@ -26,21 +26,41 @@ POLICY_NOTE = (
 )
 
 
-def assess(
-    report: RunReport, evidence: Callable[[CellResult], tuple[EvidenceLink, ...]] | None = None
-) -> RunReport:
+Evidence = Callable[[CellResult], tuple[EvidenceLink, ...]]
+
+
+class CellFinish:
+    """Sets a cell's `risk`, and the evidence found for it (kept when none is found), as written.
+
+    One cell at a time: the writers call it per cell instead of copying the whole report first.
+    Each cell's evidence is looked up once, however many writers ask for the cell.
+    """
+
+    def __init__(self, report: RunReport, evidence: Evidence | None = None) -> None:
+        """Bind to the report (its receivers' facts) and an evidence finder, if any."""
+        self.report, self.evidence = report, evidence
+        self._found: dict[int, tuple[EvidenceLink, ...]] = {}  # by id() of the report's cells
+
+    def __call__(self, cell: CellResult) -> CellResult:
+        """Return the cell with its risk and evidence set."""
+        update: dict[str, object] = {"risk": risk_of(cell, self.report.receiver(cell.receiver))}
+        if self.evidence is not None:
+            found = self._found.get(id(cell))
+            if found is None:
+                found = self._found[id(cell)] = self.evidence(cell)
+            if found:
+                update["evidence"] = found
+        return cell.model_copy(update=update)
+
+
+def assess(report: RunReport, evidence: Evidence | None = None) -> RunReport:
     """Return the report with every cell's `risk` set from its facts and its receiver's facts.
 
     With `evidence` (harness.evidence_links.EvidenceFinder), each cell's evidence found is set in
-    the same copy (kept when none is found): one copy of each cell, not two.
+    the same copy (kept when none is found).
     """
-    cells = []
-    for c in report.results:
-        update: dict[str, object] = {"risk": risk_of(c, report.receiver(c.receiver))}
-        if evidence is not None and (found := evidence(c)):
-            update["evidence"] = found
-        cells.append(c.model_copy(update=update))
-    return report.model_copy(update={"results": tuple(cells)})
+    finish = CellFinish(report, evidence)
+    return report.model_copy(update={"results": tuple(finish(c) for c in report.results)})
 
 
 def axes(report: RunReport) -> tuple[list[str], list[str]]:
@@ -191,6 +211,7 @@ def row_sentence(report: RunReport, receiver: str) -> str:
 
 __all__ = [
     "POLICY_NOTE",
+    "CellFinish",
     "assess",
     "axes",
     "claim_text",

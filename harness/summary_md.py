@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from harness.labels import (
     MARKS,
@@ -100,8 +100,13 @@ def _evidence(report: RunReport, c: CellResult) -> list[str]:
     return [*out, f"Detail: {c.detail or '(none)'}", ""]
 
 
-def summary_lines(report: RunReport) -> Iterator[str]:
-    """Yield summary.md's lines (without line ends), the cells' evidence one cell at a time."""
+def summary_lines(
+    report: RunReport, finish: Callable[[CellResult], CellResult] | None = None
+) -> Iterator[str]:
+    """Yield summary.md's lines (without line ends), the cells' evidence one cell at a time.
+
+    `finish` (report_view.CellFinish) completes each cell just before its evidence is shown.
+    """
     rows, cols = axes(report)
     out = [f"# Sender TLS Lab: `{report.suite}` on `{report.backend}`", ""]
     if report.title:
@@ -149,7 +154,7 @@ def summary_lines(report: RunReport) -> Iterator[str]:
     out += ["", "## Evidence per cell", ""]
     yield from out
     for c in ordered(report):
-        yield from _evidence(report, c)
+        yield from _evidence(report, finish(c) if finish else c)
 
 
 def render_summary(report: RunReport) -> str:
