@@ -27,7 +27,7 @@ from harness.report_stream import SCHEMA_ID, pretty_json, results_chunks
 from harness.report_view import CellFinish
 from harness.summary_md import render_summary, summary_lines
 from harness.tlsrpt import FOLDER as TLSRPT_FOLDER
-from harness.tlsrpt import build_tlsrpt, tlsrpt_index
+from harness.tlsrpt import report_senders, sender_report, tlsrpt_index
 
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 RESULTS, SUMMARY, HTML, TLSRPT = "results.json", "summary.md", "report.html", "tlsrpt.json"
@@ -100,8 +100,8 @@ def render_all(report: RunReport, run_dir: Path) -> list[Path]:
     read-only, a file).
     """
     finish = CellFinish(report, EvidenceFinder(run_dir))  # per cell: no copy of the whole run
-    tlsrpt = build_tlsrpt(report)
-    for sender in tlsrpt:
+    senders = report_senders(report)
+    for sender in senders:
         if not re.fullmatch(ID_PATTERN, sender) or len(sender) > ID_MAX_LENGTH:
             raise ReportError(
                 run_dir / RESULTS, "results[].sender", f"{sender[:60]!r} is not a sender id; "
@@ -111,15 +111,27 @@ def render_all(report: RunReport, run_dir: Path) -> list[Path]:
         RESULTS: results_chunks(report, finish),
         SUMMARY: _lines(summary_lines(report, finish)),
         HTML: html_chunks(report, finish),
-        TLSRPT: _once(tlsrpt_index(tlsrpt, report.complete)),
     }
-    files |= {f"{TLSRPT_FOLDER}/{sender}.json": _once(doc) for sender, doc in tlsrpt.items()}
+    written: dict[str, dict[str, Any]] = {}  # each sender's report, once written: its totals
+    files |= {f"{TLSRPT_FOLDER}/{s}.json": _sender_file(report, s, written) for s in senders}
     with unwritable_as_report_error(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / TLSRPT_FOLDER).mkdir(exist_ok=True)
         for name, chunks in files.items():
             atomic_write_chunks(run_dir / name, chunks)
-    return [run_dir / name for name in files]
+        atomic_write(run_dir / TLSRPT, _json(tlsrpt_index(written, report.complete)))
+    names = [*list(files)[:3], TLSRPT, *list(files)[3:]]
+    return [run_dir / name for name in names]
+
+
+def _sender_file(report: RunReport, sender: str, written: dict[str, Any]) -> Iterator[str]:
+    """Yield one sender's TLS-RPT report as JSON, made when written; keep what the index needs."""
+    document = sender_report(report, sender)
+    yield _json(document)
+    written[sender] = {  # the index's part of it: the sender's other reports are not kept
+        "report-id": document["report-id"],
+        "policies": [{"summary": p["summary"]} for p in document["policies"]],
+    }
 
 
 def _once(data: dict[str, Any]) -> Iterator[str]:

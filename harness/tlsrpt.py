@@ -212,4 +212,4 @@ def tlsrpt_index(reports: dict[str, dict[str, Any]], complete: bool = True) -> d
     return {"media-type": MEDIA_TYPE, "complete": complete, "reports": entries}
 
 
-__all__ = ["build_tlsrpt", "cell_policy", "sender_report", "tlsrpt_index"]
+__all__ = ["build_tlsrpt", "cell_policy", "report_senders", "sender_report", "tlsrpt_index"]
