@@ -27,6 +27,10 @@ _State = sslproto.SSLProtocolState
 class LabSSLProtocol(sslproto.SSLProtocol):
     """SSLProtocol that sends its handshake alert, lets the app answer after the peer closes."""
 
+    # asyncio reads into a zeroed buffer of max_size made per connection (256 KiB): an SMTP
+    # session's records fit in far less, and a receiver opens thousands of sessions
+    max_size = 64 * 1024
+
     if TYPE_CHECKING:  # asyncio's private names this class relies on (tests pin them)
         _state: sslproto.SSLProtocolState
         _sslobj: ssl.SSLObject
