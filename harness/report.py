@@ -134,11 +134,6 @@ def _sender_file(report: RunReport, sender: str, written: dict[str, Any]) -> Ite
     }
 
 
-def _once(data: dict[str, Any]) -> Iterator[str]:
-    """Yield data as pretty JSON (the _json text), made when first asked for."""
-    yield _json(data)
-
-
 def _lines(lines: Iterable[str]) -> Iterator[str]:
     """Yield the lines, each after the first preceded by a line end (as str.join writes them)."""
     for index, line in enumerate(lines):

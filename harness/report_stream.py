@@ -16,8 +16,40 @@ _RESULTS_MARK = '\n  "results": []'  # top-level keys alone sit at two spaces: t
 _CELL_INDENT = "\n    "  # a results[] item's lines, as json.dumps(indent=2) nests them
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
+def _plain(data: Any) -> bool:
+    """Return whether data is only dicts with str keys, lists, str, int, bool and None.
+
+    Those (no floats, no subclasses) pydantic writes exactly as the json module does.
+    """
+    pending = [data]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is dict:
+            if not all(type(key) is str for key in item):
+                return False
+            pending.extend(item.values())
+        elif kind is list:
+            pending.extend(item)
+        elif kind is int:
+            if item not in _INT64:
+                return False
+        elif item is not None and kind is not str and kind is not bool:
+            return False
+    return True
+
+
 def pretty_json(data: Any) -> str:
-    """Return data as json.dumps(indent=2, ensure_ascii=False) writes it (no final newline)."""
+    """Return data as json.dumps(indent=2, ensure_ascii=False) writes it (no final newline).
+
+    Plain data (_plain) is written by pydantic, several times faster than the json module,
+    whose C encoder does not indent.
+    """
+    if _plain(data):
+        return pydantic_core.to_json(data, indent=2).decode()
     return json.dumps(data, indent=2, ensure_ascii=False)
 
 

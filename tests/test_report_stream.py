@@ -6,6 +6,7 @@ import asyncio
 import json
 import ssl
 from pathlib import Path
+from typing import Any
 
 import pydantic_core
 import pytest
@@ -132,3 +133,16 @@ def test_one_cell_round_trips_through_its_streamed_text(verdict: Verdict) -> Non
         verdict=verdict, detail=AWKWARD, seconds=1e-05,
     )  # fmt: skip
     assert CellResult.model_validate_json(cell_json(cell)) == cell
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"a": [1, True, None, "é\x01\u2028"], "b": {}, "c": [], "d": {"e": [{"f": -(2**63)}]}},
+        {"float": 1e-05, "fine": "x"},  # pydantic writes 1e-5: the json module's text is kept
+        {"big": 2**64, "tuple": (1, 2)},
+        {"enum": Outcome.DELIVERED, 1: "int key"},
+    ],
+)
+def test_pretty_json_is_the_json_modules_text(data: dict[Any, Any]) -> None:
+    assert pretty_json(data) == json.dumps(data, indent=2, ensure_ascii=False)
