@@ -57,20 +57,29 @@ def cell_evidence(
     return tuple(links)
 
 
+class EvidenceFinder:
+    """Finds each cell's evidence in one run folder, reading each receiver's messages.jsonl once."""
+
+    def __init__(self, run_dir: Path) -> None:
+        """Bind the finder to the run folder."""
+        self.run_dir = run_dir
+        self._folders: dict[str, StoredNames] = {}
+
+    def __call__(self, cell: CellResult) -> tuple[EvidenceLink, ...]:
+        """Return the cell's evidence files (cell_evidence), the receiver's names read once."""
+        if not cell.message_id or "/" in cell.receiver:
+            return cell_evidence(cell, self.run_dir)  # nothing to read
+        if cell.receiver not in self._folders:
+            self._folders[cell.receiver] = stored_names(self.run_dir / EVIDENCE / cell.receiver)
+        return cell_evidence(cell, self.run_dir, self._folders[cell.receiver])
+
+
 def link_evidence(report: RunReport, run_dir: Path) -> RunReport:
     """Return the report with each cell's evidence found in run_dir (kept when none is found).
 
     Each receiver's messages.jsonl is read once, not once per cell.
     """
-    folders: dict[str, StoredNames] = {}
-
-    def evidence(cell: CellResult) -> tuple[EvidenceLink, ...]:
-        if not cell.message_id or "/" in cell.receiver:
-            return cell_evidence(cell, run_dir)  # nothing to read
-        if cell.receiver not in folders:
-            folders[cell.receiver] = stored_names(run_dir / EVIDENCE / cell.receiver)
-        return cell_evidence(cell, run_dir, folders[cell.receiver])
-
+    evidence = EvidenceFinder(run_dir)
     cells = tuple(
         c.model_copy(update={"evidence": found}) if (found := evidence(c)) else c
         for c in report.results
@@ -78,4 +87,4 @@ def link_evidence(report: RunReport, run_dir: Path) -> RunReport:
     return report.model_copy(update={"results": cells})
 
 
-__all__ = ["cell_evidence", "link_evidence", "portal_name", "stored_names"]
+__all__ = ["EvidenceFinder", "cell_evidence", "link_evidence", "portal_name", "stored_names"]

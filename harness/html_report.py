@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Callable, Iterator
 from urllib.parse import quote
 
 from harness.labels import (
@@ -237,8 +238,13 @@ def _provenance(report: RunReport) -> str:
     return f'<section id="provenance"><h2>Provenance</h2><dl class="prov">{items}</dl></section>'
 
 
-def render_html(report: RunReport) -> str:
-    """Return report.html: one self-contained page (inline CSS and script, no external assets)."""
+def html_chunks(
+    report: RunReport, finish: Callable[[CellResult], CellResult] | None = None
+) -> Iterator[str]:
+    """Yield report.html in pieces, one matrix row at a time (render_html joins them).
+
+    `finish` (report_view.CellFinish) completes each cell just before it is shown.
+    """
     rows, cols = axes(report)
     info = {s.id: s for s in report.senders}
     head = "".join(
@@ -246,12 +252,6 @@ def render_html(report: RunReport) -> str:
         "</small></th>"
         for s in cols
     )
-    body = ""
-    for r in rows:
-        cells = "".join(
-            html_cell(report, c) if (c := report.cell(r, s)) else _not_run(f"{r}-{s}") for s in cols
-        )
-        body += f"<tr><th>{_e(r)}</th>{cells}</tr>"
     count = totals(report)
     line = study_line(report)
     score = f'<div class="big">{_e(line)}</div>' if line else ""
@@ -269,7 +269,7 @@ def render_html(report: RunReport) -> str:
     )
     title = f"Sender TLS Lab: {report.suite} on {report.backend}"
     banner = incomplete_banner(report)
-    return (
+    yield (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)} ({_e(report.run_id)})</title><style>{CSS}</style></head><body>"
@@ -281,12 +281,27 @@ def render_html(report: RunReport) -> str:
         + _headline(report)
         + f'<section class="score">{score}</section>{note}{_legend()}'
         f'{EXPAND_ALL}<div class="scroll"><table class="matrix"><thead><tr>'
-        f"<th>receiver \\ sender</th>{head}</tr></thead><tbody>{body}</tbody></table></div>"
-        f"{_people(report, rows)}{_provenance(report)}"
+        f"<th>receiver \\ sender</th>{head}</tr></thead><tbody>"
+    )
+    for r in rows:
+        cells = "".join(
+            html_cell(report, finish(c) if finish else c)
+            if (c := report.cell(r, s))
+            else _not_run(f"{r}-{s}")
+            for s in cols
+        )
+        yield f"<tr><th>{_e(r)}</th>{cells}</tr>"
+    yield (
+        f"</tbody></table></div>{_people(report, rows)}{_provenance(report)}"
         '<p class="meta">Evidence: click a cell for the Received header exactly as the '
         "receiver stored it, the receiver's session records and the lab's detail.</p>"
         "</body></html>\n"
     )
 
 
-__all__ = ["CSS", "html_cell", "render_html"]
+def render_html(report: RunReport) -> str:
+    """Return report.html: one self-contained page (inline CSS and script, no external assets)."""
+    return "".join(html_chunks(report))
+
+
+__all__ = ["CSS", "html_cell", "html_chunks", "render_html"]

@@ -391,10 +391,7 @@ class RunReport(Frozen):
 
     def receiver(self, receiver: str) -> ReceiverInfo | None:
         """Return the facts of one receiver row, or None when the run did not record them."""
-        for info in self.receiver_info:
-            if info.id == receiver:
-                return info
-        return None
+        return _infos_by_id(self.receiver_info).get(receiver)
 
     def cell(self, receiver: str, sender: str) -> CellResult | None:
         """Return the result of one cell (the first, if repeated), or None when it did not run."""
@@ -414,6 +411,22 @@ class RunReport(Frozen):
 
 _CELL_INDEXES: list[tuple[tuple[CellResult, ...], dict[tuple[str, str], CellResult]]] = []
 CELL_INDEXES = 4  # results tuples whose index is kept (each holds its tuple: ids stay unique)
+
+
+_INFO_INDEXES: list[tuple[tuple[ReceiverInfo, ...], dict[str, ReceiverInfo]]] = []
+
+
+def _infos_by_id(infos: tuple[ReceiverInfo, ...]) -> dict[str, ReceiverInfo]:
+    """Return the receiver facts by id, the first of repeats; built once per tuple."""
+    for indexed, index in list(_INFO_INDEXES):
+        if indexed is infos:
+            return index
+    by_id: dict[str, ReceiverInfo] = {}
+    for info in infos:
+        by_id.setdefault(info.id, info)
+    _INFO_INDEXES.insert(0, (infos, by_id))
+    del _INFO_INDEXES[CELL_INDEXES:]
+    return by_id
 
 
 def _cells_by_id(results: tuple[CellResult, ...]) -> dict[tuple[str, str], CellResult]:

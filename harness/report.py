@@ -4,35 +4,37 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from harness.evidence_links import link_evidence
-from harness.html_report import render_html
+from harness.evidence_links import EvidenceFinder
+from harness.html_report import html_chunks, render_html
 from harness.labels import expected_label, outcome_label
 from harness.model import ID_MAX_LENGTH, ID_PATTERN, RunReport
 from harness.report_files import (
     ReportError,
     atomic_write,
+    atomic_write_chunks,
     closed_schema,
     error_field,
     point_symlink,
     unwritable_as_report_error,
 )
-from harness.report_view import assess
-from harness.summary_md import render_summary
+from harness.report_stream import SCHEMA_ID, pretty_json, results_chunks
+from harness.report_view import CellFinish
+from harness.summary_md import render_summary, summary_lines
 from harness.tlsrpt import FOLDER as TLSRPT_FOLDER
-from harness.tlsrpt import build_tlsrpt, tlsrpt_index
+from harness.tlsrpt import report_senders, sender_report, tlsrpt_index
 
-SCHEMA_ID = "sender-tls-lab/results/v1"
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 RESULTS, SUMMARY, HTML, TLSRPT = "results.json", "summary.md", "report.html", "tlsrpt.json"
 LATEST = "latest"
 
 
-def results_document(report: RunReport) -> dict[str, Any]:
+def results_document(report: RunReport) -> dict[str, Any]:  # results_chunks streams the same
     """Return the results.json content: the schema id, then every field of the run report."""
     return {"schema": SCHEMA_ID, **report.model_dump(mode="json")}
 
@@ -87,35 +89,55 @@ def _validation_error(file: Path, exc: ValidationError) -> ReportError:
 
 def _json(data: dict[str, Any]) -> str:
     """Return data as pretty, UTF-8 JSON text with a final newline."""
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    return pretty_json(data) + "\n"
 
 
 def render_all(report: RunReport, run_dir: Path) -> list[Path]:
     """(Re)write results.json, summary.md, report.html, tlsrpt.json, tlsrpt/<sender>.json.
 
-    Raise ReportError naming the folder when it cannot be written (full, read-only, a file).
+    Each file is written as a stream of pieces (a cell or a matrix row at a time), never built
+    whole in memory. Raise ReportError naming the folder when it cannot be written (full,
+    read-only, a file).
     """
-    report = link_evidence(assess(report), run_dir)
-    tlsrpt = build_tlsrpt(report)
-    for sender in tlsrpt:
+    finish = CellFinish(report, EvidenceFinder(run_dir))  # per cell: no copy of the whole run
+    senders = report_senders(report)
+    for sender in senders:
         if not re.fullmatch(ID_PATTERN, sender) or len(sender) > ID_MAX_LENGTH:
             raise ReportError(
                 run_dir / RESULTS, "results[].sender", f"{sender[:60]!r} is not a sender id; "
                 "restore the file from the run that wrote it",
             )  # fmt: skip
-    files = {
-        RESULTS: _json(results_document(report)),
-        SUMMARY: render_summary(report),
-        HTML: render_html(report),
-        TLSRPT: _json(tlsrpt_index(tlsrpt, report.complete)),
+    files: dict[str, Iterable[str]] = {  # generators: each file's text is made as it is written
+        RESULTS: results_chunks(report, finish),
+        SUMMARY: _lines(summary_lines(report, finish)),
+        HTML: html_chunks(report, finish),
     }
-    files |= {f"{TLSRPT_FOLDER}/{sender}.json": _json(doc) for sender, doc in tlsrpt.items()}
+    written: dict[str, dict[str, Any]] = {}  # each sender's report, once written: its totals
+    files |= {f"{TLSRPT_FOLDER}/{s}.json": _sender_file(report, s, written) for s in senders}
     with unwritable_as_report_error(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / TLSRPT_FOLDER).mkdir(exist_ok=True)
-        for name, text in files.items():
-            atomic_write(run_dir / name, text)
-    return [run_dir / name for name in files]
+        for name, chunks in files.items():
+            atomic_write_chunks(run_dir / name, chunks)
+        atomic_write(run_dir / TLSRPT, _json(tlsrpt_index(written, report.complete)))
+    names = [*list(files)[:3], TLSRPT, *list(files)[3:]]
+    return [run_dir / name for name in names]
+
+
+def _sender_file(report: RunReport, sender: str, written: dict[str, Any]) -> Iterator[str]:
+    """Yield one sender's TLS-RPT report as JSON, made when written; keep what the index needs."""
+    document = sender_report(report, sender)
+    yield _json(document)
+    written[sender] = {  # the index's part of it: the sender's other reports are not kept
+        "report-id": document["report-id"],
+        "policies": [{"summary": p["summary"]} for p in document["policies"]],
+    }
+
+
+def _lines(lines: Iterable[str]) -> Iterator[str]:
+    """Yield the lines, each after the first preceded by a line end (as str.join writes them)."""
+    for index, line in enumerate(lines):
+        yield ("\n" if index else "") + line
 
 
 def write_report(report: RunReport, reports_dir: Path, *, move_latest: bool | None = None) -> Path:
@@ -136,6 +158,7 @@ def write_report(report: RunReport, reports_dir: Path, *, move_latest: bool | No
 
 
 __all__ = [
+    "SCHEMA_ID",
     "ReportError",
     "expected_label",
     "load_results",

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
+from harness.cell_index import cells_of
 from harness.labels import RISK_SCALE, risk_name, risk_of
 from harness.model import (
     CellResult,
+    EvidenceLink,
     HeadlineResult,
     Outcome,
     ReceiverInfo,
@@ -23,13 +26,41 @@ POLICY_NOTE = (
 )
 
 
-def assess(report: RunReport) -> RunReport:
-    """Return the report with every cell's `risk` set from its facts and its receiver's facts."""
-    cells = tuple(
-        c.model_copy(update={"risk": risk_of(c, report.receiver(c.receiver))})
-        for c in report.results
-    )
-    return report.model_copy(update={"results": cells})
+Evidence = Callable[[CellResult], tuple[EvidenceLink, ...]]
+
+
+class CellFinish:
+    """Sets a cell's `risk`, and the evidence found for it (kept when none is found), as written.
+
+    One cell at a time: the writers call it per cell instead of copying the whole report first.
+    Each cell's evidence is looked up once, however many writers ask for the cell.
+    """
+
+    def __init__(self, report: RunReport, evidence: Evidence | None = None) -> None:
+        """Bind to the report (its receivers' facts) and an evidence finder, if any."""
+        self.report, self.evidence = report, evidence
+        self._found: dict[int, tuple[EvidenceLink, ...]] = {}  # by id() of the report's cells
+
+    def __call__(self, cell: CellResult) -> CellResult:
+        """Return the cell with its risk and evidence set."""
+        update: dict[str, object] = {"risk": risk_of(cell, self.report.receiver(cell.receiver))}
+        if self.evidence is not None:
+            found = self._found.get(id(cell))
+            if found is None:
+                found = self._found[id(cell)] = self.evidence(cell)
+            if found:
+                update["evidence"] = found
+        return cell.model_copy(update=update)
+
+
+def assess(report: RunReport, evidence: Evidence | None = None) -> RunReport:
+    """Return the report with every cell's `risk` set from its facts and its receiver's facts.
+
+    With `evidence` (harness.evidence_links.EvidenceFinder), each cell's evidence found is set in
+    the same copy (kept when none is found).
+    """
+    finish = CellFinish(report, evidence)
+    return report.model_copy(update={"results": tuple(finish(c) for c in report.results)})
 
 
 def axes(report: RunReport) -> tuple[list[str], list[str]]:
@@ -154,7 +185,7 @@ def _risk_counts(report: RunReport, cells: list[CellResult]) -> str:
 
 def column_sentence(report: RunReport, sender: str) -> str:
     """Return one plain sentence on a sender column: `X delivered to 6 of 7 unsafe receivers`."""
-    cells = [c for c in report.results if c.sender == sender]
+    cells = cells_of(report.results, "sender", sender)
     infos = {c.receiver: report.receiver(c.receiver) for c in cells}
     unsafe = [c for c in cells if (i := infos[c.receiver]) is not None and unsafe_reason(i)]
     delivered = [c for c in unsafe if c.outcome is Outcome.DELIVERED]
@@ -168,7 +199,7 @@ def column_sentence(report: RunReport, sender: str) -> str:
 
 def row_sentence(report: RunReport, receiver: str) -> str:
     """Return one plain sentence on a receiver row: its facts and what the senders did."""
-    cells = [c for c in report.results if c.receiver == receiver]
+    cells = cells_of(report.results, "receiver", receiver)
     info = report.receiver(receiver)
     delivered = sum(c.outcome is Outcome.DELIVERED for c in cells)
     why = unsafe_reason(info) if info else None
@@ -180,6 +211,7 @@ def row_sentence(report: RunReport, receiver: str) -> str:
 
 __all__ = [
     "POLICY_NOTE",
+    "CellFinish",
     "assess",
     "axes",
     "claim_text",

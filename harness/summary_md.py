@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 
 from harness.labels import (
     MARKS,
@@ -99,8 +100,13 @@ def _evidence(report: RunReport, c: CellResult) -> list[str]:
     return [*out, f"Detail: {c.detail or '(none)'}", ""]
 
 
-def render_summary(report: RunReport) -> str:
-    """Return summary.md: title, legend, the matrix, counts, the policy note, evidence."""
+def summary_lines(
+    report: RunReport, finish: Callable[[CellResult], CellResult] | None = None
+) -> Iterator[str]:
+    """Yield summary.md's lines (without line ends), the cells' evidence one cell at a time.
+
+    `finish` (report_view.CellFinish) completes each cell just before its evidence is shown.
+    """
     rows, cols = axes(report)
     out = [f"# Sender TLS Lab: `{report.suite}` on `{report.backend}`", ""]
     if report.title:
@@ -146,9 +152,14 @@ def render_summary(report: RunReport) -> str:
         out += ["", "## Provenance", ""]
         out += [f"- {label}: `{_md(value)}`" for label, value in rows_of]
     out += ["", "## Evidence per cell", ""]
+    yield from out
     for c in ordered(report):
-        out += _evidence(report, c)
-    return "\n".join(out)
+        yield from _evidence(report, finish(c) if finish else c)
 
 
-__all__ = ["cell_text", "render_summary"]
+def render_summary(report: RunReport) -> str:
+    """Return summary.md: title, legend, the matrix, counts, the policy note, evidence."""
+    return "\n".join(summary_lines(report))
+
+
+__all__ = ["cell_text", "render_summary", "summary_lines"]

@@ -14,6 +14,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+from harness.cell_index import cells_of
 from harness.model import CellResult, Outcome, ReceiverInfo, RunReport, SessionSummary
 from lab.spec import LAB_ZONE, CertState, TlsVersion
 
@@ -170,7 +171,7 @@ def sender_report(
     """Return the RFC 8460 report of one sender: one policy per receiver it sent to."""
     rows = {receiver: index for index, receiver in enumerate(report.receivers)}
     cells = sorted(
-        (r for r in report.results if r.sender == sender),
+        cells_of(report.results, "sender", sender),
         key=lambda cell: rows.get(cell.receiver, len(rows)),
     )
     return {
@@ -211,4 +212,4 @@ def tlsrpt_index(reports: dict[str, dict[str, Any]], complete: bool = True) -> d
     return {"media-type": MEDIA_TYPE, "complete": complete, "reports": entries}
 
 
-__all__ = ["build_tlsrpt", "cell_policy", "sender_report", "tlsrpt_index"]
+__all__ = ["build_tlsrpt", "cell_policy", "report_senders", "sender_report", "tlsrpt_index"]

@@ -27,10 +27,16 @@ _State = sslproto.SSLProtocolState
 class LabSSLProtocol(sslproto.SSLProtocol):
     """SSLProtocol that sends its handshake alert, lets the app answer after the peer closes."""
 
+    # asyncio reads into a zeroed buffer of max_size made per connection (256 KiB): an SMTP
+    # session's records fit in far less, and a receiver opens thousands of sessions
+    max_size = 64 * 1024
+
     if TYPE_CHECKING:  # asyncio's private names this class relies on (tests pin them)
         _state: sslproto.SSLProtocolState
         _sslobj: ssl.SSLObject
         _outgoing: ssl.MemoryBIO
+        _ssl_buffer: bytearray
+        _ssl_buffer_view: memoryview
 
         def _process_outgoing(self) -> None: ...
         def _do_read(self) -> None: ...
@@ -97,3 +103,13 @@ class LabSSLProtocol(sslproto.SSLProtocol):
         self._process_outgoing()
         self._call_eof_received()
         self._on_shutdown_complete(None)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """End the connection as asyncio does, then free the 256 KiB read buffer at once.
+
+        The closed protocol can stay referenced by its session's objects until the cyclic
+        garbage collector runs (rarely, in a busy receiver), and nothing reads into it again.
+        """
+        super().connection_lost(exc)
+        self._ssl_buffer = bytearray()
+        self._ssl_buffer_view = memoryview(self._ssl_buffer)

@@ -25,7 +25,10 @@ SSL_PROTOCOL_METHODS = (
     "_do_handshake", "_on_handshake_complete", "_process_outgoing", "_do_read",
     "_call_eof_received", "_start_shutdown", "_do_shutdown", "_on_shutdown_complete",
 )  # fmt: skip
-SSL_PROTOCOL_ATTRIBUTES = ("_state", "_sslobj", "_outgoing", "_transport", "_app_transport")
+SSL_PROTOCOL_ATTRIBUTES = (
+    "_state", "_sslobj", "_outgoing", "_transport", "_app_transport", "_ssl_buffer",
+    "_ssl_buffer_view",
+)  # fmt: skip
 SSL_STATES = ("DO_HANDSHAKE", "WRAPPED", "FLUSHING", "SHUTDOWN", "UNWRAPPED")
 
 
