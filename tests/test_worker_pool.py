@@ -61,11 +61,16 @@ def host(docker_engine: Any) -> Iterator[DockerSenderHost]:
 
 
 def pool_of(
-    host: DockerSenderHost, job_seconds: float = 20.0, most: int | None = None
+    host: DockerSenderHost,
+    job_seconds: float = 20.0,
+    most: int | None = None,
+    patience: float = 0.0,
 ) -> WorkerPool:
     """Return a pool running the test worker in `host`."""
     argv = ["python3", "-c", WORKER]
-    return WorkerPool(host, argv, ready_seconds=30, job_seconds=job_seconds, most=most)
+    return WorkerPool(
+        host, argv, ready_seconds=30, job_seconds=job_seconds, most=most, patience=patience
+    )
 
 
 def worker_count(host: DockerSenderHost) -> int:
@@ -165,3 +170,24 @@ def test_a_capped_pool_queues_jobs_for_its_workers(
     assert sorted(r["echo"] for r in replies) == [0, 1, 2, 3]
     assert {pool.started} == started
     assert len({r["pid"] for r in replies}) == pool.started
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("patience", "do", "started"), [(5.0, "echo", 1), (0.1, "slow", 2)])
+def test_a_patient_pool_starts_another_worker_only_for_a_job_kept_waiting(
+    host: DockerSenderHost, patience: float, do: str, started: int
+) -> None:
+    """Overlapping quick jobs on a patient pool all wait for its one worker (even while it
+    starts); the control: a job whose worker is busy longer than the patience starts another."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = 4 if do == "echo" else 2
+    pool = pool_of(host, patience=patience)
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as threads:
+            replies = list(threads.map(lambda n: pool.run({"do": do, "value": n}), range(jobs)))
+    finally:
+        pool.close()
+    assert sorted(r["echo"] for r in replies) == list(range(jobs))
+    assert pool.started == started
+    assert len({r["pid"] for r in replies}) == started

@@ -13,6 +13,7 @@ import re
 import time
 from pathlib import Path
 
+from harness.job_slots import modelled_wait
 from harness.senders.base import SendReport, TestMessage
 from harness.senders.exim_log import Attempt, Flag, attempts, cell_log, exim_id, to_report
 from harness.senders.exim_profile import EximSenderProfile
@@ -104,8 +105,9 @@ class EximSender(QueuedMtaSender):
         retry_after, queue = None, ""
         if self._last(log, mid, message.rcpt).flag is Flag.DEFERRED:
             # the retry rule makes the next attempt due RETRY_SECONDS after the deferral; no
-            # queue runner comes in the lab's time, so force that attempt once it is due
-            time.sleep(RETRY_SECONDS)
+            # queue runner comes in the lab's time, so force that attempt once it is due (the
+            # wait is the compressed retry schedule, time and not work: its job slot runs a cell)
+            modelled_wait(RETRY_SECONDS)
             retry_after = time.time() - queued
             status, output = self.mta.exec([CTL, "retry", mid], None, STATUS_SECONDS + 5)
             try:

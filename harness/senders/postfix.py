@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from harness.job_slots import modelled_wait
 from harness.model import PostfixSenderProfile
 from harness.senders.base import SendAction, SendReport, TestMessage
 from harness.senders.mta import (
@@ -224,9 +225,10 @@ class PostfixSender(QueuedMtaSender):
         if self._last_status(log, qid).status == "deferred":
             arrival = float(self._queue_entry(qid).get("arrival_time", time.time()))
             # Postfix retries no sooner than minimal_backoff_time after queueing (and, with
-            # `may`, falls back to plaintext only then): force the retry once it is due
+            # `may`, falls back to plaintext only then): force the retry once it is due; the
+            # wait is the compressed retry schedule, time and not work: its job slot runs a cell
             due = max(arrival, time.time()) + RETRY_BACKOFF
-            time.sleep(max(0.0, due - time.time()))
+            modelled_wait(max(0.0, due - time.time()))
             retry_after = time.time() - arrival
             status, output = self.mta.exec(["postqueue", "-i", qid])
             if status != 0:

@@ -98,6 +98,8 @@ def report_from_json(text: str, outbox: Path) -> SendReport:
 WORKER_ARGV = ["python", "-m", "harness.senders.remote", "--serve"]
 # each worker is an interpreter in the container: starting one costs far more than a cell
 WORKERS_PER_SENDER = 2
+# a cell takes 0.01-0.1 s once a worker is up: a second interpreter only for a cell kept waiting
+WORKER_PATIENCE = 0.3
 
 
 class RemoteReferenceSender:
@@ -114,7 +116,9 @@ class RemoteReferenceSender:
         )
         spec = SenderContainer(role=f"reference-{profile.id}", mounts=mounts)
         self.host: SenderHost = lab.sender_host(spec)
-        self.workers = WorkerPool(self.host, WORKER_ARGV, most=WORKERS_PER_SENDER)
+        self.workers = WorkerPool(
+            self.host, WORKER_ARGV, most=WORKERS_PER_SENDER, patience=WORKER_PATIENCE
+        )
 
     def close(self) -> None:
         """End the container's workers (EOF, then SIGKILL if one hangs); the lab removes it."""

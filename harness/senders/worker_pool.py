@@ -9,6 +9,9 @@ Lanes: a worker runs one job at a time; concurrent cells of one sender each take
 or start one more, so a sender has as many workers as it had cells at once (at most the run's
 `--jobs`), each reused for its later cells. A worker that ended, broke the protocol or overran
 its job's bound is stopped and dropped (that job is a lab failure); the next job starts a fresh one.
+A pool with `patience` starts another worker only for a job that found the live ones busy for
+that long (a worker still starting is waited for): each worker is an interpreter to boot, and
+short jobs are served sooner by the worker that is already there.
 """
 
 from __future__ import annotations
@@ -92,15 +95,17 @@ class WorkerPool:
         ready_seconds: float = READY_SECONDS,
         job_seconds: float = JOB_SECONDS,
         most: int | None = None,
+        patience: float = 0.0,
     ) -> None:
         """Run jobs with `argv` (a worker speaking the protocol above) in `host`.
 
         `most` caps the live workers: a job that finds all of them busy waits for one to be
-        given back (or dropped) instead of starting another interpreter.
+        given back (or dropped) instead of starting another interpreter. `patience` (seconds)
+        is how long a job waits for a busy worker before it starts another (under `most`).
         """
         self.host, self.argv = host, argv
         self.ready_seconds, self.job_seconds = ready_seconds, job_seconds
-        self.most = most
+        self.most, self.patience = most, patience
         self._idle: list[Worker] = []
         self._busy: set[Worker] = set()
         self._starting = 0  # workers being started, counted against `most`
@@ -136,6 +141,7 @@ class WorkerPool:
         """Return a live idle worker (or a newly started one) and the next job number."""
         while True:
             with self._lock:
+                self._be_patient()
                 self._lock.wait_for(self._may_take)
                 if self._closed:
                     raise WorkerFailed("the sender's workers are closed (the run is ending)")
@@ -163,6 +169,21 @@ class WorkerPool:
                 self._drop(worker)
                 raise WorkerFailed("the sender's workers are closed (the run is ending)")
             return worker, seq
+
+    def _be_patient(self) -> None:
+        """With the lock held: wait for a live worker (one starting, then `patience` s) to be free.
+
+        A worker still starting serves the job that started it, then comes back, so a job waits
+        for every start in progress (each bounded by `ready_seconds`) before its own clock runs.
+        """
+        if self.patience <= 0:
+            return
+        self._lock.wait_for(lambda: self._free_or_none() or not self._starting)
+        self._lock.wait_for(self._free_or_none, self.patience)
+
+    def _free_or_none(self) -> bool:
+        """Return whether a job need not wait: closed, an idle worker, or no live worker at all."""
+        return self._closed or bool(self._idle) or not (self._busy or self._starting)
 
     def _may_take(self) -> bool:
         """Return whether a job may go on: closed, an idle worker, or room for one more."""

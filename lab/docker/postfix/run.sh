@@ -123,6 +123,10 @@ for d in active bounce corrupt defer deferred flush hold incoming maildrop pid p
 done
 [ "$complete" = no ] || touch "$Q/quick-start"
 
+# Postfix waits until a configuration file it reads is over a second old (it may still be being
+# written): ~2 s before master even starts, right after the postconf edits above. They are done,
+# so the files are dated back.
+touch -d '10 seconds ago' /etc/postfix/main.cf /etc/postfix/master.cf
 postfix start-fg &
 master=$!
 tries=0
