@@ -10,7 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml._yaml import CParser  # libyaml: the pure-Python parser cost ~30 ms of every run's start
+from yaml.constructor import SafeConstructor
+from yaml.events import CollectionEndEvent, CollectionStartEvent, NodeEvent, StreamEndEvent
+from yaml.nodes import MappingNode, ScalarNode
+from yaml.resolver import Resolver
 
 MAX_FILE_BYTES = 64 * 1024  # the largest shipped file is ~2 KB
 MAX_DEPTH = 20  # nested mappings/sequences; a suite needs 5
@@ -134,7 +138,8 @@ def parse_yaml(path: Path, text: str) -> Any:
     """Parse one YAML document with ScenarioLoader; syntax errors name line and column only."""
     loader: ScenarioLoader | None = None
     try:
-        loader = ScenarioLoader(text, path)  # checks the characters first
+        _check_depth(path, text)  # checks the characters first, then every node's depth
+        loader = ScenarioLoader(text, path)
         return loader.get_single_data()
     except (ValueError, OverflowError) as error:  # e.g. an impossible date like 2020-13-45
         raise ScenarioError(
@@ -143,10 +148,12 @@ def parse_yaml(path: Path, text: str) -> Any:
         ) from None  # fmt: skip
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
+        if mark and "nesting depth" in str(getattr(error, "problem", "")):
+            raise _too_deep(path, mark.line) from None  # libyaml's scanner looks ahead 1000 levels
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(document)"
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         fix = "fix the YAML syntax"
-        if "chomping or indentation" in problem or "block scalar" in problem:
+        if "block scalar" in f"{problem} {getattr(error, 'context', None)}":
             fix = "quote the value, e.g. tls: '>=TLSv1.2' (an unquoted > or | starts a YAML block)"
         raise ScenarioError(path, where, f"invalid YAML: {_without_input(problem)}", fix) from None
     finally:
@@ -159,36 +166,39 @@ def _without_input(problem: str) -> str:
     return escaped(_one_line(QUOTED.sub("", problem)), 120) or "unreadable"
 
 
-class ScenarioLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans, a nesting bound and duplicate keys refused."""
+def _check_depth(path: Path, text: str) -> None:
+    """Refuse a node nested deeper than MAX_DEPTH, reading events only as far as that node."""
+    events = CParser(text)
+    try:
+        open_collections = 0
+        while not isinstance(event := events.get_event(), StreamEndEvent):
+            if isinstance(event, CollectionEndEvent):
+                open_collections -= 1
+            elif isinstance(event, NodeEvent):  # scalars, aliases and collections are nodes
+                if open_collections + 1 > MAX_DEPTH:
+                    raise _too_deep(path, getattr(event.start_mark, "line", 0))
+                open_collections += isinstance(event, CollectionStartEvent)
+    finally:
+        events.dispose()
+
+
+def _too_deep(path: Path, line_index: int) -> ScenarioError:
+    """Return the error for nesting deeper than MAX_DEPTH at a 0-based line."""
+    return ScenarioError(
+        path, f"line {line_index + 1}", f"nested deeper than {MAX_DEPTH} levels",
+        "flatten it: scenario files need at most 5 levels",
+    )  # fmt: skip
+
+
+class ScenarioLoader(CParser, SafeConstructor, Resolver):
+    """libyaml's safe loader with YAML 1.2 booleans and duplicate keys refused."""
 
     def __init__(self, text: str, path: Path) -> None:
         """Read `text`, naming `path` in errors."""
-        super().__init__(text)
-        self.path, self.depth = path, 0
-
-    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
-        """Compose one node, refusing nesting deeper than MAX_DEPTH before it recurses further."""
-        self.depth += 1
-        try:
-            if self.depth > MAX_DEPTH:
-                raise self._too_deep(self.peek_event().start_mark.line)  # type: ignore[no-untyped-call]
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-
-    def fetch_flow_collection_start(self, token_class: Any) -> None:
-        """Refuse a `[` or `{` nested too deep while scanning (long before parsing gets there)."""
-        if self.flow_level >= MAX_DEPTH:  # else the scanner looks ahead over every open level
-            raise self._too_deep(self.line)
-        super().fetch_flow_collection_start(token_class)
-
-    def _too_deep(self, line_index: int) -> ScenarioError:
-        """Return the error for nesting deeper than MAX_DEPTH at a 0-based line."""
-        return ScenarioError(
-            self.path, f"line {line_index + 1}", f"nested deeper than {MAX_DEPTH} levels",
-            "flatten it: scenario files need at most 5 levels",
-        )  # fmt: skip
+        CParser.__init__(self, text)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
+        self.path = path
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         """Construct a mapping, refusing a key that appears twice (merge keys `<<` may override)."""
