@@ -23,6 +23,9 @@ from lab.spec import ReceiverSpec
 ModelT = TypeVar("ModelT", bound=BaseModel)
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "scenarios"
 SENDER_ADAPTER: TypeAdapter[SenderProfile] = TypeAdapter(SenderProfile)
+# one adapter per type, built on first use: a new TypeAdapter per file generated its schema again
+RECEIVER_ADAPTER: TypeAdapter[ReceiverSpec] = TypeAdapter(ReceiverSpec)
+SUITE_ADAPTER: TypeAdapter[Suite] = TypeAdapter(Suite)
 
 
 def scenarios_root(explicit: Path | None = None) -> Path:
@@ -105,7 +108,7 @@ def _fix_for(error_type: str) -> str:
 def load_receiver(path: Path, root: Path | None = None) -> ReceiverSpec:
     """Load one receiver state (a file inside `root` when given); its id is the file name."""
     data = _with_id(path, read_yaml(path, root))
-    spec: ReceiverSpec = _validate(path, TypeAdapter(ReceiverSpec), data)
+    spec: ReceiverSpec = _validate(path, RECEIVER_ADAPTER, data)
     return spec
 
 
@@ -183,7 +186,7 @@ def load_suite(name_or_path: str | Path, root: Path | None = None) -> LoadedSuit
     data = read_yaml(path, base if named else None)
     if base is None:
         base = Path(os.path.realpath(path)).parent.parent
-    suite: Suite = _validate(path, TypeAdapter(Suite), _with_id(path, data))
+    suite: Suite = _validate(path, SUITE_ADAPTER, _with_id(path, data))
     receivers = _load_named(path, "receivers", suite.receivers, base, load_receiver)
     senders = _load_named(path, "senders", suite.senders, base, load_sender)
     _check_cells(path, suite)
