@@ -12,24 +12,23 @@ from __future__ import annotations
 import functools
 import hashlib
 import ssl
-import warnings
-
-with warnings.catch_warnings():  # tlslite's package imports asyncore (deprecated), unused here
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from tlslite.constants import CipherSuite, ExtensionType, GroupName
-    from tlslite.extensions import (
-        ALPNExtension,
-        SessionTicketExtension,
-        SignatureAlgorithmsExtension,
-        SNIExtension,
-        SupportedGroupsExtension,
-        SupportedVersionsExtension,
-    )
-    from tlslite.messages import ClientHello
-    from tlslite.utils.codec import Parser
 
 from lab.client_offer import ClientOffer, OfferedCipher
 from lab.tls_names import SIGNATURE_SCHEMES
+from lab.tlslite_parts import register_bare_package
+
+register_bare_package()  # the parser's modules only, not tlslite's integrations (asyncore, xmlrpc)
+from tlslite.constants import CipherSuite, ExtensionType, GroupName  # noqa: E402
+from tlslite.extensions import (  # noqa: E402
+    ALPNExtension,
+    SessionTicketExtension,
+    SignatureAlgorithmsExtension,
+    SNIExtension,
+    SupportedGroupsExtension,
+    SupportedVersionsExtension,
+)
+from tlslite.messages import ClientHello  # noqa: E402
+from tlslite.utils.codec import Parser  # noqa: E402
 
 __all__ = ["ClientOffer", "OfferedCipher", "parse_client_hello"]
 

@@ -28,7 +28,7 @@ from lab.forked import _PARENT_ENDS, CRASH_STATUS, ForkedServe, _become_child
 
 # imported before the fork, once for both processes: what the harness and the receivers share
 SHARED = (
-    "concurrent.futures", "email.parser", "subprocess", "lab.client_offer", "lab.endpoints",
+    "concurrent.futures", "subprocess", "lab.client_offer", "lab.endpoints",
     "lab.evidence_index", "lab.evidence_store", "lab.message_record", "lab.pki",
     "lab.session_facts",
 )  # fmt: skip
