@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lab.cert_key import postfix_server_key
 from lab.spec import CertState, ReceiverSpec
-from lab.tls_names import postfix_server_key
 from lab.tls_observe import observe_handshakes
 
 __all__ = ["LEGACY_CIPHERS", "LabTLSContext", "build_tls_context"]

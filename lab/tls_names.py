@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-
 __all__ = [
     "GROUPS",
+    "OPENSSL_CURVES",
     "SIGNATURE_SCHEMES",
     "postfix_key_exchange",
-    "postfix_server_key",
     "scheme_digest",
 ]
 
@@ -29,7 +24,7 @@ GROUPS: dict[int, str] = {
     0x0104: "ffdhe8192",
 }
 # OpenSSL's short names for the NIST curves, as Postfix prints them (`ECDHE (prime256v1)`)
-_OPENSSL_CURVES = {"secp256r1": "prime256v1", "secp384r1": "secp384r1", "secp521r1": "secp521r1"}
+OPENSSL_CURVES = {"secp256r1": "prime256v1", "secp384r1": "secp384r1", "secp521r1": "secp521r1"}
 
 # IANA TLS SignatureScheme -> name (RFC 8446 4.2.3)
 SIGNATURE_SCHEMES: dict[int, str] = {
@@ -54,8 +49,8 @@ SIGNATURE_SCHEMES: dict[int, str] = {
 
 def postfix_key_exchange(group: str) -> str:
     """Return Postfix's `key-exchange` text for a group: `X25519`, `ECDHE (prime256v1)` ..."""
-    if group in _OPENSSL_CURVES:
-        return f"ECDHE ({_OPENSSL_CURVES[group]})"
+    if group in OPENSSL_CURVES:
+        return f"ECDHE ({OPENSSL_CURVES[group]})"
     if group.startswith("ffdhe"):
         return f"DHE ({group.removeprefix('ffdhe')} bits)"
     return group.upper()
@@ -65,17 +60,3 @@ def scheme_digest(scheme: str) -> str | None:
     """Return the digest of a signature scheme as OpenSSL names it (`SHA256`); None for EdDSA."""
     last = scheme.rsplit("_", 1)[-1]
     return last.upper() if last.startswith("sha") else None
-
-
-def postfix_server_key(cert_path: Path) -> str | None:
-    """Return how Postfix names the key of a certificate file: `RSA-PSS (2048 bits)` for RSA."""
-    key = x509.load_pem_x509_certificate(cert_path.read_bytes()).public_key()
-    if isinstance(key, rsa.RSAPublicKey):
-        return f"RSA-PSS ({key.key_size} bits)"  # TLS 1.3 signs with PSS (tls_misc.c)
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return f"ECDSA ({_OPENSSL_CURVES.get(key.curve.name, key.curve.name)})"
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return "ED25519"
-    if isinstance(key, ed448.Ed448PublicKey):
-        return "ED448"
-    return None
