@@ -28,14 +28,24 @@ def write_durably(path: Path, data: bytes) -> None:
     The temporary name is unique, so writers of one path (two MX containers of one receiver
     sharing its evidence folder) never rename each other's file away.
     """
+    _replace_with(path, data, synced=True)
+    _fsync_dir(path.parent)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file and rename, flushing nothing to the disk."""
+    _replace_with(path, data, synced=False)
+
+
+def _replace_with(path: Path, data: bytes, synced: bool) -> None:
+    """Write a uniquely named temporary file (fsynced if `synced`) and rename it onto `path`."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        _write_synced(tmp, data, os.O_TRUNC)
+        _write_synced(tmp, data, os.O_TRUNC, synced)
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)  # a failed write leaves nothing behind (frees its space)
         raise
-    _fsync_dir(path.parent)
 
 
 def write_new_durably(path: Path, data: bytes) -> None:
@@ -62,12 +72,13 @@ def write_new_durably(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def _write_synced(path: Path, data: bytes, mode: int) -> None:
-    """Create `path` (open flags `mode` added), write all of `data` and fsync it."""
+def _write_synced(path: Path, data: bytes, mode: int, synced: bool = True) -> None:
+    """Create `path` (open flags `mode` added), write all of `data` and fsync it if `synced`."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode, 0o644)
     try:
         _write_all(fd, data)
-        os.fsync(fd)
+        if synced:
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -231,8 +242,11 @@ class FaultLedger:
         self.path = path
         self._lock = threading.Lock()
         self._next = sum(1 for _ in read_faults(path.parent))
+        self._name_synced = False  # another process may have made it without flushing its name
         if not path.exists() or path.stat().st_size != FAULT_SLOTS * FAULT_SLOT_BYTES:
-            write_durably(path, bytes(FAULT_SLOTS * FAULT_SLOT_BYTES))
+            # written (its space taken) but not flushed: an empty ledger lost in a crash is
+            # simply made again, and the first fault flushes the file and its name
+            write_atomically(path, bytes(FAULT_SLOTS * FAULT_SLOT_BYTES))
 
     def record(self, where: str, error: OSError) -> None:
         """Note that writing `where` failed with `error`; the newest faults fill the last slot."""
@@ -250,6 +264,9 @@ class FaultLedger:
             finally:
                 os.close(fd)
             self._next += 1
+            if not self._name_synced:
+                _fsync_path(self.path.parent)
+                self._name_synced = True
 
 
 def error_name(error: OSError) -> str:

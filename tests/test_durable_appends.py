@@ -190,6 +190,32 @@ def test_the_fault_ledger_takes_no_new_space_and_keeps_the_newest_fault(tmp_path
     assert len(list(read_faults(store.directory))) == evidence_store.FAULT_SLOTS
 
 
+def test_opening_a_store_flushes_nothing_and_its_first_fault_flushes_the_ledger_and_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    store = EvidenceStore(tmp_path, "tls12")
+    ledger = store.directory / FAULTS_FILE
+    assert ledger.stat().st_size == evidence_store.FAULT_SLOTS * evidence_store.FAULT_SLOT_BYTES
+    assert synced == []  # allocated, not flushed: a ledger lost in a crash held no fault
+    store.faults.record("a.eml", OSError(errno.EIO, "Input/output error"))
+    assert synced == [str(ledger), str(store.directory)]  # the fault, then the ledger's name
+    store.faults.record("b.eml", OSError(errno.EIO, "Input/output error"))
+    assert synced == [str(ledger), str(store.directory), str(ledger)]  # control: once is enough
+    synced.clear()
+    reopened = EvidenceStore(tmp_path, "tls12")  # another process: it flushes the name again
+    reopened.faults.record("c.eml", OSError(errno.EIO, "Input/output error"))
+    assert synced == [str(ledger), str(store.directory)]
+    assert [f["file"] for f in read_faults(store.directory)] == ["a.eml", "b.eml", "c.eml"]
+
+
 def test_a_fault_with_a_long_escaped_name_stays_in_its_own_slot(tmp_path: Path) -> None:
     store = EvidenceStore(tmp_path, "tls12")
     store.faults.record("\x01" * 200 + ".eml", OSError(errno.ENOSPC, "\x02" * 200))
