@@ -8,6 +8,7 @@ Received header is read only to check it is exactly the header the record says t
 from __future__ import annotations
 
 import os
+import re
 from email.parser import BytesHeaderParser
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from lab.spec import BOUNCE_LOCAL_PART
 __all__ = ["TOKEN_HEADER", "find_arrivals", "is_bounce_mailbox"]
 
 TOKEN_HEADER = "X-TLSLab-Message-ID"
+# the first empty line: a line ending right after one (atomic: CRLF is one ending, not two)
+HEADERS_END = re.compile(rb"(?>\r\n|\r|\n)(?>\r\n|\r|\n)")
 HEAD_BYTES = 64 * 1024  # of each .eml: the lab's header and the sender's first headers
 
 
@@ -63,7 +66,8 @@ def _token(data: bytes | None) -> str | None:
     """Return the lab's token header of raw message bytes (senders that rewrite Message-ID)."""
     if data is None:
         return None
-    value = BytesHeaderParser().parsebytes(data).get(TOKEN_HEADER)
+    end = HEADERS_END.search(data)  # the parser stops at the same blank line: skip the body
+    value = BytesHeaderParser().parsebytes(data[: end.end()] if end else data).get(TOKEN_HEADER)
     return str(value).strip() if value is not None else None
 
 

@@ -18,6 +18,7 @@ GIT_SECONDS = 5.0
 UNKNOWN = "unknown"
 
 
+@functools.cache
 def package_version(name: str) -> str:
     """Return an installed distribution's version, or `unknown`."""
     try:

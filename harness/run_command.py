@@ -37,7 +37,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             stopped = f"a lab failure ({type(error).__name__})"
             raise
         finally:
-            run_dir = write_report(run.report(stopped), reports)
+            report = run.report(stopped)
+            run_dir = write_report(report, reports)
             if stopped:
                 latest = reports / "latest"
                 kept = "still points at the last complete run" if latest.exists() else "not made"
@@ -46,7 +47,6 @@ def cmd_run(args: argparse.Namespace) -> int:
                     f"{latest} {kept}",
                     file=sys.stderr,
                 )
-    report = run.report()
     print()
     print(console.matrix(report))
     print(console.totals(report))

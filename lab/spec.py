@@ -56,7 +56,7 @@ class TlsVersion(enum.StrEnum):
     @property
     def rank(self) -> int:
         """Return an integer that orders versions from oldest to newest."""
-        return list(TlsVersion).index(self)
+        return _RANKS[self]
 
     @classmethod
     def from_openssl(cls, name: str) -> TlsVersion:
@@ -71,6 +71,7 @@ _SSL_VERSIONS = {
     TlsVersion.TLS12: ssl.TLSVersion.TLSv1_2,
     TlsVersion.TLS13: ssl.TLSVersion.TLSv1_3,
 }
+_RANKS = {version: index for index, version in enumerate(TlsVersion)}  # oldest first
 
 
 class CertState(enum.StrEnum):

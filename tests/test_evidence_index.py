@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +194,25 @@ def test_a_token_header_is_parsed_once_per_file_and_again_when_the_file_changes(
     assert len(parsed) == 2
     eml.unlink()
     assert stored_token(eml) is None
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"A: 1\r\nX-TLSLab-Message-ID: <t1@x>\r\n\r\nbody\r\nX-TLSLab-Message-ID: <no@x>\r\n",
+        b"A: 1\nX-TLSLab-Message-ID: <t2@x>\n\nX-TLSLab-Message-ID: <no@x>\n",
+        b"A: 1\rX-TLSLab-Message-ID: <t3@x>\r\rX-TLSLab-Message-ID: <no@x>\r",
+        b"A: 1\r\n folded\r\nX-TLSLab-Message-ID:\r\n <t4@x>\r\n\r\nbody",
+        b"A: 1\r\n\nX-TLSLab-Message-ID: <body@x>\r\n",  # CRLF then LF: an empty line
+        b"\r\nX-TLSLab-Message-ID: <body@x>\r\n",  # no headers at all
+        b"A: 1\r\nB: 2\r\nX-TLSLab-Message-ID: <t5@x>",  # no body, no final line ending
+        b"A: 1\r\nnot a header line\r\nX-TLSLab-Message-ID: <t6@x>\r\n\r\n",
+    ],
+)
+def test_the_token_is_read_from_the_header_block_exactly_as_the_whole_message_parse(
+    message: bytes,
+) -> None:
+    whole = BytesHeaderParser().parsebytes(message).get(arrivals.TOKEN_HEADER)
+    expected = str(whole).strip() if whole is not None else None
+    assert arrivals._token(message) == expected
+    assert arrivals._token(message + b"\r\nX-TLSLab-Message-ID: <late@x>\r\n") == expected
