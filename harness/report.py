@@ -15,9 +15,9 @@ from harness.html_report import html_chunks, render_html
 from harness.labels import expected_label, outcome_label
 from harness.model import ID_MAX_LENGTH, ID_PATTERN, RunReport
 from harness.report_files import (
+    OverlappedWrites,
     ReportError,
     atomic_write,
-    atomic_write_chunks,
     closed_schema,
     error_field,
     point_symlink,
@@ -117,9 +117,10 @@ def render_all(report: RunReport, run_dir: Path) -> list[Path]:
     with unwritable_as_report_error(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / TLSRPT_FOLDER).mkdir(exist_ok=True)
-        for name, chunks in files.items():
-            atomic_write_chunks(run_dir / name, chunks)
-        atomic_write(run_dir / TLSRPT, _json(tlsrpt_index(written, report.complete)))
+        with OverlappedWrites() as writes:
+            for name, chunks in files.items():
+                writes.write(run_dir / name, chunks)
+            writes.write(run_dir / TLSRPT, (_json(tlsrpt_index(written, report.complete)),))
     names = [*list(files)[:3], TLSRPT, *list(files)[3:]]
     return [run_dir / name for name in names]
 

@@ -6,9 +6,10 @@ import contextlib
 import os
 import secrets
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pydantic import BaseModel, ValidationError
 
@@ -51,19 +52,81 @@ def atomic_write(path: Path, text: str) -> None:
 
 def atomic_write_chunks(path: Path, chunks: Iterable[str]) -> None:
     """Write the pieces of a text to path, in order, as atomic_write does the whole text."""
+    handle, tmp = _write_unsynced(path, chunks)
+    _put_in_place(handle, tmp, path)
+
+
+class OverlappedWrites:
+    """Atomic writes of several files whose fsyncs and renames run in threads, side by side.
+
+    Each file is written in the calling thread; its fsync and rename then overlap the next
+    file's writing and each other (the disk flushes them together). Leaving the block waits
+    for every one and raises the first error: nothing returns before all are durable.
+    """
+
+    def __init__(self) -> None:
+        """Start with no writes pending."""
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+
+    def __enter__(self) -> OverlappedWrites:
+        """Return self."""
+        return self
+
+    def write(self, path: Path, chunks: Iterable[str]) -> None:
+        """Write the pieces to a temporary file now; fsync and rename it onto path in a thread."""
+        handle, tmp = _write_unsynced(path, chunks)
+        thread = threading.Thread(target=self._finish, args=(handle, tmp, path), daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _finish(self, handle: TextIO, tmp: str, path: Path) -> None:
+        """Put one written file in place, keeping its error for the waiting thread."""
+        try:
+            _put_in_place(handle, tmp, path)
+        except BaseException as error:  # raised again in the thread that leaves the block
+            self._errors.append(error)
+
+    def __exit__(self, *exc: object) -> None:
+        """Wait for every pending file; raise the first error (after the block's own, if any)."""
+        for thread in self._threads:
+            thread.join()
+        if self._errors and exc[0] is None:
+            raise self._errors[0]
+
+
+def _write_unsynced(path: Path, chunks: Iterable[str]) -> tuple[TextIO, str]:
+    """Write the pieces to a new temporary file beside path; return it open, and its name."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
+        for chunk in chunks:
+            handle.write(chunk)
+        handle.flush()
+    except BaseException:
+        _discard(handle, tmp)
+        raise
+    return handle, tmp
+
+
+def _put_in_place(handle: TextIO, tmp: str, path: Path) -> None:
+    """Fsync and close the written temporary file, then rename it onto path."""
+    try:
+        os.fsync(handle.fileno())
+        handle.close()
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        _discard(handle, tmp)
         raise
+
+
+def _discard(handle: TextIO, tmp: str) -> None:
+    """Close and remove a temporary file that will not be put in place."""
+    with contextlib.suppress(OSError):
+        handle.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
 
 
 @contextlib.contextmanager
