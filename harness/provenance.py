@@ -8,6 +8,7 @@ import platform
 import socket
 import ssl
 import subprocess
+import threading
 from importlib import metadata
 from pathlib import Path
 
@@ -27,9 +28,25 @@ def package_version(name: str) -> str:
         return UNKNOWN
 
 
-@functools.cache
+_COMMIT_LOCK = threading.Lock()  # one git query per root, whichever thread asks first
+
+
 def lab_commit(root: Path = PROJECT_ROOT) -> str:
     """Return the lab's git commit (`+modified` when the tree differs), or `unknown`."""
+    with _COMMIT_LOCK:
+        return _git_commit(root)
+
+
+def prefetch_lab_commit(root: Path = PROJECT_ROOT) -> threading.Thread:
+    """Ask git for the lab's commit in a thread now (returned), so the report need not wait."""
+    thread = threading.Thread(target=lab_commit, args=(root,), name="lab-commit", daemon=True)
+    thread.start()
+    return thread
+
+
+@functools.cache
+def _git_commit(root: Path) -> str:
+    """Run git twice (HEAD, then whether tracked files differ); remembered per root."""
     try:
         head = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],
@@ -75,4 +92,4 @@ def collect(suite_file: Path, backend: str, started: str, finished: str) -> Prov
     )
 
 
-__all__ = ["collect", "file_sha256", "lab_commit", "package_version"]
+__all__ = ["collect", "file_sha256", "lab_commit", "package_version", "prefetch_lab_commit"]

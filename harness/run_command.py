@@ -9,6 +9,7 @@ from harness import console
 from harness.diff import report_drift
 from harness.interrupts import stop_name
 from harness.paths import certs_dir, reports_dir
+from harness.provenance import prefetch_lab_commit
 from harness.report import load_results, write_report
 from harness.runner import backend_named, open_run
 from harness.scenarios import LoadedSuite, ScenarioError, load_suite
@@ -23,6 +24,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cells = _cells_of(loaded, args.receivers)
     total = len(cells)
     print(f"Suite {loaded.suite.id}: {total} cells on the {backend.name} backend")
+    prefetch_lab_commit()  # the report's provenance: git runs while the receivers start
     with open_run(loaded, backend, certs_dir(args.certs), reports) as run:
         done = iter(range(1, total + 1))
         stopped = ""

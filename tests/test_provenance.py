@@ -11,6 +11,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 from test_report import make_report
 
 from harness import provenance
@@ -48,6 +49,33 @@ def test_a_changed_suite_file_changes_its_hash(tmp_path: Path) -> None:
 
 def test_outside_git_the_commit_is_unknown(tmp_path: Path) -> None:
     assert provenance.lab_commit(tmp_path) == "unknown"
+
+
+def git_repo(folder: Path) -> str:
+    """Make a git repository with one commit in `folder`; return the commit."""
+    folder.mkdir()
+    for args in (["init", "-q"], ["-c", "user.name=t", "-c", "user.email=t@lab.test", "commit",
+                                  "-q", "--allow-empty", "-m", "one"]):  # fmt: skip
+        subprocess.run(["git", "-C", str(folder), *args], check=True, capture_output=True)
+    return subprocess.run(
+        ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_a_prefetched_commit_is_answered_later_without_running_git_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetched, other = tmp_path / "fetched", tmp_path / "other"
+    head = git_repo(fetched)
+    git_repo(other)
+    provenance.prefetch_lab_commit(fetched).join(timeout=30)
+
+    def no_git(*args: object, **kwargs: object) -> None:
+        raise OSError("git is not run again")
+
+    monkeypatch.setattr(subprocess, "run", no_git)
+    assert provenance.lab_commit(fetched) == head
+    assert provenance.lab_commit(other) == "unknown"  # control: never fetched, so git is run
 
 
 def test_provenance_is_in_results_json_html_and_summary(tmp_path: Path) -> None:
