@@ -30,7 +30,7 @@ from lab.received_header import SERVER_SOFTWARE
 from lab.received_header import received_header as received_header  # also for old imports
 from lab.session_facts import EndedBy, Handshake
 from lab.session_record import SessionRecord, describe_tls_error
-from lab.smtp_setup import CachedSMTP
+from lab.smtp_replies import OneWriteSMTP
 from lab.spec import ReceiverSpec
 from lab.tls_context import build_tls_context as build_tls_context  # lab.serve's import
 from lab.tls_transport import LabSSLProtocol
@@ -129,7 +129,7 @@ class LabHandler:
         return "421 4.3.0 Lab receiver error: " + type(error).__name__
 
 
-class LabSMTP(CachedSMTP):
+class LabSMTP(OneWriteSMTP):
     """aiosmtpd's SMTP with a session record, session caps, an error limit and 421 on timeouts."""
 
     def __init__(
