@@ -5,6 +5,10 @@ what the client sent, whether the handshake then succeeded or failed. Versions: 
 `supported_versions` extension when present (TLS 1.3 clients), else the one `legacy_version`
 (a client without the extension names only its highest version, so nothing lower is claimed).
 GREASE values (RFC 8701) are dropped everywhere. JA4 follows FoxIO's JA4 TLS client spec.
+
+An offer does not depend on the bytes a client draws afresh for every hello (its random, its
+session id's value, its key shares' public keys), so hellos are parsed once per sender: those
+bytes are zeroed (their lengths kept) and the offer of the zeroed hello is cached.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ VERSIONS = {0x0301: "TLSv1.0", 0x0302: "TLSv1.1", 0x0303: "TLSv1.2", 0x0304: "TL
 JA4_VERSIONS = {0x0300: "s3", 0x0301: "10", 0x0302: "11", 0x0303: "12", 0x0304: "13"}
 PRE_SHARED_KEY = 41
 HANDSHAKE_HEADER = 4
+KEY_SHARE = 51
+OFFERS_CACHED = 256  # distinct senders' hellos (each at most a few KiB) kept
 
 
 def is_grease(value: int) -> bool:
@@ -45,6 +51,80 @@ def is_grease(value: int) -> bool:
 
 def parse_client_hello(message: bytes) -> ClientOffer | None:
     """Return the offer of a ClientHello handshake message (header included), None if garbled."""
+    fresh = _fresh_ranges(message)
+    if fresh is None:
+        return parse_uncached(message)  # framing this walk cannot follow: tlslite decides
+    zeroed = bytearray(message)
+    for start, end in fresh:
+        zeroed[start:end] = bytes(end - start)
+    return _parse_zeroed(bytes(zeroed))
+
+
+def _fresh_ranges(message: bytes) -> list[tuple[int, int]] | None:
+    """Return where a well-framed hello holds per-hello bytes (random, session id, keys), or None.
+
+    None unless every length field fits exactly: the message's, the cipher and compression
+    lists', the extension block's and each extension's, and each key share's in key_share.
+    """
+    size = len(message)
+    if size < 39 or message[0] != 1 or int.from_bytes(message[1:4], "big") != size - 4:
+        return None
+    ranges = [(6, 38)]
+    at = 39 + message[38]  # after the session id
+    ranges.append((39, at))
+    for width in (2, 1):  # cipher suites, compression methods
+        if at + width > size:
+            return None
+        at += width + int.from_bytes(message[at : at + width], "big")
+    if at == size:
+        return ranges  # no extension block at all
+    if at + 2 > size or at + 2 + int.from_bytes(message[at : at + 2], "big") != size:
+        return None
+    at += 2
+    while at < size:
+        if at + 4 > size:
+            return None
+        kind, length = (
+            int.from_bytes(message[at : at + 2], "big"),
+            int.from_bytes(message[at + 2 : at + 4], "big"),
+        )
+        body, at = at + 4, at + 4 + length
+        if at > size:
+            return None
+        if kind == KEY_SHARE:
+            keys = _key_ranges(message, body, at)
+            if keys is None:
+                return None
+            ranges += keys
+    return ranges
+
+
+def _key_ranges(message: bytes, start: int, end: int) -> list[tuple[int, int]] | None:
+    """Return where each key share's public key lies in a key_share body, or None if ill-framed."""
+    if start == end:
+        return []
+    if start + 2 + int.from_bytes(message[start : start + 2], "big") != end:
+        return None
+    ranges, at = [], start + 2
+    while at < end:
+        if at + 4 > end:
+            return None
+        key = at + 4
+        at = key + int.from_bytes(message[at + 2 : at + 4], "big")
+        if at > end:
+            return None
+        ranges.append((key, at))
+    return ranges
+
+
+@functools.lru_cache(maxsize=OFFERS_CACHED)
+def _parse_zeroed(message: bytes) -> ClientOffer | None:
+    """Return the offer of a hello whose per-hello bytes are zeroed (offers are frozen models)."""
+    return parse_uncached(message)
+
+
+def parse_uncached(message: bytes) -> ClientOffer | None:
+    """Return the offer of a ClientHello message parsed by tlslite, None if garbled."""
     hello = ClientHello()
     try:
         hello.parse(Parser(bytearray(message[1:])))  # tlslite reads from the 3-byte length

@@ -30,7 +30,7 @@ from lab.received_header import SERVER_SOFTWARE
 from lab.received_header import received_header as received_header  # also for old imports
 from lab.session_facts import EndedBy, Handshake
 from lab.session_record import SessionRecord, describe_tls_error
-from lab.smtp_setup import CachedSMTP
+from lab.smtp_replies import OneWriteSMTP
 from lab.spec import ReceiverSpec
 from lab.tls_context import build_tls_context as build_tls_context  # lab.serve's import
 from lab.tls_transport import LabSSLProtocol
@@ -129,7 +129,7 @@ class LabHandler:
         return "421 4.3.0 Lab receiver error: " + type(error).__name__
 
 
-class LabSMTP(CachedSMTP):
+class LabSMTP(OneWriteSMTP):
     """aiosmtpd's SMTP with a session record, session caps, an error limit and 421 on timeouts."""
 
     def __init__(
@@ -189,7 +189,6 @@ class LabSMTP(CachedSMTP):
         else:
             self.record.connected(transport.get_extra_info("peername"))
             reader = self._reader
-            reader.readuntil = _logging_reader(reader.readuntil, self.record)  # type: ignore[method-assign]
             reader.readuntil = self._counting_reader(reader.readuntil)  # type: ignore[method-assign]
 
     def data_received(self, data: bytes) -> None:
@@ -283,10 +282,11 @@ class LabSMTP(CachedSMTP):
         await super()._handle_client()
 
     def _counting_reader(self, readuntil: Any) -> Any:
-        """Wrap the command reader: count junk commands; past the error limit, 421 and close."""
+        """Wrap the reader: transcribe command lines, count junk ones; past the limit 421, close."""
+        record = self.record
 
         async def readuntil_counted(separator: bytes = b"\n") -> bytes:
-            reading_command = not self.record.in_data
+            reading_command = not record.in_data
             if reading_command and self.errors.exceeded:
                 if self.transport is not None and not self.transport.is_closing():
                     reply = TOO_MANY_ERRORS.format(host=self.hostname)
@@ -298,6 +298,10 @@ class LabSMTP(CachedSMTP):
                 # the client's input ended (FIN or close_notify) with no complete line left
                 self.end_session(None, self._how_peer_left())
                 raise asyncio.CancelledError from None
+            if not record.in_data:  # one layer for both: a coroutine less per line read
+                record.log("C", line.decode("utf-8", "replace"))
+            elif line in (b".\r\n", b".\n"):
+                record.in_data = False
             if reading_command:
                 self.errors.command(line.split(b" ", 1)[0].strip().upper().decode("latin-1"))
             return line
@@ -407,17 +411,3 @@ class LabSMTP(CachedSMTP):
         self.record.finish()
         data = self.record.as_dict()
         return self.sessions.write(self.loop, lambda: self.store.append_session(data))
-
-
-def _logging_reader(readuntil: Any, record: SessionRecord) -> Any:
-    """Wrap a StreamReader.readuntil so command lines (not message bodies) enter the transcript."""
-
-    async def readuntil_logged(separator: bytes = b"\n") -> bytes:
-        line: bytes = await readuntil(separator)
-        if not record.in_data:
-            record.log("C", line.decode("utf-8", "replace"))
-        elif line in (b".\r\n", b".\n"):
-            record.in_data = False
-        return line
-
-    return readuntil_logged

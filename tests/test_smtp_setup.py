@@ -153,3 +153,64 @@ def test_cached_path_parses_equal_aiosmtpd_parses(limit: int) -> None:
     long_local = PATHS[-1]
     # the limit is part of the cache key: the same path parses differently under another limit
     assert (cached._getaddr(long_local)[0] is None) == (limit == 64)
+
+
+class LineByLine(LabSMTP):
+    """The lab's protocol answering EHLO as aiosmtpd does: one write per reply line."""
+
+    ONE_WRITE_EHLO = False
+
+
+async def _ehlo_writes(factory: Any) -> list[bytes]:
+    """Serve one connection with `factory`'s protocol; return its socket writes until EHLO."""
+    writes: list[bytes] = []
+
+    def counted() -> Any:
+        protocol = factory()
+        made = protocol.connection_made
+
+        def connection_made(transport: Any) -> None:
+            write = transport.write
+
+            def counted_write(data: bytes) -> None:
+                writes.append(bytes(data))
+                write(data)
+
+            transport.write = counted_write
+            made(transport)
+
+        protocol.connection_made = connection_made
+        return protocol
+
+    server = await asyncio.get_running_loop().create_server(counted, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await reader.readline()
+    writer.write(b"EHLO client.example\r\n")
+    while not (await reader.readline()).startswith(b"250 "):
+        pass
+    writer.close()
+    server.close()
+    await server.wait_closed()
+    return writes
+
+
+def test_ehlo_reply_goes_out_in_one_write_with_aiosmtpd_bytes(
+    receiver_specs: dict[str, ReceiverSpec], tmp_path: Path
+) -> None:
+    spec = receiver_specs["no-starttls"]
+    store = EvidenceStore(tmp_path, spec.id)
+
+    async def both_ways() -> tuple[list[bytes], list[bytes]]:
+        loop = asyncio.get_running_loop()
+        fast = await _ehlo_writes(lambda: LabSMTP(spec, store, loop=loop))
+        slow = await _ehlo_writes(lambda: LineByLine(spec, store, loop=loop))
+        return fast, slow
+
+    fast, slow = asyncio.run(both_ways())
+    # negative control: aiosmtpd's own EHLO (a push per line) writes a line at a time
+    assert len(slow) > 3
+    assert all(w.count(b"\r\n") == 1 for w in slow[1:])
+    assert len(fast) == 2  # the banner, then the whole EHLO reply
+    assert fast[1].count(b"\r\n") == len(slow) - 1
+    assert b"".join(fast) == b"".join(slow)  # the same bytes in the same order
