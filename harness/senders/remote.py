@@ -104,6 +104,15 @@ WORKER_PATIENCE = 0.3
 CONTAINER_ROLE = "reference"  # one container of every reference profile of a run
 
 
+def container_spec(certs: Path, outbox: Path) -> SenderContainer:
+    """Return the reference sender's container: the lab CA, the portal outbox, a warm worker."""
+    mounts = (
+        Mount(certs, str(CONTAINER_CERTS)),
+        Mount(outbox, str(CONTAINER_OUTBOX), writable=True),
+    )
+    return SenderContainer(role=CONTAINER_ROLE, mounts=mounts, warm=tuple(WORKER_ARGV))
+
+
 class SharedContainer:
     """The reference sender's one container in a lab and its workers, shared by its profiles.
 
@@ -144,11 +153,7 @@ class SharedContainer:
                 return
             sender_host = self.lab.sender_host
             assert sender_host is not None
-            mounts = (
-                Mount(self.lab.pki.root, str(CONTAINER_CERTS)),
-                Mount(self.outbox, str(CONTAINER_OUTBOX), writable=True),
-            )
-            host = sender_host(SenderContainer(role=CONTAINER_ROLE, mounts=mounts))
+            host = sender_host(container_spec(self.lab.pki.root, self.outbox))
             self._workers = WorkerPool(
                 host, WORKER_ARGV, most=WORKERS_PER_SENDER, patience=WORKER_PATIENCE
             )
