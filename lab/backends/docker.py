@@ -23,7 +23,7 @@ from lab.backends.base import (
     SenderContainer,
 )
 from lab.backends.docker_channel import DockerChannel
-from lab.backends.docker_dns import start_dns_and_resolver
+from lab.backends.docker_dns import publish_records, start_dns_and_resolver, start_plain_dns
 from lab.backends.docker_early import EarlySenders
 from lab.backends.docker_images import ensure_images
 from lab.backends.docker_ready import await_ready_line, log_tail
@@ -92,21 +92,26 @@ class DockerBackend:
         early = EarlySenders(lab.sender_host)
         try:
             self.say(f"starting {len(specs)} receivers and the lab DNS...")
-            endpoints, receivers = lab.start_receivers(specs)
+            plain = not needs_dns(specs)  # no DANE, no MTA-STS: the DNS starts beside them
+            with ThreadPoolExecutor(max_workers=1) as first:
+                dns = first.submit(lab.start_dns, lambda: early.begin(senders())) if plain else None
+                endpoints, receivers = lab.start_receivers(specs)
+                dns_container = dns.result() if dns else None
             # the receivers boot while the policy host and the DNS start: each wait blocks on
             # its container's output, so the waits run side by side, one thread each
             with ThreadPoolExecutor(max_workers=min(READY_WAITS, len(receivers) or 1)) as waits:
                 booted = [waits.submit(lab.await_receiver, c) for c in receivers]
                 policy_address = start_policy_host(lab, specs, LAB_UID)  # its A: the lab DNS
                 signed = None
-                if needs_dns(specs):  # DANE, MTA-STS: the signed lab DNS, a validating resolver
+                if dns_container is None:  # DANE, MTA-STS: the signed lab DNS and a resolver
                     signed, lab.dns_address = start_dns_and_resolver(
                         lab._run, lambda c: _address(c, lab.network.name), images,
                         specs, endpoints, pki, evidence_root, policy_address,
                     )  # fmt: skip
                     early.begin(senders())
                 else:
-                    lab.start_dns(specs, endpoints, lambda: early.begin(senders()))
+                    publish_records(evidence_root, specs, endpoints)
+                    lab._wait_ready(dns_container, "dns")
                 for receiver in booted:
                     receiver.result()  # the first receiver that failed to start is the error
             yield RunningLab(
@@ -222,26 +227,14 @@ class _LabContainers:
         address = self._wait_ready(container, container.name)
         _wait_for_banner(address, container)
 
-    def start_dns(
-        self,
-        specs: Sequence[ReceiverSpec],
-        ends: dict[str, ReceiverEndpoint],
-        on_address: Callable[[], None] = lambda: None,
-    ) -> None:
-        """Start the lab DNS, authoritative for the zone: A and MX records for every MX host.
-
-        `on_address` is called once the DNS container has its address, before it is ready.
-        """
-        command = ["python", "-m", "lab.dns", "--zone", LAB_ZONE]
-        for spec in specs:
-            for mx in ends[spec.id].mx:
-                command += ["--a", f"{mx.mx_host}={mx.host}"]
-                command += ["--mx", f"{spec.domain}={mx.mx_host}:{mx.preference}"]
-        container = self._run("dns", self.images["lab"], command)
-        container.reload()  # its address on the lab network, given when it started
-        self.dns_address = _address(container, self.network.name)
+    def start_dns(self, on_address: Callable[[], None]) -> Any:
+        """Start the unsigned lab DNS (records come later); call `on_address` once it has one."""
+        container, self.dns_address = start_plain_dns(
+            self._run, lambda c: _address(c, self.network.name), self.images["lab"],
+            self.evidence_root,
+        )  # fmt: skip
         on_address()
-        self._wait_ready(container, "dns")
+        return container
 
     def sender_host(self, spec: SenderContainer) -> DockerSenderHost:
         """Start the container `spec` describes, resolving through the lab DNS (and its `warm`)."""
