@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from harness.model import ReferenceSenderProfile, TlsMode
-from harness.senders.remote import CONTAINER_ROLE, RemoteReferenceSender
-from harness.senders.worker_pool import WorkerFailed
+from harness.senders.remote import CONTAINER_ROLE, WORKERS_PER_SENDER, RemoteReferenceSender
+from harness.senders.worker_pool import WorkerFailed, WorkerPool
 from lab.backends.base import LineChannel, RunningLab, SenderContainer
 from lab.pki import LabPki
 
@@ -110,3 +110,23 @@ def test_a_container_that_fails_to_start_is_tried_again_by_the_next_profile(
     assert calls == [CONTAINER_ROLE, CONTAINER_ROLE]
     assert len(engine.asked) == 1
     sender.close()
+
+
+def test_the_shared_pool_may_grow_as_the_profiles_own_pools_could(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    lab = lab_of(engine, tmp_path)
+    first = RemoteReferenceSender(DEFAULT, lab, tmp_path)
+    assert first.workers.most == WORKERS_PER_SENDER  # control: one profile, one profile's cap
+    second = RemoteReferenceSender(REQUIRE, lab, tmp_path)
+    assert first.workers.most == 2 * WORKERS_PER_SENDER
+    for sender in (first, second):
+        sender.close()
+
+
+def test_allow_raises_a_capped_pool_only() -> None:
+    capped = WorkerPool(FakeHost("h"), ["worker"], most=1)
+    capped.allow(2)
+    assert capped.most == 3
+    uncapped = WorkerPool(FakeHost("h"), ["worker"])
+    uncapped.allow(2)
+    assert uncapped.most is None

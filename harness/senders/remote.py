@@ -119,8 +119,9 @@ class SharedContainer:
     A profile is data sent with each job (the worker builds the sender from it), and nothing
     in the container depends on which profile uses it: the HELO name, TLS context and portal
     folder all come from the job. So every reference profile of a run delivers from the same
-    container, through the same workers: one container start and at most WORKERS_PER_SENDER
-    interpreters for the whole run instead of one container and its workers per profile.
+    container, through the same workers: one container start instead of one per profile. The
+    pool may grow to WORKERS_PER_SENDER workers per profile, as many as before, but starts
+    another only for a job kept waiting (WORKER_PATIENCE), so a quick suite needs one.
     """
 
     _open: ClassVar[dict[tuple[int, Path], SharedContainer]] = {}  # (id(lab), outbox) -> in use
@@ -139,11 +140,14 @@ class SharedContainer:
         with cls._lock:
             shared = cls._open.setdefault((id(lab), outbox), cls(lab, outbox))
             shared.users += 1
+            another = shared.users > 1
         try:
             shared.start()
         except BaseException:
             shared.leave()
             raise
+        if another:  # at most as many workers as the profiles had in containers of their own
+            shared.workers.allow(WORKERS_PER_SENDER)
         return shared
 
     def start(self) -> None:
