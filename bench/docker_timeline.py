@@ -178,7 +178,7 @@ def phases(rows: list[tuple[float, str]]) -> dict[str, float]:
         - at("receivers' containers start"),
         "then until every receiver and the DNS answer": at("cells start")
         - at("receivers' containers end"),
-        "first sender container started (after the lab was up)": at("sender container end", True)
+        "first sender container up (from the lab up; < 0: before)": at("sender container end", True)
         - at("cells start"),
         "first worker ready (after its container)": at("worker end", True)
         - at("sender container end", True),

@@ -44,7 +44,9 @@ from harness.report import unwritable_as_report_error
 from harness.scenarios import LoadedSuite
 from harness.senders import SenderDriver, TestMessage, driver_of, open_driver
 from harness.senders.base import SendAction
+from harness.senders.registry import sender_containers
 from lab.backends import BACKENDS, Backend, BackendError, RunningLab
+from lab.backends.base import SenderContainer
 from lab.evidence_watch import WakingEvent, wait_until
 from lab.pki import ensure_certs
 from lab.session_facts import SessionFacts, session_facts_where
@@ -329,9 +331,13 @@ def open_run(
         run_dir.mkdir(parents=True, exist_ok=True)
     specs = list(loaded.receivers.values())
     pki = ensure_certs(specs, certs)
+
+    def senders() -> tuple[SenderContainer, ...]:  # asked for only by a backend that runs them
+        return sender_containers(loaded.senders.values(), pki.root, run_dir)
+
     with (
         contextlib.ExitStack() as after_the_lab,
-        backend.start(specs, pki, run_dir / "evidence") as lab,
+        backend.start(specs, pki, run_dir / "evidence", senders) as lab,
     ):
         run = LabRun(loaded, lab, run_dir, run_id)
         after_the_lab.callback(run.close)  # the drivers' host resources go once the lab stopped

@@ -213,8 +213,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--zones-dir", type=Path, help="serve the ZoneSet written to this folder")
     parser.add_argument("--exit-with-parent", action="store_true", help="stop when stdin closes")
     parser.add_argument(
+        "--records-file", type=Path,
+        help="also serve the --a/--mx/--txt arguments in this file (a JSON list of strings)",
+    )  # fmt: skip
+    parser.add_argument(
         "--wait-for-zones", type=float, default=0.0, metavar="SECONDS",
-        help="wait this long for --zones-dir to be written (the zones name this server's address)",
+        help="wait this long for --zones-dir or --records-file to be written (the records are"
+        " known only once the hosts they name have their addresses)",
     )  # fmt: skip
     parser.add_argument("--txt", action="append", default=[], metavar="OWNER=TEXT")
     parser.add_argument("--host", default="0.0.0.0")
@@ -230,6 +235,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return _serve_zone_set(args.zones_dir, args.host, args.port)
     zone = LabZone(args.zone)
+    if args.records_file is not None:
+        more = _records_file(args.records_file, args.wait_for_zones)
+        if more is None:
+            return 2
+        args.a, args.mx, args.txt = args.a + more.a, args.mx + more.mx, args.txt + more.txt
     try:
         for item in args.a:
             zone.add_a(*item.split("=", 1))
@@ -245,6 +255,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     asyncio.run(serve(zone, args.host, args.port))
     return 0
+
+
+def _records_file(path: Path, seconds: float) -> argparse.Namespace | None:
+    """Return the record arguments in `path` once it exists (None, said on stderr, if never)."""
+    if not _wait_for(path, seconds):
+        print(f"lab.dns: {path} was not written in time", file=sys.stderr)
+        return None
+    try:
+        listed = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        print(f"lab.dns: cannot read {path}: {error}", file=sys.stderr)
+        return None
+    if not isinstance(listed, list) or not all(isinstance(item, str) for item in listed):
+        print(f"lab.dns: {path} is not a JSON list of strings", file=sys.stderr)
+        return None
+    more = argparse.ArgumentParser(prog="lab.dns records file", add_help=False)
+    for option in ("--a", "--mx", "--txt"):
+        more.add_argument(option, action="append", default=[])
+    known, unknown = more.parse_known_args(listed)
+    if unknown:
+        print(f"lab.dns: {path} has what is not a record: {unknown[:3]}", file=sys.stderr)
+        return None
+    return known
 
 
 def _wait_for(path: Path, seconds: float) -> bool:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import dns.message
 import dns.query
@@ -95,3 +100,68 @@ def test_zone_rejects_records_outside_it() -> None:
     zone = LabZone("lab.test")
     with pytest.raises(ValueError, match="not inside the zone"):
         zone.add_a("mx.example.com", "127.0.0.1")
+
+
+def test_records_written_after_the_start_are_served(tmp_path: Path) -> None:
+    """The DNS waits for its records file (the hosts' addresses come later), then serves it."""
+    records = tmp_path / "records.json"
+    command = [
+        sys.executable, "-m", "lab.dns", "--host", "127.0.0.1", "--port", "0",
+        "--a", "ns.lab.test=127.0.0.9", "--records-file", str(records), "--wait-for-zones", "20",
+    ]  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            time.sleep(0.3)
+            assert process.poll() is None, "it waits for the file"
+            partial = tmp_path / "records.tmp"
+            partial.write_text(
+                json.dumps(
+                    [
+                        "--a",
+                        "mx.tls10.lab.test=127.0.0.1",
+                        "--mx",
+                        "tls10.lab.test=mx.tls10.lab.test:10",
+                    ]
+                )
+            )
+            partial.replace(records)
+            assert process.stdout is not None
+            port = json.loads(process.stdout.readline())["dns_port"]
+            assert json.loads(process.stdout.readline()) == {"ready": True}
+            served = ("127.0.0.1", port)
+            a = ask(served, "mx.tls10.lab.test", "A")
+            assert [r.address for r in a.answer[0]] == ["127.0.0.1"]
+            mx = ask(served, "tls10.lab.test", "MX")
+            assert [str(r.exchange) for r in mx.answer[0]] == ["mx.tls10.lab.test."]
+            own = ask(served, "ns.lab.test", "A")  # the command line's records stay
+            assert [r.address for r in own.answer[0]] == ["127.0.0.9"]
+            # negative control: a name the file does not hold
+            assert ask(served, "mx.tls11.lab.test", "A").rcode() == dns.rcode.NXDOMAIN
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        ('{"a": []}', "not a JSON list of strings"),
+        ('["--ns", "x"]', "not a record"),
+        ("not json", "cannot read"),
+        (None, "was not written in time"),
+    ],
+)
+def test_a_bad_or_missing_records_file_stops_the_dns(
+    tmp_path: Path, content: str | None, said: str
+) -> None:
+    records = tmp_path / "records.json"
+    if content is not None:
+        records.write_text(content)
+    command = [
+        sys.executable, "-m", "lab.dns", "--host", "127.0.0.1", "--port", "0",
+        "--records-file", str(records), "--wait-for-zones", "0.2",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert said in done.stderr
+    assert "ready" not in done.stdout

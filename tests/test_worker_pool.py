@@ -14,6 +14,7 @@ from tools import missing
 from harness.senders.worker_pool import WorkerFailed, WorkerPool
 from lab.backends.base import BackendError
 from lab.backends.docker import RUN_LABEL, DockerSenderHost
+from lab.backends.docker_channel import DockerChannel
 from lab.backends.docker_images import choose_base
 
 # a worker speaking the pool's protocol; a job's `do` picks how it behaves
@@ -191,3 +192,46 @@ def test_a_patient_pool_starts_another_worker_only_for_a_job_kept_waiting(
     assert sorted(r["echo"] for r in replies) == list(range(jobs))
     assert pool.started == started
     assert len({r["pid"] for r in replies}) == started
+
+
+def exit_status(channel: DockerChannel, seconds: float = 10.0) -> int | None:
+    """Return the channel's process exit status once it ended (None if it runs on)."""
+    deadline = time.monotonic() + seconds
+    while (code := channel.exit_code()) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return code
+
+
+@pytest.mark.integration
+def test_the_first_worker_of_a_warm_host_is_the_process_started_with_it(
+    host: DockerSenderHost,
+) -> None:
+    """A host's warm command serves the pool's first worker; the next worker is a new process."""
+    argv = ["python3", "-c", WORKER]
+    warm_channel = DockerChannel(host.container, argv)
+    warm = DockerSenderHost(host.container, "", warm_channel)
+    other = warm.open_channel(["python3", "-c", "import sys; sys.stdin.read()"])
+    assert other is not warm_channel, "another command does not get the warm process"
+    other.close()
+    pool = pool_of(warm, most=2)
+    try:
+        first = pool.run({"do": "echo", "value": 1})
+        assert exit_status(warm_channel, 0) is None, "the warm process serves the first worker"
+        again = warm.open_channel(argv)
+        assert again is not warm_channel, "the warm process is handed out once"
+        again.close()
+    finally:
+        pool.close()
+    assert first["echo"] == 1
+    assert pool.started == 1
+    assert exit_status(warm_channel) == 0, "the pool ended the warm process it was handed"
+
+
+@pytest.mark.integration
+def test_a_warm_process_nobody_took_is_closed(host: DockerSenderHost) -> None:
+    """close_warm ends the warm process when no worker took it (its stdin reads EOF)."""
+    warm_channel = DockerChannel(host.container, ["python3", "-c", WORKER])
+    warm = DockerSenderHost(host.container, "", warm_channel)
+    assert exit_status(warm_channel, 0.5) is None, "it runs until closed"
+    warm.close_warm()
+    assert exit_status(warm_channel) == 0

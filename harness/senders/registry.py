@@ -9,7 +9,7 @@ a submission. A run opens each driver once and closes it when the run ends (harn
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -26,7 +26,7 @@ from harness.model import (
 )
 from harness.senders.base import SenderDriver
 from harness.senders.exim_profile import EximSenderProfile
-from lab.backends.base import RunningLab
+from lab.backends.base import RunningLab, SenderContainer
 
 # each driver's module is imported when a run opens it: a run pays only for its own senders
 
@@ -40,6 +40,8 @@ class Driver(Generic[P]):
     profile: type[P]
     open: Callable[[P, RunningLab, Path], SenderDriver]
     watch: Callable[[P], float] | None = None  # None: the lab reads the sender's own account
+    # the sender containers `open` will ask a lab for, given the certificates and the outbox
+    containers: Callable[[P, Path, Path], tuple[SenderContainer, ...]] | None = None
 
     def start(self, profile: SenderProfileBase, lab: RunningLab, outbox: Path) -> SenderDriver:
         """Open this driver for `profile` (a profile of this driver's model) in `lab`."""
@@ -63,6 +65,15 @@ def _reference(profile: ReferenceSenderProfile, lab: RunningLab, outbox: Path) -
     from harness.senders.reference import ReferenceSender
 
     return ReferenceSender(profile, lab, outbox)
+
+
+def _reference_containers(
+    profile: ReferenceSenderProfile, certs: Path, outbox: Path
+) -> tuple[SenderContainer, ...]:
+    """Return the one container every reference profile of a run delivers from."""
+    from harness.senders.remote import container_spec
+
+    return (container_spec(certs, outbox),)
 
 
 def _postfix(profile: PostfixSenderProfile, lab: RunningLab, outbox: Path) -> SenderDriver:
@@ -110,7 +121,7 @@ def _observe_timeout(profile: RelaySenderProfile | SesSenderProfile) -> float:
 
 
 DRIVERS: dict[str, Driver[Any]] = {
-    "reference": Driver(ReferenceSenderProfile, _reference),
+    "reference": Driver(ReferenceSenderProfile, _reference, containers=_reference_containers),
     "postfix": Driver(PostfixSenderProfile, _postfix),
     "exim": Driver(EximSenderProfile, _exim),
     # external services: the lab cannot look inside, it watches the receivers and bounces
@@ -124,6 +135,18 @@ DRIVERS: dict[str, Driver[Any]] = {
 def driver_of(profile: SenderProfileBase) -> Driver[Any]:
     """Return the registry entry of a profile's driver."""
     return DRIVERS[profile.driver]
+
+
+def sender_containers(
+    profiles: Iterable[SenderProfileBase], certs: Path, outbox: Path
+) -> tuple[SenderContainer, ...]:
+    """Return the distinct sender containers the profiles' drivers will ask a lab for."""
+    wanted: list[SenderContainer] = []
+    for profile in profiles:
+        containers = driver_of(profile).containers
+        if containers is not None:
+            wanted += containers(profile, certs, outbox)
+    return tuple(dict.fromkeys(wanted))
 
 
 def open_driver(profile: SenderProfileBase, lab: RunningLab, outbox: Path) -> SenderDriver:

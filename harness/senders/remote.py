@@ -13,9 +13,10 @@ import json
 import os
 import socket
 import sys
+import threading
 import traceback
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 from harness.model import ReferenceSenderProfile
 from harness.senders.base import SendAction, SendReport, TestMessage
@@ -100,29 +101,109 @@ WORKER_ARGV = ["python", "-m", "harness.senders.remote", "--serve"]
 WORKERS_PER_SENDER = 2
 # a cell takes 0.01-0.1 s once a worker is up: a second interpreter only for a cell kept waiting
 WORKER_PATIENCE = 0.3
+CONTAINER_ROLE = "reference"  # one container of every reference profile of a run
+
+
+def container_spec(certs: Path, outbox: Path) -> SenderContainer:
+    """Return the reference sender's container: the lab CA, the portal outbox, a warm worker."""
+    mounts = (
+        Mount(certs, str(CONTAINER_CERTS)),
+        Mount(outbox, str(CONTAINER_OUTBOX), writable=True),
+    )
+    return SenderContainer(role=CONTAINER_ROLE, mounts=mounts, warm=tuple(WORKER_ARGV))
+
+
+class SharedContainer:
+    """The reference sender's one container in a lab and its workers, shared by its profiles.
+
+    A profile is data sent with each job (the worker builds the sender from it), and nothing
+    in the container depends on which profile uses it: the HELO name, TLS context and portal
+    folder all come from the job. So every reference profile of a run delivers from the same
+    container, through the same workers: one container start instead of one per profile. The
+    pool may grow to WORKERS_PER_SENDER workers per profile, as many as before, but starts
+    another only for a job kept waiting (WORKER_PATIENCE), so a quick suite needs one.
+    """
+
+    _open: ClassVar[dict[tuple[int, Path], SharedContainer]] = {}  # (id(lab), outbox) -> in use
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, lab: RunningLab, outbox: Path) -> None:
+        """Describe the container of `lab` whose portal outbox is `outbox`; start nothing yet."""
+        self.lab, self.outbox, self.users = lab, outbox, 0
+        self._started = threading.Lock()
+        self._host: SenderHost | None = None
+        self._workers: WorkerPool | None = None
+
+    @classmethod
+    def join(cls, lab: RunningLab, outbox: Path) -> SharedContainer:
+        """Return the lab's shared container (started on first use), counting one more user."""
+        with cls._lock:
+            shared = cls._open.setdefault((id(lab), outbox), cls(lab, outbox))
+            shared.users += 1
+            another = shared.users > 1
+        try:
+            shared.start()
+        except BaseException:
+            shared.leave()
+            raise
+        if another:  # at most as many workers as the profiles had in containers of their own
+            shared.workers.allow(WORKERS_PER_SENDER)
+        return shared
+
+    def start(self) -> None:
+        """Start the container and its pool once; a profile arriving meanwhile waits for it."""
+        with self._started:
+            if self._host is not None:
+                return
+            sender_host = self.lab.sender_host
+            assert sender_host is not None
+            host = sender_host(container_spec(self.lab.pki.root, self.outbox))
+            self._workers = WorkerPool(
+                host, WORKER_ARGV, most=WORKERS_PER_SENDER, patience=WORKER_PATIENCE
+            )
+            self._host = host
+
+    @property
+    def host(self) -> SenderHost:
+        """Return the started container."""
+        assert self._host is not None
+        return self._host
+
+    @property
+    def workers(self) -> WorkerPool:
+        """Return the started container's worker pool."""
+        assert self._workers is not None
+        return self._workers
+
+    def leave(self) -> None:
+        """Count one user less; the last one closes the workers (the lab removes the container)."""
+        with self._lock:
+            self.users -= 1
+            if self.users:
+                return
+            del self._open[(id(self.lab), self.outbox)]
+        if self._workers is not None:
+            self._workers.close()
 
 
 class RemoteReferenceSender:
-    """Host side: runs a reference profile in a sender container inside the lab network."""
+    """Host side: runs a reference profile in the lab's reference-sender container."""
 
     def __init__(self, profile: ReferenceSenderProfile, lab: RunningLab, outbox: Path) -> None:
-        """Start (once) the container the profile's deliveries come from."""
+        """Join (starting it if this is the first profile) the container deliveries come from."""
         needs_docker(lab, "remote reference sender")
         assert lab.sender_host is not None
         self.profile, self.id, self.outbox = profile, profile.id, outbox
-        mounts = (
-            Mount(lab.pki.root, str(CONTAINER_CERTS)),
-            Mount(outbox, str(CONTAINER_OUTBOX), writable=True),
-        )
-        spec = SenderContainer(role=f"reference-{profile.id}", mounts=mounts)
-        self.host: SenderHost = lab.sender_host(spec)
-        self.workers = WorkerPool(
-            self.host, WORKER_ARGV, most=WORKERS_PER_SENDER, patience=WORKER_PATIENCE
-        )
+        self.shared = SharedContainer.join(lab, outbox)
+        self.host: SenderHost = self.shared.host
+        self.workers = self.shared.workers
+        self._closed = False
 
     def close(self) -> None:
-        """End the container's workers (EOF, then SIGKILL if one hangs); the lab removes it."""
-        self.workers.close()
+        """Leave the container; the last profile ends its workers (EOF, then SIGKILL if hung)."""
+        if not self._closed:
+            self._closed = True
+            self.shared.leave()
 
     def send(self, message: TestMessage) -> SendReport:
         """Deliver from inside the lab network; a worker that fails makes a lab-failure report."""

@@ -114,6 +114,13 @@ class WorkerPool:
         self._closed = False
         self.started = 0  # how many workers this pool started (restarts included)
 
+    def allow(self, more: int) -> None:
+        """Raise the cap on live workers by `more` (a capped pool only)."""
+        with self._lock:
+            if self.most is not None:
+                self.most += more
+                self._lock.notify_all()
+
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
         """Run one job on an idle (or a new) worker; raise WorkerFailed when it has no reply."""
         worker, seq = self._take()

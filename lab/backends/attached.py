@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from lab.backends.base import BackendError, RunningLab
+from lab.backends.base import BackendError, RunningLab, SenderContainer
 from lab.endpoints import ReceiverEndpoint
 from lab.pki import LabPki
 from lab.spec import ReceiverSpec
@@ -66,7 +66,11 @@ class AttachedBackend:
 
     @contextlib.contextmanager
     def start(
-        self, specs: Sequence[ReceiverSpec], pki: LabPki, evidence_root: Path
+        self,
+        specs: Sequence[ReceiverSpec],
+        pki: LabPki,
+        evidence_root: Path,
+        senders: Callable[[], Sequence[SenderContainer]] = tuple,
     ) -> Iterator[RunningLab]:
         """Yield the running lab, after checking it serves every receiver the suite names."""
         path = lab_file(self.path)

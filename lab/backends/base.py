@@ -41,6 +41,8 @@ class SenderContainer:
 
     By default it runs as the lab's unprivileged user with every capability dropped but
     NET_BIND_SERVICE; `root` with `capabilities` is for real MTAs whose master starts as root.
+    `warm` is a long-lived command (argv) the backend may start as soon as the container runs:
+    the host's first `open_channel` with that argv and no environment is handed that process.
     """
 
     role: str
@@ -50,6 +52,7 @@ class SenderContainer:
     capabilities: tuple[str, ...] = ("NET_BIND_SERVICE",)
     environment: tuple[tuple[str, str], ...] = ()
     mounts: tuple[Mount, ...] = ()
+    warm: tuple[str, ...] = ()
 
 
 class LineChannel(Protocol):
@@ -146,9 +149,17 @@ class Backend(Protocol):
     name: str
 
     def start(
-        self, specs: Sequence[ReceiverSpec], pki: LabPki, evidence_root: Path
+        self,
+        specs: Sequence[ReceiverSpec],
+        pki: LabPki,
+        evidence_root: Path,
+        senders: Callable[[], Sequence[SenderContainer]] = tuple,
     ) -> AbstractContextManager[RunningLab]:
-        """Start one receiver per spec and yield the running lab; stop everything on exit."""
+        """Start one receiver per spec and yield the running lab; stop everything on exit.
+
+        `senders` returns the sender containers the run will ask for: a backend that runs them
+        may start them while the receivers boot (the lab's `sender_host` then hands them out).
+        """
         ...
 
 

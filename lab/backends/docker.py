@@ -9,6 +9,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,10 +21,10 @@ from lab.backends.base import (
     LineChannel,
     RunningLab,
     SenderContainer,
-    SenderHost,
 )
 from lab.backends.docker_channel import DockerChannel
-from lab.backends.docker_dns import start_dns_and_resolver
+from lab.backends.docker_dns import publish_records, start_dns_and_resolver, start_plain_dns
+from lab.backends.docker_early import EarlySenders
 from lab.backends.docker_images import ensure_images
 from lab.backends.docker_ready import await_ready_line, log_tail
 from lab.backends.docker_sts import HTTPS_PORT, remove_temp_dirs, start_policy_host
@@ -73,37 +74,52 @@ class DockerBackend:
 
     @contextlib.contextmanager
     def start(
-        self, specs: Sequence[ReceiverSpec], pki: LabPki, evidence_root: Path
+        self,
+        specs: Sequence[ReceiverSpec],
+        pki: LabPki,
+        evidence_root: Path,
+        senders: Callable[[], Sequence[SenderContainer]] = tuple,
     ) -> Iterator[RunningLab]:
-        """Start the lab network, receivers and DNS; yield the lab; always remove everything."""
+        """Start the lab network, receivers and DNS; yield the lab; always remove everything.
+
+        The `senders` containers start once the DNS has its address, while the receivers boot.
+        """
         client = docker_client()
         images = ensure_images(client, self.say)
         run = secrets.token_hex(4)
         evidence_root.mkdir(parents=True, exist_ok=True)
         lab = _LabContainers(client, run, images, pki, evidence_root)
+        early = EarlySenders(lab.sender_host)
         try:
             self.say(f"starting {len(specs)} receivers and the lab DNS...")
-            endpoints, receivers = lab.start_receivers(specs)
+            plain = not needs_dns(specs)  # no DANE, no MTA-STS: the DNS starts beside them
+            with ThreadPoolExecutor(max_workers=1) as first:
+                dns = first.submit(lab.start_dns, lambda: early.begin(senders())) if plain else None
+                endpoints, receivers = lab.start_receivers(specs)
+                dns_container = dns.result() if dns else None
             # the receivers boot while the policy host and the DNS start: each wait blocks on
             # its container's output, so the waits run side by side, one thread each
             with ThreadPoolExecutor(max_workers=min(READY_WAITS, len(receivers) or 1)) as waits:
                 booted = [waits.submit(lab.await_receiver, c) for c in receivers]
                 policy_address = start_policy_host(lab, specs, LAB_UID)  # its A: the lab DNS
                 signed = None
-                if needs_dns(specs):  # DANE, MTA-STS: the signed lab DNS, a validating resolver
+                if dns_container is None:  # DANE, MTA-STS: the signed lab DNS and a resolver
                     signed, lab.dns_address = start_dns_and_resolver(
                         lab._run, lambda c: _address(c, lab.network.name), images,
                         specs, endpoints, pki, evidence_root, policy_address,
                     )  # fmt: skip
+                    early.begin(senders())
                 else:
-                    lab.start_dns(specs, endpoints)
+                    publish_records(evidence_root, specs, endpoints)
+                    lab._wait_ready(dns_container, "dns")
                 for receiver in booted:
                     receiver.result()  # the first receiver that failed to start is the error
             yield RunningLab(
-                self.name, endpoints, pki, evidence_root, sender_host=lab.sender_host, dns=signed,
+                self.name, endpoints, pki, evidence_root, sender_host=early.sender_host, dns=signed,
                 policy_host=(policy_address, HTTPS_PORT) if policy_address else None,
             )  # fmt: skip
         finally:
+            early.close()  # every early start has ended: the removal finds all of them
             lab.remove_all()
 
 
@@ -211,18 +227,17 @@ class _LabContainers:
         address = self._wait_ready(container, container.name)
         _wait_for_banner(address, container)
 
-    def start_dns(self, specs: Sequence[ReceiverSpec], ends: dict[str, ReceiverEndpoint]) -> None:
-        """Start the lab DNS, authoritative for the zone: A and MX records for every MX host."""
-        command = ["python", "-m", "lab.dns", "--zone", LAB_ZONE]
-        for spec in specs:
-            for mx in ends[spec.id].mx:
-                command += ["--a", f"{mx.mx_host}={mx.host}"]
-                command += ["--mx", f"{spec.domain}={mx.mx_host}:{mx.preference}"]
-        container = self._run("dns", self.images["lab"], command)
-        self.dns_address = self._wait_ready(container, "dns")
+    def start_dns(self, on_address: Callable[[], None]) -> Any:
+        """Start the unsigned lab DNS (records come later); call `on_address` once it has one."""
+        container, self.dns_address = start_plain_dns(
+            self._run, lambda c: _address(c, self.network.name), self.images["lab"],
+            self.evidence_root,
+        )  # fmt: skip
+        on_address()
+        return container
 
-    def sender_host(self, spec: SenderContainer) -> SenderHost:
-        """Start the container `spec` describes, resolving through the lab DNS."""
+    def sender_host(self, spec: SenderContainer) -> DockerSenderHost:
+        """Start the container `spec` describes, resolving through the lab DNS (and its `warm`)."""
         if spec.target not in self.images:
             raise BackendError(
                 f"the {spec.target} image was not built, so {spec.role} cannot start",
@@ -249,7 +264,8 @@ class _LabContainers:
             volumes=volumes,
         )
         container.reload()
-        return DockerSenderHost(container, _address(container, self.network.name))
+        warm = DockerChannel(container, list(spec.warm)) if spec.warm else None
+        return DockerSenderHost(container, _address(container, self.network.name), warm)
 
     def _wait_ready(self, container: Any, what: str) -> str:
         """Block (bounded) until the container prints its ready line; return its lab address."""
@@ -270,10 +286,12 @@ class _LabContainers:
 class DockerSenderHost:
     """A sender container: runs commands inside it."""
 
-    def __init__(self, container: Any, address: str) -> None:
-        """Wrap a running container."""
+    def __init__(self, container: Any, address: str, warm: DockerChannel | None = None) -> None:
+        """Wrap a running container; `warm` is its warm command, already started, if any."""
         self.container, self.address = container, address
         self.name = container.name
+        self._warm = warm
+        self._warm_lock = threading.Lock()
 
     def exec(self, argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
         """Run a command in the container; return (exit status, combined output)."""
@@ -285,8 +303,23 @@ class DockerSenderHost:
         return log_tail(self.container, tail)
 
     def open_channel(self, argv: list[str], env: dict[str, str] | None = None) -> LineChannel:
-        """Start `argv` in the container with `docker exec -i`; return its line channel."""
+        """Start `argv` in the container with `docker exec -i`; return its line channel.
+
+        The first ask for the warm command (same argv, no environment) gets it, already started.
+        """
+        with self._warm_lock:
+            warm = self._warm
+            if warm is not None and not env and warm.argv == argv:
+                self._warm = None
+                return warm
         return DockerChannel(self.container, argv, env)
+
+    def close_warm(self) -> None:
+        """Close the warm command's channel if nobody took it (the process reads EOF)."""
+        with self._warm_lock:
+            warm, self._warm = self._warm, None
+        if warm is not None:
+            warm.close()
 
 
 def _container_user() -> str:

@@ -31,7 +31,7 @@ class DockerChannel:
     def __init__(self, container: Any, argv: list[str], env: dict[str, str] | None = None) -> None:
         """Start `argv` in the running container, attached to its standard streams."""
         api = container.client.api
-        self.api, self.container = api, container
+        self.api, self.container, self.argv = api, container, list(argv)
         created = api.exec_create(
             container.id, argv, stdin=True, stdout=True, stderr=True, tty=False, environment=env
         )

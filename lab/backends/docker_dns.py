@@ -1,7 +1,8 @@
-"""The signed lab DNS and the validating resolver (Debian's unbound) of a Docker run."""
+"""The lab DNS of a Docker run: unsigned, or signed behind a validating resolver (unbound)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,45 @@ from lab.spec import LAB_ZONE, ReceiverSpec
 DNS_PORT = 53
 READY_TIMEOUT = 30.0
 RESOLVER_DIR = "resolver"  # under the evidence folder: the unbound.conf the run used
+RECORDS_DIR = "lab-dns"  # under the evidence folder: the unsigned lab DNS's records file
+RECORDS_FILE = "records.json"
+
+
+def start_plain_dns(
+    run: Callable[..., Any], address_of: Callable[[Any], str], image: str, evidence_root: Path
+) -> tuple[Any, str]:
+    """Start the unsigned lab DNS before its records exist; return its container and address.
+
+    It waits (bounded) for the records file `publish_records` writes, then serves and prints
+    its ready line; its address is known as soon as it started, so sender containers that
+    resolve through it can start while the receivers boot.
+    """
+    folder = evidence_root / RECORDS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [
+        "python", "-m", "lab.dns", "--zone", LAB_ZONE, "--records-file", f"/records/{RECORDS_FILE}",
+        "--wait-for-zones", str(READY_TIMEOUT), "--host", "0.0.0.0", "--port", str(DNS_PORT),
+    ]  # fmt: skip
+    container = run(
+        "dns", image, command, volumes={str(folder.resolve()): {"bind": "/records", "mode": "ro"}}
+    )
+    container.reload()  # its address on the lab network, given when it started
+    return container, address_of(container)
+
+
+def publish_records(
+    evidence_root: Path, specs: Sequence[ReceiverSpec], endpoints: Mapping[str, ReceiverEndpoint]
+) -> None:
+    """Write the unsigned lab DNS's records: an A and an MX record for every MX host."""
+    arguments: list[str] = []
+    for spec in specs:
+        for mx in endpoints[spec.id].mx:
+            arguments += ["--a", f"{mx.mx_host}={mx.host}"]
+            arguments += ["--mx", f"{spec.domain}={mx.mx_host}:{mx.preference}"]
+    folder = evidence_root / RECORDS_DIR
+    partial = folder / f".{RECORDS_FILE}.partial"
+    partial.write_text(json.dumps(arguments))
+    partial.replace(folder / RECORDS_FILE)  # the DNS sees the whole file or none of it
 
 
 def unbound_config(zones: ZoneSet, dns_address: str) -> str:

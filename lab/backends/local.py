@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TypeVar
 
-from lab.backends.base import BackendError, RunningLab
+from lab.backends.base import BackendError, RunningLab, SenderContainer
 from lab.backends.lab_dns import endpoint_addresses, local_dns, needs_dns
 from lab.endpoints import ReceiverEndpoint, write_specs_file
 from lab.forked import ForkedServe, fork_serve
@@ -46,7 +46,11 @@ class LocalBackend:
 
     @contextlib.contextmanager
     def start(
-        self, specs: Sequence[ReceiverSpec], pki: LabPki, evidence_root: Path
+        self,
+        specs: Sequence[ReceiverSpec],
+        pki: LabPki,
+        evidence_root: Path,
+        senders: Callable[[], Sequence[SenderContainer]] = tuple,
     ) -> Iterator[RunningLab]:
         """Start the receivers, wait until each has bound, yield the lab, always stop it."""
         evidence_root.mkdir(parents=True, exist_ok=True)
