@@ -1,8 +1,8 @@
-"""Sender containers started while the receivers boot, each handed out to the run's first ask.
+"""Sender containers started together once the lab is up, each handed out to the run's first ask.
 
-A run says up front which sender containers it will ask for (`SenderContainer` specs). Once
-the lab DNS has its address (what a sender container resolves through), those containers are
-started side by side with the receivers' boot, each with its `warm` command already started in
+A run says up front which sender containers it will ask for (`SenderContainer` specs). Once the
+receivers and the lab DNS answer, those containers are started side by side (not during the
+receivers' boot: on 2 cores they took its CPU), each with its `warm` command already started in
 it (e.g. the first reference-sender worker's interpreter). The first `sender_host(spec)` of an
 equal spec gets that container; any other ask starts one as before. Nothing started early
 outlives the run: `close` waits for every start in progress, then closes what nobody took, so
