@@ -29,7 +29,7 @@ _LOCK = threading.Lock()
 
 import docker  # noqa: E402  (the imports are part of what the timeline shows)
 
-import harness.run_command as run_command  # noqa: E402
+import harness.run_output as run_output  # noqa: E402
 import harness.runner as runner  # noqa: E402
 import harness.senders.worker_pool as worker_pool  # noqa: E402
 import lab.backends.docker as backend  # noqa: E402
@@ -129,7 +129,7 @@ class Recorder:
         _around(lab, "sender_host", "sender container", lambda _self, spec: spec.role)
         _around(worker_pool.Worker, "__init__", "worker", lambda _s, host, *_a: _short(host.name))
         _around(runner.LabRun, "run_cells", "cells", _nothing)
-        _around(run_command, "write_report", "report", _nothing)
+        _around(run_output, "write_report", "report", _nothing)
         original = lab.remove_all
 
         def remove_all(containers: Any) -> None:

@@ -17,7 +17,7 @@ from bench.handshake import measure
 from bench.instrument import SMTP_PROBES, Probes, TimedLabRun, instrumented
 from harness import console
 from harness.report import write_report
-from harness.runner import new_run_id
+from harness.run_start import new_run_id
 from harness.scenarios import DEFAULT_ROOT, load_receiver, load_suite
 from lab.backends import LocalBackend
 from lab.evidence_store import read_sessions

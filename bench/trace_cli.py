@@ -18,7 +18,7 @@ import sys  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from typing import Any  # noqa: E402
 
-from harness import cli, run_command, runner  # noqa: E402
+from harness import cli, run_command, run_output, run_start, runner  # noqa: E402
 from lab.backends.local import LocalBackend  # noqa: E402
 
 MARKS["imported"] = time.time()
@@ -63,9 +63,9 @@ def main() -> int:
     """Run the command with marks, write them, return its exit status."""
     out, argv = sys.argv[1], sys.argv[2:]
     _around(run_command, "load_suite", "load_suite")
-    _around(runner, "ensure_certs", "certificates")
+    _around(run_start, "ensure_certs", "certificates")
     _around(runner.LabRun, "run_cells", "cells")
-    _around(run_command, "write_report", "report")
+    _around(run_output, "write_report", "report")
     _mark_backend()
     status = cli.main(argv)
     MARKS["main_end"] = time.time()

@@ -25,7 +25,7 @@ from harness.interrupts import Terminated, interrupt
 USAGE_ERRORS = (
     ("harness.scenario_files", "ScenarioError"),
     ("lab.cert_error", "CertificateError"),
-    ("harness.report", "ReportError"),
+    ("harness.report_files", "ReportError"),
     ("lab.backends.base", "BackendError"),
     ("harness.commands", "EvidenceFileError"),
 )

@@ -14,7 +14,7 @@ from pathlib import Path
 from harness import console, up_public
 from harness.paths import certs_dir
 from harness.report import load_results, render_all
-from harness.runner import backend_named
+from harness.run_start import backend_named
 from harness.scenarios import ScenarioError, load_receiver, scenarios_root
 from harness.up_lock import hold_evidence_dir
 from lab.backends.lab_dns import local_dns, needs_dns

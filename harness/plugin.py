@@ -17,7 +17,8 @@ from harness.baseline import BaselineCheck
 from harness.model import CellResult, Verdict
 from harness.paths import certs_dir, reports_dir
 from harness.report import ReportError, expected_label, outcome_label, write_report
-from harness.runner import LabRun, backend_named, open_run
+from harness.run_start import backend_named, open_run
+from harness.runner import LabRun
 from harness.scenarios import LoadedSuite, ScenarioError, load_suite
 from lab.backends import BackendError
 from lab.pki import CertificateError

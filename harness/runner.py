@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import secrets
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from email.utils import formatdate
 from pathlib import Path
@@ -40,24 +39,17 @@ from harness.model import (
 )
 from harness.observe import bounce_address, describe_attempts, watch, zone_of
 from harness.proxy_evidence import describe_proxy, receiver_peers, wait_for_proxy_records
-from harness.report import unwritable_as_report_error
 from harness.scenarios import LoadedSuite
 from harness.senders import SenderDriver, TestMessage, driver_of, open_driver
 from harness.senders.base import SendAction
-from harness.senders.registry import sender_containers
-from lab.backends import BACKENDS, Backend, BackendError, RunningLab
-from lab.backends.base import SenderContainer
+from lab.backends import RunningLab
 from lab.evidence_watch import WakingEvent, wait_until
-from lab.pki import ensure_certs
 from lab.session_facts import SessionFacts, session_facts_where
 
 __all__ = [  # the cell notes' helpers stay importable from here, where they used to live
     "LabRun",
-    "backend_named",
     "build_message",
     "certificate_rejection_note",
-    "new_run_id",
-    "open_run",
     "receiver_info",
     "summarise",
     "wait_for_sessions",
@@ -65,12 +57,6 @@ __all__ = [  # the cell notes' helpers stay importable from here, where they use
 
 SESSION_WAIT = 5.0
 MAIL_FROM_DOMAIN = "sender.lab.test"
-
-
-def new_run_id(suite: str, backend: str) -> str:
-    """Return a sortable, unique run id: `<UTC time>-<suite>-<backend>`."""
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{suite}-{backend}-{secrets.token_hex(2)}"
 
 
 def build_message(
@@ -311,34 +297,3 @@ class LabRun:
             provenance=provenance.collect(self.loaded.path, backend, self.started, finished),
         )
         return report.model_copy(update={"headline": headline.evaluate(suite.headline, report)})
-
-
-def backend_named(name: str) -> Backend:
-    """Return a backend instance by name, or raise BackendError listing the known ones."""
-    if name not in BACKENDS:
-        raise BackendError(f"unknown backend '{name}'", f"use one of {sorted(BACKENDS)}")
-    return BACKENDS[name]()
-
-
-@contextlib.contextmanager
-def open_run(
-    loaded: LoadedSuite, backend: Backend, certs: Path, reports: Path, run_id: str | None = None
-) -> Iterator[LabRun]:
-    """Make certificates, start the suite's receivers and yield a LabRun; always stop them."""
-    run_id = run_id or new_run_id(loaded.suite.id, backend.name)
-    run_dir = reports / run_id
-    with unwritable_as_report_error(reports):
-        run_dir.mkdir(parents=True, exist_ok=True)
-    specs = list(loaded.receivers.values())
-    pki = ensure_certs(specs, certs)
-
-    def senders() -> tuple[SenderContainer, ...]:  # asked for only by a backend that runs them
-        return sender_containers(loaded.senders.values(), pki.root, run_dir)
-
-    with (
-        contextlib.ExitStack() as after_the_lab,
-        backend.start(specs, pki, run_dir / "evidence", senders) as lab,
-    ):
-        run = LabRun(loaded, lab, run_dir, run_id)
-        after_the_lab.callback(run.close)  # the drivers' host resources go once the lab stopped
-        yield run

@@ -28,7 +28,7 @@ from waiting import eventually as wait_until
 from harness.evidence import parse_received, received_headers
 from harness.model import Outcome, Verdict
 from harness.report import load_results
-from harness.runner import backend_named, open_run
+from harness.run_start import backend_named, open_run
 from harness.scenarios import LoadedSuite, load_suite
 from lab.backends.base import SenderContainer
 from lab.backends.docker import RUN_LABEL, DockerBackend, remove_run

@@ -18,7 +18,8 @@ import pytest
 
 from harness.downgrade import DOWNGRADE_NOTE
 from harness.report import render_summary, results_document
-from harness.runner import LabRun, open_run
+from harness.run_start import open_run
+from harness.runner import LabRun
 from harness.scenarios import DEFAULT_ROOT, load_suite
 from lab.backends.local import LocalBackend
 

@@ -13,7 +13,7 @@ import yaml
 from tools import missing, require_apt_packages
 
 from harness.model import CellResult, Outcome, Verdict
-from harness.runner import open_run
+from harness.run_start import open_run
 from harness.scenarios import ScenarioError, load_sender, load_suite
 from harness.senders import open_driver
 from harness.senders.exim import EXIM_CAPS, EximSender

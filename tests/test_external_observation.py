@@ -36,7 +36,8 @@ from harness.observe import (
     dsn_summary,
     watch,
 )
-from harness.runner import LabRun, open_run
+from harness.run_start import open_run
+from harness.runner import LabRun
 from harness.scenarios import DEFAULT_ROOT, load_suite
 from harness.senders.base import SendAction, SendReport, TestMessage
 from harness.tlsrpt import cell_policy

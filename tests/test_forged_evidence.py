@@ -30,7 +30,8 @@ from harness.classify import classify
 from harness.evidence import parse_received, received_headers
 from harness.model import CellResult, Outcome, Verdict
 from harness.observe import zone_of
-from harness.runner import LabRun, open_run
+from harness.run_start import open_run
+from harness.runner import LabRun
 from harness.scenarios import DEFAULT_ROOT, load_suite
 from harness.senders.base import SendAction, SendReport, TestMessage
 from harness.senders.reference import RoutedSMTP

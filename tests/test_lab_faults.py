@@ -22,7 +22,8 @@ from cli_helpers import assert_usage_error, tlslab
 from full_disk import fill, small_tmpfs
 
 from harness.model import Outcome, Verdict
-from harness.runner import LabRun, open_run
+from harness.run_start import open_run
+from harness.runner import LabRun
 from harness.scenarios import DEFAULT_ROOT, load_suite
 from harness.senders.base import SendAction, SenderDriver, SendReport, TestMessage
 from harness.senders.reference import RoutedSMTP

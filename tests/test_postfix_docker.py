@@ -13,7 +13,7 @@ import yaml
 from tools import missing
 
 from harness.model import CellResult, Outcome, PostfixSenderProfile, PostfixTlsLevel, Verdict
-from harness.runner import open_run
+from harness.run_start import open_run
 from harness.scenarios import ScenarioError, load_sender, load_suite
 from harness.senders import open_driver
 from harness.senders.mta import ere

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from harness.proxy_evidence import front_connections
-from harness.runner import open_run
+from harness.run_start import open_run
 from harness.scenarios import load_suite
 from lab.backends.docker import DockerBackend
 from lab.backends.local import LocalBackend

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from harness.model import CellResult, Outcome, RelaySenderProfile, Verdict
-from harness.runner import open_run
+from harness.run_start import open_run
 from harness.scenarios import load_sender, load_suite
 from harness.senders.base import SendAction, SendReport
 from harness.senders.relay import RelaySender, credentials

@@ -91,7 +91,8 @@ def test_what_both_processes_import_before_the_fork_holds_no_receiver_only_code(
     found = loaded_at_start(f"import importlib; [importlib.import_module(m) for m in {SHARED!r}]")
     assert found == []
     assert set(SHARED) <= set(json.loads(imported_by("import lab.serve")))  # the child's too
-    assert set(SHARED) <= set(json.loads(imported_by("import harness.run_command")))  # control
+    run_and_cells = "import harness.run_command, harness.run_output"
+    assert set(SHARED) <= set(json.loads(imported_by(run_and_cells)))  # control
 
 
 def imported_by(code: str) -> str:
@@ -103,3 +104,40 @@ def imported_by(code: str) -> str:
         timeout=60, check=True,
     )  # fmt: skip
     return done.stdout
+
+
+HANDOVER = """
+import contextlib, io, json, sys
+{before}
+import lab.backends.local as local
+from harness.cli import main
+take, seen = local.take, []
+
+def watched_take(*args, **kwargs):
+    seen.append(sorted(m for m in ("harness.runner", "harness.run_output") if m in sys.modules))
+    return take(*args, **kwargs)
+
+local.take = watched_take
+with contextlib.redirect_stdout(io.StringIO()):
+    status = main(["run", "--suite", "ses-2025", "--reports", sys.argv[1], "--certs", sys.argv[2]])
+print(json.dumps([status, seen]))
+"""
+
+
+def loaded_at_handover(tmp_path: Path, before: str = "") -> tuple[int, list[list[str]]]:
+    """Run `tlslab run` in a fresh process; return its status and the cell code loaded at take()."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TLSLAB_")}
+    done = subprocess.run(
+        [sys.executable, "-c", HANDOVER.format(before=before), str(tmp_path / "reports"),
+         str(tmp_path / "certs")],
+        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    status, seen = json.loads(done.stdout.splitlines()[-1])
+    return int(status), list(seen)
+
+
+@pytest.mark.integration
+def test_the_receivers_are_handed_over_before_the_cell_code_is_imported(tmp_path: Path) -> None:
+    assert loaded_at_handover(tmp_path) == (0, [[]])  # it is imported while they boot
+    control = loaded_at_handover(tmp_path, "import harness.run_output")
+    assert control == (0, [["harness.run_output", "harness.runner"]])

@@ -18,7 +18,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from test_external_observation import free_port
 
 from harness.model import CellResult, Outcome, Verdict
-from harness.runner import LabRun, open_run
+from harness.run_start import open_run
+from harness.runner import LabRun
 from harness.scenarios import DEFAULT_ROOT, load_suite
 from lab.backends.local import LocalBackend
 from lab.pki import LabPki

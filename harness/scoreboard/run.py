@@ -11,7 +11,7 @@ from pathlib import Path
 from harness import console
 from harness.model import CellResult, Verdict
 from harness.paths import certs_dir, reports_dir
-from harness.runner import backend_named, new_run_id, open_run
+from harness.run_start import backend_named, new_run_id, open_run
 from harness.scenarios import scenarios_root
 from harness.scoreboard.build import build_board
 from harness.scoreboard.files import point_link, write_board

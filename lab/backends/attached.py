@@ -10,7 +10,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from lab.backends.base import BackendError, RunningLab, SenderContainer
+from lab.backends.base import BackendError, RunningLab, SenderContainer, nothing
 from lab.endpoints import ReceiverEndpoint
 from lab.pki import LabPki
 from lab.spec import ReceiverSpec
@@ -71,8 +71,10 @@ class AttachedBackend:
         pki: LabPki,
         evidence_root: Path,
         senders: Callable[[], Sequence[SenderContainer]] = tuple,
+        meanwhile: Callable[[], None] = nothing,
     ) -> Iterator[RunningLab]:
         """Yield the running lab, after checking it serves every receiver the suite names."""
+        meanwhile()  # the receivers already run: nothing boots
         path = lab_file(self.path)
         data = read_lab_file(path)
         endpoints = {}

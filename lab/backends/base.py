@@ -17,6 +17,10 @@ if TYPE_CHECKING:  # the signed lab DNS (dnspython) is imported only by runs tha
     from lab.dns_zones import LabDns
 
 
+def nothing() -> None:
+    """Do nothing: the default work a caller does while its lab boots."""
+
+
 class BackendError(Exception):
     """The lab itself failed to start or run receivers; never the sender's fault."""
 
@@ -154,11 +158,14 @@ class Backend(Protocol):
         pki: LabPki,
         evidence_root: Path,
         senders: Callable[[], Sequence[SenderContainer]] = tuple,
+        meanwhile: Callable[[], None] = nothing,
     ) -> AbstractContextManager[RunningLab]:
         """Start one receiver per spec and yield the running lab; stop everything on exit.
 
         `senders` returns the sender containers the run will ask for: a backend that runs them
         may start them while the receivers boot (the lab's `sender_host` then hands them out).
+        `meanwhile` is the caller's own work: called once, after the receivers were told to
+        start and before they are awaited.
         """
         ...
 

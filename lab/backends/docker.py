@@ -21,6 +21,7 @@ from lab.backends.base import (
     LineChannel,
     RunningLab,
     SenderContainer,
+    nothing,
 )
 from lab.backends.docker_channel import DockerChannel
 from lab.backends.docker_dns import publish_records, start_dns_and_resolver, start_plain_dns
@@ -79,6 +80,7 @@ class DockerBackend:
         pki: LabPki,
         evidence_root: Path,
         senders: Callable[[], Sequence[SenderContainer]] = tuple,
+        meanwhile: Callable[[], None] = nothing,
     ) -> Iterator[RunningLab]:
         """Start the lab network, receivers and DNS; yield the lab; always remove everything.
 
@@ -101,6 +103,7 @@ class DockerBackend:
             # its container's output, so the waits run side by side, one thread each
             with ThreadPoolExecutor(max_workers=min(READY_WAITS, len(receivers) or 1)) as waits:
                 booted = [waits.submit(lab.await_receiver, c) for c in receivers]
+                meanwhile()
                 policy_address = start_policy_host(lab, specs, LAB_UID)  # its A: the lab DNS
                 signed = None
                 if dns_container is None:  # DANE, MTA-STS: the signed lab DNS and a resolver

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TypeVar
 
-from lab.backends.base import BackendError, RunningLab, SenderContainer
+from lab.backends.base import BackendError, RunningLab, SenderContainer, nothing
 from lab.backends.lab_dns import endpoint_addresses, local_dns, needs_dns
 from lab.endpoints import ReceiverEndpoint, write_specs_file
 from lab.forked import ForkedServe, fork_serve
@@ -51,6 +51,7 @@ class LocalBackend:
         pki: LabPki,
         evidence_root: Path,
         senders: Callable[[], Sequence[SenderContainer]] = tuple,
+        meanwhile: Callable[[], None] = nothing,
     ) -> Iterator[RunningLab]:
         """Start the receivers, wait until each has bound, yield the lab, always stop it."""
         evidence_root.mkdir(parents=True, exist_ok=True)
@@ -67,6 +68,7 @@ class LocalBackend:
             with log_path.open("ab") as log:
                 process = fork_receivers(command, log.fileno())
                 try:
+                    meanwhile()  # the child starts the receivers on the other core meanwhile
                     endpoints = _read_endpoints(process, log_path)
                     with contextlib.ExitStack() as stack:
                         policy_host = stack.enter_context(
