@@ -96,6 +96,7 @@ def _child(child_end: socket.socket, stdout_fd: int) -> int:
     try:
         from lab import serve
 
+        serve.event_loop_module()  # before the hand-over, not after it
         _build_deferred_models()
     except BaseException:
         failure = traceback.format_exc()

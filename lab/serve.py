@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from pydantic import ValidationError
@@ -242,16 +243,23 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> str:
     asyncio's selector loop; the protocols, the TLS layer and the evidence are the same code.
     TLSLAB_EVENT_LOOP=asyncio, or an environment without uvloop, runs asyncio's own loop.
     """
-    if os.environ.get(EVENT_LOOP_VARIABLE) != "asyncio":
-        try:
-            import uvloop  # imported here: the harness that forks this process never needs it
-        except ImportError:
-            pass
-        else:
-            uvloop.run(main)
-            return "uvloop"
+    uvloop = event_loop_module()
+    if uvloop is not None:
+        uvloop.run(main)
+        return "uvloop"
     asyncio.run(main)
     return "asyncio"
+
+
+def event_loop_module() -> ModuleType | None:
+    """Import and return uvloop unless TLSLAB_EVENT_LOOP=asyncio or it is missing; else None."""
+    if os.environ.get(EVENT_LOOP_VARIABLE) == "asyncio":
+        return None
+    try:
+        import uvloop  # imported here: the harness that forks this process never needs it
+    except ImportError:
+        return None
+    return uvloop
 
 
 if __name__ == "__main__":
