@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,16 +66,20 @@ print(json.dumps([status, sorted(m for m in names if m in sys.modules)]))
 """
 
 
-def whole_run(tmp_path: Path, before: str = "") -> tuple[int, list[str]]:
-    """Run `tlslab run` in a fresh process; return its status and which of the names it loaded."""
+def run_probe(code: str, tmp_path: Path) -> tuple[int, list[Any]]:
+    """Run a probe of `tlslab run` in a fresh process; return its status and what it printed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TLSLAB_")}
     done = subprocess.run(
-        [sys.executable, "-c", WHOLE_RUN.format(before=before), str(tmp_path / "reports"),
-         str(tmp_path / "certs")],
+        [sys.executable, "-c", code, str(tmp_path / "reports"), str(tmp_path / "certs")],
         cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
-    status, names = json.loads(done.stdout.splitlines()[-1])
-    return int(status), list(names)
+    status, found = json.loads(done.stdout.splitlines()[-1])
+    return int(status), list(found)
+
+
+def whole_run(tmp_path: Path, before: str = "") -> tuple[int, list[str]]:
+    """Run `tlslab run` in a fresh process; return its status and which of the names it loaded."""
+    return run_probe(WHOLE_RUN.format(before=before), tmp_path)
 
 
 @pytest.mark.integration
@@ -126,14 +131,7 @@ print(json.dumps([status, seen]))
 
 def loaded_at_handover(tmp_path: Path, before: str = "") -> tuple[int, list[list[str]]]:
     """Run `tlslab run` in a fresh process; return its status and the cell code loaded at take()."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TLSLAB_")}
-    done = subprocess.run(
-        [sys.executable, "-c", HANDOVER.format(before=before), str(tmp_path / "reports"),
-         str(tmp_path / "certs")],
-        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
-    status, seen = json.loads(done.stdout.splitlines()[-1])
-    return int(status), list(seen)
+    return run_probe(HANDOVER.format(before=before), tmp_path)
 
 
 @pytest.mark.integration
