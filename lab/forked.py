@@ -18,7 +18,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 PR_SET_NAME = 15  # from <linux/prctl.h>: the name `ps` and /proc/<pid>/comm show
 CHILD_NAME = b"lab.serve"
@@ -94,24 +94,33 @@ def fork_serve(argv: Sequence[str], log_fd: int) -> ForkedServe:
     parent_out, child_out = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns into the parent's code
-        status = CRASH_STATUS
-        try:
+
+        def serve_argv() -> int:
             _become_child(child_in, child_out, log_fd, (parent_in, parent_out))
-            status = serve.main(list(argv))
-        except SystemExit as stop:
-            status = stop.code if isinstance(stop.code, int) else 2
-        except BaseException:
-            with contextlib.suppress(Exception):
-                traceback.print_exc()
-        finally:
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(status)
+            return serve.main(list(argv))
+
+        os._exit(exit_status_of(serve_argv))
     os.close(child_in)
     os.close(child_out)
     _PARENT_ENDS.add(parent_in)
     return ForkedServe(pid, parent_in, parent_out)
+
+
+def exit_status_of(life: Callable[[], int]) -> int:
+    """Run a child's `life`; return its exit status (a crash: traceback to stderr, CRASH_STATUS)."""
+    status = CRASH_STATUS
+    try:
+        status = life()
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else 2
+    except BaseException:
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+    return status
 
 
 def _become_child(stdin_fd: int, stdout_fd: int, log_fd: int, parent_ends: tuple[int, ...]) -> None:

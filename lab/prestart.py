@@ -24,7 +24,7 @@ import threading
 import traceback
 from collections.abc import Sequence
 
-from lab.forked import _PARENT_ENDS, CRASH_STATUS, ForkedServe, _become_child
+from lab.forked import _PARENT_ENDS, CRASH_STATUS, ForkedServe, _become_child, exit_status_of
 
 # imported before the fork, once for both processes: what the harness and the receivers share
 SHARED = (
@@ -112,22 +112,14 @@ def _child(child_end: socket.socket, stdout_fd: int) -> int:
     _become_child(child_end.detach(), stdout_fd, fds[0], ())
     if fds[0] > 2:
         os.close(fds[0])  # now descriptor 2
-    status = CRASH_STATUS
-    try:
+
+    def serve_argv() -> int:
         if failure:
             sys.stderr.write(failure)
-        else:
-            status = serve.main(json.loads(message.decode("utf-8")))
-    except SystemExit as stop:
-        status = stop.code if isinstance(stop.code, int) else 2
-    except BaseException:
-        with contextlib.suppress(Exception):
-            traceback.print_exc()
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-    return status
+            return CRASH_STATUS
+        return serve.main(json.loads(message.decode("utf-8")))
+
+    return exit_status_of(serve_argv)
 
 
 def _build_deferred_models() -> None:

@@ -45,7 +45,8 @@ from lab import prestart
 real, out = socket.recv_fds, Path(sys.argv[1])
 
 def recv(*args, **kwargs):  # the child, about to wait for its hand-over
-    out.write_text(json.dumps("uvloop" in sys.modules))
+    out.with_suffix(".part").write_text(json.dumps("uvloop" in sys.modules))
+    out.with_suffix(".part").rename(out)  # whole, or not there: the parent waits for it
     return real(*args, **kwargs)
 
 socket.recv_fds = recv
