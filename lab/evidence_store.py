@@ -161,7 +161,14 @@ class JsonLines:
         A torn tail (a crash mid-write) is first ended with a newline, so a record is never
         glued to a fragment; appends from many threads never interleave.
         """
-        mine = self._write(record)
+        mine, fd = self._write(record)
+        try:
+            self._sync(mine, fd)
+        finally:
+            os.close(fd)
+
+    def _sync(self, mine: int, fd: int) -> None:
+        """Return once line `mine` is durable: covered by another fsync, or by one on `fd`."""
         with self._sync_lock:
             self._raise_if_cut(mine)
             if self._synced >= mine:
@@ -169,11 +176,7 @@ class JsonLines:
             with self._lock:
                 target = self._written
             try:
-                fd = os.open(self.path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                os.fsync(fd)  # the descriptor the line went through: one open per append
             except OSError as error:
                 self._cut_unsynced(error)
                 self._raise_if_cut(mine)  # this append's own line is among those cut
@@ -183,8 +186,8 @@ class JsonLines:
                 while self._unsynced and self._unsynced[0][0] <= target:
                     self._unsynced.popleft()
 
-    def _write(self, record: dict[str, Any]) -> int:
-        """Write the record's line (not yet durable); return its sequence number."""
+    def _write(self, record: dict[str, Any]) -> tuple[int, int]:
+        """Write the record's line (not yet durable); return its sequence number and open fd."""
         line = (json.dumps(record, sort_keys=True) + "\n").encode()
         with self._lock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
@@ -197,11 +200,12 @@ class JsonLines:
                 except BaseException:
                     _cut_back(fd, start)
                     raise
-            finally:
+            except BaseException:
                 os.close(fd)
+                raise
             self._written += 1
             self._unsynced.append((self._written, start))
-            return self._written
+            return self._written, fd
 
     def _raise_if_cut(self, mine: int) -> None:
         """Raise the fsync error that cut this append's line away, if one did."""
