@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import secrets
@@ -159,7 +160,7 @@ class JsonLines:
         """Durably append `record` as one line, or raise and leave the file as it was before.
 
         A torn tail (a crash mid-write) is first ended with a newline, so a record is never
-        glued to a fragment; appends from many threads never interleave.
+        glued to a fragment; appends from many threads or processes never interleave.
         """
         mine, fd = self._write(record)
         try:
@@ -192,6 +193,10 @@ class JsonLines:
         with self._lock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
             try:
+                # another process appending to this file (two MX hosts of one receiver share
+                # its folder) holds the lock while it writes: its line is never taken for a
+                # torn tail, nor cut into by this line
+                fcntl.flock(fd, fcntl.LOCK_EX)
                 start = os.fstat(fd).st_size
                 if start and os.pread(fd, 1, start - 1) != b"\n":
                     line = b"\n" + line
@@ -200,6 +205,8 @@ class JsonLines:
                 except BaseException:
                     _cut_back(fd, start)
                     raise
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
             except BaseException:
                 os.close(fd)
                 raise
