@@ -20,6 +20,7 @@ MESSAGES_FILE = "messages.jsonl"
 FAULTS_FILE = "store-faults.bin"
 FAULT_SLOTS = 16  # 16 x 256 bytes: one page
 FAULT_SLOT_BYTES = 256
+_NO_LOCKS = {errno.ENOLCK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL}
 _NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
 
 
@@ -193,10 +194,9 @@ class JsonLines:
         with self._lock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
             try:
-                # another process appending to this file (two MX hosts of one receiver share
-                # its folder) holds the lock while it writes: its line is never taken for a
-                # torn tail, nor cut into by this line
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                # a process appending here (two MX hosts of one receiver share its folder)
+                # holds the lock while it writes: its line is never taken for a torn tail
+                locked = _lock_file(fd)
                 start = os.fstat(fd).st_size
                 if start and os.pread(fd, 1, start - 1) != b"\n":
                     line = b"\n" + line
@@ -206,7 +206,8 @@ class JsonLines:
                     _cut_back(fd, start)
                     raise
                 finally:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    if locked:
+                        fcntl.flock(fd, fcntl.LOCK_UN)
             except BaseException:
                 os.close(fd)
                 raise
@@ -233,6 +234,17 @@ class JsonLines:
                         os.close(fd)
             self._cut.update((seq, error) for seq, _ in self._unsynced)
             self._unsynced.clear()
+
+
+def _lock_file(fd: int) -> bool:
+    """Take an exclusive flock on `fd`; False where the file system offers no locks."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as error:
+        if error.errno not in _NO_LOCKS:
+            raise
+        return False  # as before locks: one process's appends still never interleave
+    return True
 
 
 def _cut_back(fd: int, size: int) -> None:

@@ -133,6 +133,27 @@ def test_a_line_another_process_is_writing_is_not_taken_for_a_torn_tail(tmp_path
     assert [r["n"] for r in read_messages(tmp_path)] == [1, 3]  # ended as a crash's torn tail
 
 
+def test_a_file_system_without_locks_still_takes_appends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    lines = JsonLines(tmp_path / MESSAGES_FILE)
+    for n in (1, 2):
+        lines.append(record(n))
+    assert [r["n"] for r in read_messages(tmp_path)] == [1, 2]
+
+    def broken(fd: int, operation: int) -> None:  # the control: any other error fails the append
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(fcntl, "flock", broken)
+    with pytest.raises(OSError, match="Input/output"):
+        lines.append(record(3))
+    assert [r["n"] for r in read_messages(tmp_path)] == [1, 2]
+
+
 def test_appends_from_two_processes_keep_every_record_whole_on_its_own_line(
     tmp_path: Path,
 ) -> None:
