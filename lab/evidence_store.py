@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import secrets
@@ -19,6 +20,7 @@ MESSAGES_FILE = "messages.jsonl"
 FAULTS_FILE = "store-faults.bin"
 FAULT_SLOTS = 16  # 16 x 256 bytes: one page
 FAULT_SLOT_BYTES = 256
+_NO_LOCKS = {errno.ENOLCK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL}
 _NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
 
 
@@ -159,9 +161,16 @@ class JsonLines:
         """Durably append `record` as one line, or raise and leave the file as it was before.
 
         A torn tail (a crash mid-write) is first ended with a newline, so a record is never
-        glued to a fragment; appends from many threads never interleave.
+        glued to a fragment; appends from many threads or processes never interleave.
         """
-        mine = self._write(record)
+        mine, fd = self._write(record)
+        try:
+            self._sync(mine, fd)
+        finally:
+            os.close(fd)
+
+    def _sync(self, mine: int, fd: int) -> None:
+        """Return once line `mine` is durable: covered by another fsync, or by one on `fd`."""
         with self._sync_lock:
             self._raise_if_cut(mine)
             if self._synced >= mine:
@@ -169,11 +178,7 @@ class JsonLines:
             with self._lock:
                 target = self._written
             try:
-                fd = os.open(self.path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                os.fsync(fd)  # the descriptor the line went through: one open per append
             except OSError as error:
                 self._cut_unsynced(error)
                 self._raise_if_cut(mine)  # this append's own line is among those cut
@@ -183,12 +188,15 @@ class JsonLines:
                 while self._unsynced and self._unsynced[0][0] <= target:
                     self._unsynced.popleft()
 
-    def _write(self, record: dict[str, Any]) -> int:
-        """Write the record's line (not yet durable); return its sequence number."""
+    def _write(self, record: dict[str, Any]) -> tuple[int, int]:
+        """Write the record's line (not yet durable); return its sequence number and open fd."""
         line = (json.dumps(record, sort_keys=True) + "\n").encode()
         with self._lock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
             try:
+                # a process appending here (two MX hosts of one receiver share its folder)
+                # holds the lock while it writes: its line is never taken for a torn tail
+                locked = _lock_file(fd)
                 start = os.fstat(fd).st_size
                 if start and os.pread(fd, 1, start - 1) != b"\n":
                     line = b"\n" + line
@@ -197,11 +205,15 @@ class JsonLines:
                 except BaseException:
                     _cut_back(fd, start)
                     raise
-            finally:
+                finally:
+                    if locked:
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+            except BaseException:
                 os.close(fd)
+                raise
             self._written += 1
             self._unsynced.append((self._written, start))
-            return self._written
+            return self._written, fd
 
     def _raise_if_cut(self, mine: int) -> None:
         """Raise the fsync error that cut this append's line away, if one did."""
@@ -222,6 +234,17 @@ class JsonLines:
                         os.close(fd)
             self._cut.update((seq, error) for seq, _ in self._unsynced)
             self._unsynced.clear()
+
+
+def _lock_file(fd: int) -> bool:
+    """Take an exclusive flock on `fd`; False where the file system offers no locks."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as error:
+        if error.errno not in _NO_LOCKS:
+            raise
+        return False  # as before locks: one process's appends still never interleave
+    return True
 
 
 def _cut_back(fd: int, size: int) -> None:

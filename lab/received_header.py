@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -37,7 +38,13 @@ def received_header(
 
 def postfix_date(when: float) -> str:
     """Return a date as Postfix's mail_date() writes it in UTC: `Thu,  2 Jul 2026 ... (UTC)`."""
-    stamp = format_datetime(datetime.fromtimestamp(when, UTC))  # `Thu, 02 Jul 2026 ...`
+    return _postfix_second(int(when // 1))  # whole seconds: concurrent sessions share the text
+
+
+@functools.lru_cache(maxsize=4)
+def _postfix_second(second: int) -> str:
+    """Return postfix_date's text for one whole second since the epoch."""
+    stamp = format_datetime(datetime.fromtimestamp(second, UTC))  # `Thu, 02 Jul 2026 ...`
     day = stamp[5:7]
     return f"{stamp[:5]}{day.lstrip('0').rjust(2)}{stamp[7:]} (UTC)"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import json
 import os
 import secrets
@@ -104,6 +105,74 @@ def test_a_torn_tail_left_by_a_crash_is_ended_before_the_next_append(tmp_path: P
     JsonLines(path).append(record(3))
     assert path.read_bytes().split(b"\n")[1] == torn, "the fragment stays on a line of its own"
     assert [r["n"] for r in read_messages(tmp_path)] == [1, 3]
+
+
+def test_a_line_another_process_is_writing_is_not_taken_for_a_torn_tail(tmp_path: Path) -> None:
+    path = tmp_path / MESSAGES_FILE
+    whole = json.dumps(record(1), sort_keys=True).encode() + b"\n"
+    second = json.dumps(record(2), sort_keys=True).encode() + b"\n"
+    path.write_bytes(whole)
+    other = os.open(path, os.O_WRONLY | os.O_APPEND)  # another writer, its lock held mid-line
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        os.write(other, second[:20])
+        appending = threading.Thread(target=JsonLines(path).append, args=(record(3),))
+        appending.start()
+        appending.join(0.3)
+        assert appending.is_alive(), "the append waits for the other writer's line"
+        assert path.read_bytes() == whole + second[:20]
+        os.write(other, second[20:])
+        fcntl.flock(other, fcntl.LOCK_UN)
+        appending.join(10)
+    finally:
+        os.close(other)
+    assert path.read_bytes().count(b"\n") == 3, "no newline put into the other writer's line"
+    assert [r["n"] for r in read_messages(tmp_path)] == [1, 2, 3]
+    path.write_bytes(whole + second[:20])  # the control: the same fragment, no writer holding it
+    JsonLines(path).append(record(3))
+    assert [r["n"] for r in read_messages(tmp_path)] == [1, 3]  # ended as a crash's torn tail
+
+
+def test_a_file_system_without_locks_still_takes_appends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    lines = JsonLines(tmp_path / MESSAGES_FILE)
+    for n in (1, 2):
+        lines.append(record(n))
+    assert [r["n"] for r in read_messages(tmp_path)] == [1, 2]
+
+    def broken(fd: int, operation: int) -> None:  # the control: any other error fails the append
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(fcntl, "flock", broken)
+    with pytest.raises(OSError, match="Input/output"):
+        lines.append(record(3))
+    assert [r["n"] for r in read_messages(tmp_path)] == [1, 2]
+
+
+def test_appends_from_two_processes_keep_every_record_whole_on_its_own_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / SESSIONS_FILE
+    per_process = 300
+    children = []
+    for first in (0, per_process):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            lines = JsonLines(path)
+            for n in range(first, first + per_process):
+                lines.append(record(n) | {"pad": "x" * 3000})  # a line over a page
+            os._exit(0)
+        children.append(pid)
+    assert all(os.waitpid(pid, 0)[1] == 0 for pid in children)
+    data = path.read_bytes()
+    assert b"\n\n" not in data, "no spurious newline between two processes' lines"
+    assert data.endswith(b"\n")
+    assert sorted(r["n"] for r in read_sessions(tmp_path)) == list(range(2 * per_process))
 
 
 def test_a_line_still_being_written_yields_no_record_not_even_a_nested_one(

@@ -124,3 +124,56 @@ def test_a_failed_fsync_fails_and_cuts_the_lines_it_covered_and_later_appends_wo
     assert (tmp_path / MESSAGES_FILE).read_bytes().endswith(b"\n")
     lines.append({"n": 99})  # the disk works again
     assert [r["n"] for r in read_messages(tmp_path)][-1] == 99
+
+
+def test_an_append_opens_its_file_once_and_flushes_through_that_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / MESSAGES_FILE
+    lines = JsonLines(path)
+    opened: list[int] = []
+    flushed: list[int] = []
+    real_open = os.open
+
+    def counting_open(name: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        fd = real_open(name, flags, *args, **kwargs)
+        if Path(name) == path:
+            opened.append(fd)
+        return fd
+
+    def counting_fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+            flushed.append(fd)
+            assert os.fstat(fd).st_size == path.stat().st_size  # the flushed file is the file
+        REAL_FSYNC(fd)
+
+    before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "open", counting_open)
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    assert append_all(lines, 5, None) == [None] * 5
+    assert len(opened) == 5  # was two per append: one to write, one more to fsync
+    assert flushed == opened  # each line flushed through the descriptor it was written by
+    assert [r["n"] for r in read_messages(tmp_path)] == list(range(5))
+    assert len(os.listdir("/proc/self/fd")) == before  # every descriptor closed again
+
+
+def test_a_failed_write_closes_its_descriptor_and_leaves_no_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = JsonLines(tmp_path / MESSAGES_FILE)
+    lines.append({"n": 0})
+    before = len(os.listdir("/proc/self/fd"))
+    real_write = os.write
+
+    def full_disk(fd: int, data: Any) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}") == str(tmp_path / MESSAGES_FILE):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        lines.append({"n": 1})
+    monkeypatch.setattr(os, "write", real_write)
+    assert len(os.listdir("/proc/self/fd")) == before  # nothing left open
+    lines.append({"n": 2})  # control: the next append works and the failed one left nothing
+    assert [r["n"] for r in read_messages(tmp_path)] == [0, 2]

@@ -57,6 +57,20 @@ def test_dates_are_written_as_postfix_writes_them() -> None:
     assert postfix_date(twelfth) == "Sun, 12 Jul 2026 23:59:59 +0000 (UTC)"
 
 
+def test_a_date_within_a_second_reads_as_that_second_and_the_next_second_differs() -> None:
+    from email.utils import format_datetime
+
+    def uncached(when: float) -> str:  # the formula before the per-second cache
+        stamp = format_datetime(datetime.fromtimestamp(when, UTC))
+        return f"{stamp[:5]}{stamp[5:7].lstrip('0').rjust(2)}{stamp[7:]} (UTC)"
+
+    base = datetime(2026, 7, 2, 23, 59, 59, tzinfo=UTC).timestamp()
+    for when in (base, base + 0.25, base + 0.999999, base + 1.0, base + 86400.5, 1e9 + 0.5):
+        assert postfix_date(when) == uncached(when)
+    assert postfix_date(base + 0.999999) == "Thu,  2 Jul 2026 23:59:59 +0000 (UTC)"
+    assert postfix_date(base + 1.0) == "Fri,  3 Jul 2026 00:00:00 +0000 (UTC)"  # control
+
+
 class KeepFiltered:
     """A before-queue proxy filter that keeps each message Postfix hands it."""
 
