@@ -186,14 +186,17 @@ class _LabContainers:
         answer, so the DNS and the policy host can start while the receivers boot.
         """
         hosts = [(spec, route.host) for spec in specs for route in spec.mx_routes]
+        # one file of every receiver, read via /evidence: each container checks the certificates
+        # of the set the harness checked, so it finds that check's recorded pass (lab.pki_stamp)
+        # instead of loading `cryptography` for a check of its own receiver alone
+        specs_file = write_specs_file(specs, self.evidence_root)
+        self.specs_files.append(specs_file)
 
         def start(job: tuple[ReceiverSpec, str]) -> Any:
             spec, mx_host = job
-            specs_file = write_specs_file([spec], self.evidence_root)  # read via /evidence
-            self.specs_files.append(specs_file)
             command = [
                 "python", "-m", "lab.serve", "--specs-file", f"/evidence/{specs_file.name}",
-                "--certs-dir", "/certs", "--evidence-dir", "/evidence",
+                "--certs-dir", "/certs", "--evidence-dir", "/evidence", "--receiver", spec.id,
                 "--host", "0.0.0.0", "--port", str(SMTP_PORT), "--mx-host", mx_host,
             ]  # fmt: skip
             own = mx_host == spec.mx_host  # other MX hosts are named after their first label
