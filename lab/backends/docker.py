@@ -85,12 +85,19 @@ class DockerBackend:
         The `senders` containers start once the DNS has its address, while the receivers boot.
         """
         client = docker_client()
-        images = ensure_images(client, self.say)
         run = secrets.token_hex(4)
         evidence_root.mkdir(parents=True, exist_ok=True)
-        lab = _LabContainers(client, run, images, pki, evidence_root)
+        # the images are checked (or built) while the engine creates the run's network
+        with ThreadPoolExecutor(max_workers=1) as side:
+            checked = side.submit(ensure_images, client, self.say)
+            try:
+                lab = _LabContainers(client, run, pki, evidence_root)
+            except BaseException:
+                checked.cancel()
+                raise
         early = EarlySenders(lab.sender_host)
         try:
+            images = lab.images = checked.result()  # a failed build: the network is removed
             self.say(f"starting {len(specs)} receivers and the lab DNS...")
             plain = not needs_dns(specs)  # no DANE, no MTA-STS: the DNS starts beside them
             with ThreadPoolExecutor(max_workers=1) as first:
@@ -128,11 +135,10 @@ class DockerBackend:
 class _LabContainers:
     """Everything one run created on the engine, so it can all be removed."""
 
-    def __init__(
-        self, client: Any, run: str, images: dict[str, str], pki: LabPki, evidence_root: Path
-    ) -> None:
-        """Create the run's internal network."""
-        self.client, self.run, self.images = client, run, images
+    def __init__(self, client: Any, run: str, pki: LabPki, evidence_root: Path) -> None:
+        """Create the run's internal network (`images` is set once they are checked)."""
+        self.client, self.run = client, run
+        self.images: dict[str, str] = {}
         self.pki, self.evidence_root = pki, evidence_root
         self.labels = {RUN_LABEL: run}
         self.containers: list[Any] = []
