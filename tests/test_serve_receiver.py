@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,20 @@ def test_a_receiver_not_in_the_file_is_refused(suite_files: tuple[Path, Path, Pa
     assert "no receiver 'nosuch'" in out
     status, out = serve(whole, root / "certs", root / "evidence", "--receiver", "tls13")
     assert status == 0, out  # control: one that is in the file serves
+
+
+@pytest.mark.integration
+def test_without_a_recorded_pass_only_the_served_receiver_is_checked(
+    suite_files: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    root, whole, _ = suite_files
+    certs = tmp_path / "certs"
+    shutil.copytree(root / "certs", certs)
+    (certs / ".checked.json").unlink()  # no record: a full check, of the served receiver alone
+    (certs / "tls13" / "cert.pem").write_text("not a certificate\n")
+    status, out = serve(whole, certs, root / "evidence", "--receiver", "tls12")
+    assert status == 0, out
+    assert json.loads(out.splitlines()[0])[1] is True  # checked in full, with cryptography
+    status, out = serve(whole, certs, root / "evidence", "--receiver", "tls13")
+    assert status == 2  # control: the broken receiver's own check refuses it
+    assert "lab.serve:" in out
