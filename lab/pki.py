@@ -70,8 +70,14 @@ def ensure_certs(
         return pki
 
 
-def load_certs(specs: Iterable[ReceiverSpec], root: Path) -> LabPki:
-    """Return the PKI under root without generating; raise CertificateError if anything is off."""
+def load_certs(
+    specs: Iterable[ReceiverSpec], root: Path, only: Iterable[ReceiverSpec] | None = None
+) -> LabPki:
+    """Return the PKI under root without generating; raise CertificateError if anything is off.
+
+    A recorded pass of the whole set `specs` answers; without one, the receivers in `only`
+    (default: all of `specs`) are checked in full.
+    """
     check_root(root)
     spec_list, now = list(specs), _utc(None)
     with locked(root, exclusive=False):
@@ -80,7 +86,8 @@ def load_certs(specs: Iterable[ReceiverSpec], root: Path) -> LabPki:
             return known
         from lab import pki_check
 
-        return pki_check.check(spec_list, root, now, timedelta(0))
+        checked = spec_list if only is None else list(only)
+        return pki_check.check(checked, root, now, timedelta(0))
 
 
 def _utc(now: datetime | None) -> datetime:
