@@ -13,9 +13,10 @@ from tools import missing
 
 from harness.senders.worker_pool import WorkerFailed, WorkerPool
 from lab.backends.base import BackendError
-from lab.backends.docker import RUN_LABEL, DockerSenderHost
+from lab.backends.docker import RUN_LABEL
 from lab.backends.docker_channel import DockerChannel
 from lab.backends.docker_images import choose_base
+from lab.backends.docker_sender_host import DockerSenderHost
 
 # a worker speaking the pool's protocol; a job's `do` picks how it behaves
 WORKER = r"""

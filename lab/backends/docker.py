@@ -9,7 +9,6 @@ import shutil
 import socket
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,6 @@ from typing import Any
 
 from lab.backends.base import (
     BackendError,
-    LineChannel,
     RunningLab,
     SenderContainer,
     nothing,
@@ -28,6 +26,7 @@ from lab.backends.docker_dns import publish_records, start_dns_and_resolver, sta
 from lab.backends.docker_early import EarlySenders
 from lab.backends.docker_images import ensure_images
 from lab.backends.docker_ready import await_ready_line, log_tail
+from lab.backends.docker_sender_host import DockerSenderHost
 from lab.backends.docker_sts import HTTPS_PORT, remove_temp_dirs, start_policy_host
 from lab.backends.lab_dns import needs_dns
 from lab.endpoints import MxEndpoint, ReceiverEndpoint, write_specs_file
@@ -294,45 +293,6 @@ class _LabContainers:
         remove_temp_dirs(self.temp_dirs)
         if self.certs_dir != self.pki.root.resolve():
             shutil.rmtree(self.certs_dir, ignore_errors=True)
-
-
-class DockerSenderHost:
-    """A sender container: runs commands inside it."""
-
-    def __init__(self, container: Any, address: str, warm: DockerChannel | None = None) -> None:
-        """Wrap a running container; `warm` is its warm command, already started, if any."""
-        self.container, self.address = container, address
-        self.name = container.name
-        self._warm = warm
-        self._warm_lock = threading.Lock()
-
-    def exec(self, argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
-        """Run a command in the container; return (exit status, combined output)."""
-        result = self.container.exec_run(argv, environment=env or {}, demux=False)
-        return int(result.exit_code), (result.output or b"").decode("utf-8", "replace")
-
-    def logs(self, tail: int) -> str:
-        """Return the container's last `tail` log lines on one line."""
-        return log_tail(self.container, tail)
-
-    def open_channel(self, argv: list[str], env: dict[str, str] | None = None) -> LineChannel:
-        """Start `argv` in the container with `docker exec -i`; return its line channel.
-
-        The first ask for the warm command (same argv, no environment) gets it, already started.
-        """
-        with self._warm_lock:
-            warm = self._warm
-            if warm is not None and not env and warm.argv == argv:
-                self._warm = None
-                return warm
-        return DockerChannel(self.container, argv, env)
-
-    def close_warm(self) -> None:
-        """Close the warm command's channel if nobody took it (the process reads EOF)."""
-        with self._warm_lock:
-            warm, self._warm = self._warm, None
-        if warm is not None:
-            warm.close()
 
 
 def _container_user() -> str:
