@@ -196,6 +196,29 @@ def test_a_token_header_is_parsed_once_per_file_and_again_when_the_file_changes(
     assert stored_token(eml) is None
 
 
+def test_a_token_is_remembered_under_the_same_file_whether_named_by_text_or_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed: list[bytes] = []
+    real = arrivals._token
+
+    def counting(data: bytes | None) -> str | None:
+        parsed.append(data or b"")
+        return real(data)
+
+    monkeypatch.setattr(arrivals, "_token", counting)
+    eml = tmp_path / "q2.eml"
+    eml.write_bytes(b"X-TLSLab-Message-ID: <t2@x>\r\n\r\nbody\r\n")
+    assert stored_token(eml) == "<t2@x>"
+    assert stored_token(str(eml)) == "<t2@x>"
+    assert len(parsed) == 1, "the text path names the file already parsed"
+    other = tmp_path / "q3.eml"
+    other.write_bytes(b"X-TLSLab-Message-ID: <t3@x>\r\n\r\nbody\r\n")
+    assert stored_token(str(other)) == "<t3@x>", "control: another file is parsed on its own"
+    assert len(parsed) == 2
+    assert stored_token(str(tmp_path / "missing.eml")) is None
+
+
 @pytest.mark.parametrize(
     "message",
     [
