@@ -239,3 +239,22 @@ def test_the_token_is_read_from_the_header_block_exactly_as_the_whole_message_pa
     expected = str(whole).strip() if whole is not None else None
     assert arrivals._token(message) == expected
     assert arrivals._token(message + b"\r\nX-TLSLab-Message-ID: <late@x>\r\n") == expected
+
+
+def test_forgetting_a_folder_drops_its_indexes_only(tmp_path: Path) -> None:
+    from lab import evidence_index
+
+    done, other = tmp_path / "done", tmp_path / "other"
+    for folder in (done, other):
+        folder.mkdir()
+        (folder / SESSIONS_FILE).write_bytes(line(1))
+    made = {
+        folder: evidence_index.index_of("n", folder / SESSIONS_FILE, Counted(), int)
+        for folder in (done, other)
+    }
+    evidence_index.forget_folder(done)
+    again = evidence_index.index_of("n", done / SESSIONS_FILE, Counted(), int)
+    assert again is not made[done], "the finished receiver's index was dropped"
+    assert again.keys() == [1], "a later read starts over and reads the same records"
+    kept = evidence_index.index_of("n", other / SESSIONS_FILE, Counted(), int)
+    assert kept is made[other], "control: another folder's index is kept"
