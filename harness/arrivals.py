@@ -71,20 +71,21 @@ def _token(data: bytes | None) -> str | None:
     return str(value).strip() if value is not None else None
 
 
-def stored_token(path: Path) -> str | None:
+def stored_token(path: Path | str) -> str | None:
     """Return the token header of a stored `.eml` (None: none, or unreadable), parsed once.
 
     Remembered by the file's identity, size and modification time: a changed file is read again.
     """
+    name = os.fspath(path)
     try:
-        stat = os.stat(path)
+        stat = os.stat(name)
     except OSError:
         return None
-    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    key = (name, stat.st_ino, stat.st_size, stat.st_mtime_ns)
     if key in _TOKENS:
         return _TOKENS[key]
     try:
-        with path.open("rb") as stored:
+        with open(name, "rb") as stored:
             token = _token(stored.read(HEAD_BYTES))
     except OSError:
         return None
@@ -104,11 +105,12 @@ def find_arrivals(directory: Path, message_id: str, zone: str) -> list[Arrival]:
     Copies addressed to the zone's bounce mailbox are bounces quoting the message, not copies.
     messages.jsonl is read incrementally, and each `.eml`'s token header parsed once.
     """
+    folder = os.path.join(directory, "")  # each `.eml`'s path is joined as text: once per record
 
     def copy(key: MessageKey) -> bool:
         if any(is_bounce_mailbox(rcpt, zone) for rcpt in key.rcpt_tos):
             return False
-        return key.message_id == message_id or stored_token(directory / key.eml) == message_id
+        return key.message_id == message_id or stored_token(folder + key.eml) == message_id
 
     found = message_records_where(directory, copy)
     return [arrival_of(record, _head(directory, record)) for record in found]

@@ -296,6 +296,13 @@ class Suite(Frozen):
     cells: dict[Id, dict[Id, CellExpectation]] = Field(default_factory=dict)
     headline: tuple[HeadlineQuery, ...] = ()
 
+    @field_validator("cells")
+    @classmethod
+    def _shared(cls, cells: dict[str, dict[str, CellExpectation]]) -> Any:
+        """Keep one object per distinct expectation (a generated suite repeats a few of them)."""
+        seen: dict[CellExpectation, CellExpectation] = {}
+        return {r: {s: seen.setdefault(e, e) for s, e in row.items()} for r, row in cells.items()}
+
     def expectation(self, receiver: str, sender: str) -> CellExpectation:
         """Return the expectation `cells` states for one cell (with a policy: LoadedSuite's)."""
         return self.cells[receiver][sender]

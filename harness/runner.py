@@ -7,6 +7,7 @@ import secrets
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from email.utils import formatdate
@@ -43,6 +44,7 @@ from harness.scenarios import LoadedSuite
 from harness.senders import SenderDriver, TestMessage, driver_of, open_driver
 from harness.senders.base import SendAction
 from lab.backends import RunningLab
+from lab.evidence_index import forget_folder
 from lab.evidence_watch import WakingEvent, wait_until
 from lab.session_facts import SessionFacts, session_facts_where
 
@@ -233,8 +235,20 @@ class LabRun:
         jobs: int = 1,
         on_result: Callable[[CellResult], None] = lambda result: None,
     ) -> None:
-        """Run cells, `jobs` at a time, reporting each as it finishes (harness.cell_pool)."""
-        cell_pool.run_cells(self, cells, jobs, on_result)
+        """Run cells, `jobs` at a time, reporting each as it finishes (harness.cell_pool).
+
+        Once a receiver's last cell here finished, its evidence indexes are dropped: what the
+        process keeps does not grow with the receivers already done.
+        """
+        left = Counter(receiver for receiver, _ in cells)
+
+        def finished(result: CellResult) -> None:
+            left[result.receiver] -= 1
+            if not left[result.receiver] and result.receiver in self.loaded.receivers:
+                forget_folder(self.lab.endpoint(result.receiver).evidence_dir)
+            on_result(result)
+
+        cell_pool.run_cells(self, cells, jobs, finished)
 
     def submit_cell(
         self, receiver: str, sender: str, watchers: ThreadPoolExecutor

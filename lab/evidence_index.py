@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 
 from lab.evidence_store import parse_json_lines
 
-__all__ = ["LineIndex", "index_of"]
+__all__ = ["LineIndex", "forget_folder", "index_of"]
 
 K = TypeVar("K")
 T = TypeVar("T")
@@ -159,3 +159,10 @@ def index_of(
         _INDEXES.move_to_end((kind, str(path)))
     found: LineIndex[K, T] = index
     return found
+
+
+def forget_folder(folder: Path) -> None:
+    """Drop this process's indexes of the files in `folder` (a later read starts over)."""
+    with _INDEXES_LOCK:
+        for kind, name in [k for k in _INDEXES if Path(k[1]).parent == folder]:
+            del _INDEXES[(kind, name)]

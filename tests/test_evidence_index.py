@@ -196,6 +196,29 @@ def test_a_token_header_is_parsed_once_per_file_and_again_when_the_file_changes(
     assert stored_token(eml) is None
 
 
+def test_a_token_is_remembered_under_the_same_file_whether_named_by_text_or_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed: list[bytes] = []
+    real = arrivals._token
+
+    def counting(data: bytes | None) -> str | None:
+        parsed.append(data or b"")
+        return real(data)
+
+    monkeypatch.setattr(arrivals, "_token", counting)
+    eml = tmp_path / "q2.eml"
+    eml.write_bytes(b"X-TLSLab-Message-ID: <t2@x>\r\n\r\nbody\r\n")
+    assert stored_token(eml) == "<t2@x>"
+    assert stored_token(str(eml)) == "<t2@x>"
+    assert len(parsed) == 1, "the text path names the file already parsed"
+    other = tmp_path / "q3.eml"
+    other.write_bytes(b"X-TLSLab-Message-ID: <t3@x>\r\n\r\nbody\r\n")
+    assert stored_token(str(other)) == "<t3@x>", "control: another file is parsed on its own"
+    assert len(parsed) == 2
+    assert stored_token(str(tmp_path / "missing.eml")) is None
+
+
 @pytest.mark.parametrize(
     "message",
     [
@@ -216,3 +239,22 @@ def test_the_token_is_read_from_the_header_block_exactly_as_the_whole_message_pa
     expected = str(whole).strip() if whole is not None else None
     assert arrivals._token(message) == expected
     assert arrivals._token(message + b"\r\nX-TLSLab-Message-ID: <late@x>\r\n") == expected
+
+
+def test_forgetting_a_folder_drops_its_indexes_only(tmp_path: Path) -> None:
+    from lab import evidence_index
+
+    done, other = tmp_path / "done", tmp_path / "other"
+    for folder in (done, other):
+        folder.mkdir()
+        (folder / SESSIONS_FILE).write_bytes(line(1))
+    made = {
+        folder: evidence_index.index_of("n", folder / SESSIONS_FILE, Counted(), int)
+        for folder in (done, other)
+    }
+    evidence_index.forget_folder(done)
+    again = evidence_index.index_of("n", done / SESSIONS_FILE, Counted(), int)
+    assert again is not made[done], "the finished receiver's index was dropped"
+    assert again.keys() == [1], "a later read starts over and reads the same records"
+    kept = evidence_index.index_of("n", other / SESSIONS_FILE, Counted(), int)
+    assert kept is made[other], "control: another folder's index is kept"

@@ -129,3 +129,86 @@ def test_cells_in_a_modelled_wait_let_the_next_cell_run(
         assert run.seen_during_wait == [True, True], "work ran while both slots' cells waited"
     else:
         assert run.seen_during_wait[0] is False, "control: both holding their slots, it could not"
+
+
+class CountingCondition(threading.Condition):
+    """A condition that counts the waits its waiters come back from (woken or timed out)."""
+
+    woken = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait as a Condition does, then count the return."""
+        result = super().wait(timeout)
+        CountingCondition.woken += 1
+        return result
+
+
+def waiting_takers(slots: JobSlots, count: int) -> list[threading.Thread]:
+    """Start `count` threads each taking a slot; return once all of them wait."""
+    takers = [started(slots.take) for _ in range(count)]
+    while len(slots._new._waiters) < count:  # type: ignore[attr-defined]
+        threading.Event().wait(0.005)
+    return takers
+
+
+def test_a_freed_slot_wakes_one_waiting_cell_not_every_one() -> None:
+    slots = JobSlots(1, 1)
+    assert slots.take()
+    slots._new = CountingCondition(slots._new._lock)  # type: ignore[attr-defined]
+    CountingCondition.woken = 0
+    takers = waiting_takers(slots, 20)
+    slots.give_back()
+    threading.Event().wait(0.2)  # time for any other woken waiter to come back from its wait
+    assert sum(not t.is_alive() for t in takers) == 1
+    assert CountingCondition.woken == 1, "only the cell that got the slot was woken"
+    slots.close()
+    for taker in takers:
+        taker.join(JOIN)
+    assert not any(t.is_alive() for t in takers), "closing still wakes every waiting cell"
+    assert CountingCondition.woken == 20
+
+
+def test_control_a_notify_all_wakes_every_waiting_cell() -> None:
+    condition = CountingCondition()
+    CountingCondition.woken = 0
+    ready = threading.Semaphore(0)
+
+    def waiter() -> None:
+        with condition:
+            ready.release()
+            condition.wait(JOIN)
+
+    threads = [started(waiter) for _ in range(20)]
+    for _ in threads:
+        ready.acquire()
+    with condition:
+        condition.notify_all()
+    for thread in threads:
+        thread.join(JOIN)
+    assert CountingCondition.woken == 20, "the counter sees every woken waiter"
+
+
+def test_slots_freed_while_cells_come_back_go_to_them_then_to_new_cells() -> None:
+    slots = JobSlots(2, 2)
+    assert [slots.take(), slots.take()] == [True, True]
+    assert [slots.lend(), slots.lend()] == [True, True]  # both cells wait, their slots free
+    assert [slots.take(), slots.take()] == [True, True]  # two new cells use them
+    back = []
+    for _ in range(2):
+        back.append(started(slots.reclaim))
+    while slots._returning < 2:
+        threading.Event().wait(0.005)
+    takers = waiting_takers(slots, 3)
+    slots.give_back()
+    slots.give_back()
+    for thread in back:
+        thread.join(JOIN)
+    assert not any(t.is_alive() for t in back), "both returning cells got a slot"
+    assert all(t.is_alive() for t in takers), "no new cell started before them"
+    slots.give_back()
+    slots.give_back()
+    threading.Event().wait(0.1)
+    assert sum(not t.is_alive() for t in takers) == 2, "two freed slots: two new cells"
+    slots.close()
+    for taker in takers:
+        taker.join(JOIN)

@@ -511,3 +511,22 @@ def test_bad_cipher_string_names_the_file_field_and_fix(root: Path) -> None:
     path = root / "receivers" / "tls12.yaml"
     path.write_text("tls_max: TLSv1.2\nciphers: NO-SUCH-SUITE\n")
     expect_error(lambda: load_receiver(path), path, "ciphers", "openssl ciphers")
+
+
+def test_a_suite_keeps_one_object_per_distinct_cell_expectation() -> None:
+    from harness.model import Suite
+
+    row = {"s1": {"outcome": "delivered"}, "s2": {"outcome": "delivered"}}
+    suite = Suite.model_validate(
+        {
+            "id": "t",
+            "receivers": ["r1", "r2"],
+            "senders": ["s1", "s2", "s3"],
+            "cells": {"r1": row, "r2": row | {"s3": {"outcome": "refused"}}},
+        }
+    )
+    same = suite.expectation("r1", "s1")
+    assert suite.expectation("r1", "s2") is same
+    assert suite.expectation("r2", "s1") is same
+    assert suite.expectation("r2", "s3") is not same, "control: a different one is its own"
+    assert suite.expectation("r2", "s3").outcome == "refused"
