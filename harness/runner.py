@@ -83,14 +83,20 @@ def build_message(
     return TestMessage(message_id, mail_from, rcpt, body.encode())
 
 
-def wait_for_sessions(directory: Path, peers: set[tuple[str, int]]) -> list[SessionFacts]:
-    """Return the session records of the given peers, waiting (bounded) until all are written.
+def wait_for_sessions(
+    directory: Path, peers: set[tuple[str, int]], since: float = 0.0
+) -> list[SessionFacts]:
+    """Return the session records of the given peers begun at or after `since`, waiting (bounded).
 
-    The records are read again only when the evidence folder changes (lab.evidence_watch).
+    A source port the system handed out again is another cell's peer too: a session begun before
+    this cell sent is never its own. The records are read again only when the evidence folder
+    changes (lab.evidence_watch).
     """
 
     def found() -> list[SessionFacts]:
-        return session_facts_where(directory, lambda key: (key.peer_ip, key.peer_port) in peers)
+        return session_facts_where(
+            directory, lambda key: (key.peer_ip, key.peer_port) in peers and key.started >= since
+        )
 
     return wait_until([directory], found, lambda records: len(records) >= len(peers), SESSION_WAIT)
 
@@ -179,7 +185,7 @@ class LabRun:
                 crossed = wait_for_proxy_records(directory, peers)  # the sender met the proxy
                 peers, proxy_note = receiver_peers(crossed), describe_proxy(crossed)
                 proxy_note += missing_proxy_note(report, crossed)
-            sessions = wait_for_sessions(directory, peers)
+            sessions = wait_for_sessions(directory, peers, since)
             arrivals = find_arrivals(directory, message.message_id, zone_of(endpoint))
             note = missing_sessions_note(len(peers), sessions) + proxy_note
             note += session_trail(sessions, len(endpoint.mx))
