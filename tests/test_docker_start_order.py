@@ -1,4 +1,7 @@
-"""The Docker backend checks its images while the engine creates the run's network."""
+"""The Docker backend checks its images while the engine creates the run's network.
+
+A unit test: a stand-in image check (and run id) in front of a real engine.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,6 @@ from lab.backends.docker import RUN_LABEL, DockerBackend
 from lab.pki import LabPki
 from lab.spec import ReceiverSpec
 
-pytestmark = pytest.mark.integration
 PATIENCE = 10.0  # seconds the image check waits to see the run's network
 
 
