@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from harness import runner
 from harness.runner import wait_for_sessions
 from lab.evidence_store import SESSIONS_FILE
+from lab.session_facts import SessionKey, session_facts_where
 
 PEER = ("127.0.0.1", 40000)
 
@@ -31,21 +36,22 @@ def test_an_earlier_cells_session_on_the_same_port_is_not_this_cells(tmp_path: P
 
 
 def test_the_wait_goes_on_past_the_earlier_session_until_this_cells_is_written(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / SESSIONS_FILE
     path.write_bytes(session_line("old", time.time() - 60))
     since = time.time()
+    probes: list[int] = []
 
-    def later() -> None:
-        time.sleep(0.3)
-        with path.open("ab") as out:
-            out.write(session_line("new", since + 0.1))
+    def probe_then_write(directory: Path, keep: Callable[[SessionKey], bool]) -> list[Any]:
+        found = session_facts_where(directory, keep)
+        probes.append(len(found))
+        if len(probes) == 1:  # this cell's record is written only after the first look
+            with path.open("ab") as out:
+                out.write(session_line("new", since + 0.1))
+        return found
 
-    writer = threading.Thread(target=later)
-    writer.start()
-    try:
-        mine = wait_for_sessions(tmp_path, {PEER}, since)
-    finally:
-        writer.join()
+    monkeypatch.setattr(runner, "session_facts_where", probe_then_write)
+    mine = wait_for_sessions(tmp_path, {PEER}, since)
     assert [s.session_id for s in mine] == ["new"]
+    assert probes == [0, 1]  # the old record was not taken: the wait went on to the new one
